@@ -1,0 +1,190 @@
+// CPU inner loops: element conversion, a register-blocked float32 GEMM micro-kernel and a vector
+// exp. Written with GCC/Clang vector extensions so the compiler emits AVX-512 or AVX2 as available.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "blasst/types.hpp"
+
+namespace blasst::cpu {
+
+#if defined(__AVX512F__)
+constexpr int kW = 16;  // floats per vector register
+#else
+constexpr int kW = 8;
+#endif
+typedef float vf __attribute__((vector_size(kW * 4)));
+typedef std::int32_t vi __attribute__((vector_size(kW * 4)));
+// Buffers are padded to multiples of kPad floats so every row is a whole number of vectors.
+constexpr int kPad = 16;
+
+inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+inline vf vload(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf vbroadcast(float x) { return vf{} + x; }
+
+// ---- element conversion ----------------------------------------------------------------------
+
+inline float bf16_to_float(std::uint16_t h) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline std::uint16_t float_to_bf16(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+inline void convert_row(const void* src, DType t, float* dst, int n) {
+  switch (t) {
+    case DType::f32: std::memcpy(dst, src, sizeof(float) * n); return;
+    case DType::f16: {
+      const _Float16* s = static_cast<const _Float16*>(src);
+      for (int i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::bf16: {
+      const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
+      for (int i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
+      return;
+    }
+  }
+}
+
+inline void store_row(const float* src, DType t, void* dst, int n) {
+  switch (t) {
+    case DType::f32: std::memcpy(dst, src, sizeof(float) * n); return;
+    case DType::f16: {
+      _Float16* d = static_cast<_Float16*>(dst);
+      for (int i = 0; i < n; ++i) d[i] = static_cast<_Float16>(src[i]);
+      return;
+    }
+    case DType::bf16: {
+      std::uint16_t* d = static_cast<std::uint16_t*>(dst);
+      for (int i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      return;
+    }
+  }
+}
+
+// ---- GEMM: C[M x N] (+)= A[M x K] * B[K x N], N a multiple of kPad, row-major --------------------
+
+template <int MR, int NV>
+inline void gemm_block(int K, const float* A, std::int64_t lda, const float* B, std::int64_t ldb,
+                       float* C, std::int64_t ldc, bool accumulate) {
+  vf c[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) c[r][v] = accumulate ? vload(C + r * ldc + v * kW) : vf{};
+  for (int k = 0; k < K; ++k) {
+    vf b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = vload(B + k * ldb + v * kW);
+    for (int r = 0; r < MR; ++r) {
+      const vf a = vbroadcast(A[r * lda + k]);
+      for (int v = 0; v < NV; ++v) c[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) vstore(C + r * ldc + v * kW, c[r][v]);
+}
+
+template <int NV>
+inline void gemm_rows(int M, int K, const float* A, std::int64_t lda, const float* B,
+                      std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
+  int m = 0;
+  for (; m + 4 <= M; m += 4) gemm_block<4, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  switch (M - m) {
+    case 3: gemm_block<3, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
+    case 2: gemm_block<2, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
+    case 1: gemm_block<1, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
+    default: break;
+  }
+}
+
+// Column panels outermost so a K x 64 panel of B stays in L1 while all rows of A pass over it.
+inline void gemm(int M, int N, int K, const float* A, std::int64_t lda, const float* B,
+                 std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
+  constexpr int kPanel = 4 * kW;
+  int n = 0;
+  for (; n + kPanel <= N; n += kPanel) gemm_rows<4>(M, K, A, lda, B + n, ldb, C + n, ldc, accumulate);
+  for (; n + kW <= N; n += kW) gemm_rows<1>(M, K, A, lda, B + n, ldb, C + n, ldc, accumulate);
+}
+
+// ---- exp -------------------------------------------------------------------------------------
+
+// Vector casts between same-size vector types reinterpret bits (GCC vector extensions).
+// exp(x) for x <= 0 (arguments here are logit minus running max); exp(-inf) == 0, never NaN.
+// Cephes-style range reduction and polynomial, about 1 ulp; results below 2^-126 flush to 0.
+inline vf vexp_nonpos(vf x) {
+  const vf lo = vbroadcast(-87.0f);
+  const vi underflow = x < lo;
+  x = x < lo ? lo : x;
+  const vf magic = vbroadcast(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const vf t = x * 1.44269504088896341f + magic;
+  const vf n = t - magic;
+  const vi ni = (vi)t - (vi)magic;
+  vf r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const vf z = r * r;
+  vf y = vbroadcast(1.9875691500e-4f);
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  const vi scale_bits = (ni + 127) << 23;
+  const vf result = y * (vf)scale_bits;
+  return (vf)((vi)result & ~underflow);
+}
+
+// p[j] = exp(s[j] - m) for j < n (n a multiple of kW); returns the sum. m must be finite.
+inline float exp_sub_sum(const float* s, float m, float* p, int n) {
+  vf acc{};
+  const vf mv = vbroadcast(m);
+  for (int j = 0; j < n; j += kW) {
+    const vf e = vexp_nonpos(vload(s + j) - mv);
+    vstore(p + j, e);
+    acc += e;
+  }
+  float sum = 0;
+  for (int i = 0; i < kW; ++i) sum += acc[i];
+  return sum;
+}
+
+// s[j] *= scale for j < valid, s[j] = -inf for valid <= j < n; returns max over s[0..n).
+inline float scale_mask_max(float* s, float scale, int valid, int n) {
+  vf mx = vbroadcast(-INFINITY);
+  const vf sc = vbroadcast(scale);
+  int j = 0;
+  for (; j + kW <= valid; j += kW) {
+    const vf v = vload(s + j) * sc;
+    vstore(s + j, v);
+    mx = v > mx ? v : mx;
+  }
+  float m = -INFINITY;
+  for (int i = 0; i < kW; ++i) m = mx[i] > m ? mx[i] : m;
+  for (; j < valid; ++j) {
+    s[j] *= scale;
+    m = s[j] > m ? s[j] : m;
+  }
+  for (; j < n; ++j) s[j] = -INFINITY;
+  return m;
+}
+
+inline void scale_row(float* a, float f, int n) {
+  const vf fv = vbroadcast(f);
+  for (int j = 0; j < n; j += kW) vstore(a + j, vload(a + j) * fv);
+}
+
+}  // namespace blasst::cpu

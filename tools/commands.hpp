@@ -1,0 +1,8 @@
+// Subcommands implemented outside blasst_main.cpp.
+#pragma once
+
+namespace blasst::cli {
+
+int cmd_bench(int argc, char** argv);
+
+}  // namespace blasst::cli
