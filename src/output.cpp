@@ -58,6 +58,21 @@ std::int64_t SkipStats::skipped_for_head(int h) const {
   return s;
 }
 
+SkipStats stats_from_counters(const std::uint64_t* counters, int batch, int heads, std::vector<double> lambda) {
+  SkipStats s;
+  s.batch = batch;
+  s.heads = heads;
+  const std::size_t n = static_cast<std::size_t>(batch) * heads;
+  s.visited.resize(n);
+  s.skipped.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    s.visited[i] = static_cast<std::int64_t>(counters[2 * i]);
+    s.skipped[i] = static_cast<std::int64_t>(counters[2 * i + 1]);
+  }
+  s.lambda = std::move(lambda);
+  return s;
+}
+
 void Outputs::set_contiguous_strides(const PrefillProblem& p) {
   o_stride_head = p.head_dim_v;
   o_stride_token = static_cast<std::int64_t>(p.num_heads_q) * p.head_dim_v;

@@ -15,7 +15,7 @@ void validate(const SkipPolicy& p) {
   }
   if (p.block_q < 1) throw Error("block_q must be >= 1, got " + std::to_string(p.block_q));
   if (p.block_k < 1) throw Error("block_k must be >= 1, got " + std::to_string(p.block_k));
-  if (p.splits < 1) throw Error("splits must be >= 1, got " + std::to_string(p.splits));
+  if (p.splits < 0) throw Error("splits must be >= 0 (0: the GPU planner chooses), got " + std::to_string(p.splits));
   if (p.splits > 1 && p.order != VisitOrder::forward)
     throw Error(std::string("splits > 1 visits each chunk forward (BLASST.md 2.4); order '") +
                 to_string(p.order) + "' needs splits == 1");

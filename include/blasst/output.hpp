@@ -45,6 +45,9 @@ struct SkipStats {
   std::int64_t skipped_for_head(int h) const;
 };
 
+// SkipStats from a host copy of GPU tile counters ([batch * heads][2]).
+SkipStats stats_from_counters(const std::uint64_t* counters, int batch, int heads, std::vector<double> lambda);
+
 // Where results go. o is required; everything else is optional (nullptr: not produced).
 // Strides are in elements; the innermost stride is 1.
 //   prefill: O [total_q, Hq, d_v], LSE and dropped_mass [total_q, Hq]
@@ -57,8 +60,11 @@ struct Outputs {
   float* lse = nullptr;  // natural log; -inf for rows that see no key
   std::int64_t lse_stride_batch = 0, lse_stride_token = 0, lse_stride_head = 0;
 
-  SkipStats* stats = nullptr;
-  std::uint8_t* skip_mask = nullptr;  // SkipMaskLayout::size() bytes
+  SkipStats* stats = nullptr;          // CPU engine
+  // GPU backends: per (sequence, head) counters in device memory, [batch * heads][2] = (visited,
+  // skipped), zeroed and filled by each call; see stats_from_counters.
+  std::uint64_t* tile_counters = nullptr;
+  std::uint8_t* skip_mask = nullptr;  // SkipMaskLayout::size() bytes (host for CPU, device for GPU)
 
   // Exact share of each row's softmax mass that skipped tiles held (an extra pass over the skipped
   // tiles, for calibration and tests): sum_skipped p / sum_all p. Same layout as LSE.

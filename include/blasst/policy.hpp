@@ -23,7 +23,8 @@ struct SkipPolicy {
 
   // Split-KV: the n visible tiles of a group are cut into `splits` contiguous chunks of
   // ceil(n / splits) tiles, each visited forward with its own running state and merged by LSE.
-  // splits > 1 requires order == forward.
+  // splits > 1 requires order == forward. 0 lets a GPU planner choose (the CPU engine needs a
+  // count: pass the plan's).
   int splits = 1;
 
   // Max seeding (BLASST.md 6): every split after the first starts its running max from the row
@@ -50,7 +51,7 @@ struct SkipPolicy {
 };
 
 // Throws blasst::Error if the policy is malformed (non-finite or negative value, block sizes < 1,
-// splits < 1, splits > 1 with a non-forward order, max_seed with a non-forward order).
+// splits < 0, splits > 1 with a non-forward order, max_seed with a non-forward order).
 void validate(const SkipPolicy& p);
 
 // lambda for a sequence with kv_len keys; 0 means dense (no tile may be skipped).

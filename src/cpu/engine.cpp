@@ -19,6 +19,11 @@ std::uint8_t* at(void* base, std::int64_t elem, DType t) {
   return static_cast<std::uint8_t*>(base) + elem * static_cast<std::int64_t>(dtype_size(t));
 }
 
+void check_cpu_policy(const SkipPolicy& pol) {
+  validate(pol);
+  if (pol.splits < 1) throw Error("splits must be >= 1 for the CPU engine (0 is for GPU planners)");
+}
+
 void check_outputs(const Outputs& o, bool decode, int batch) {
   if (o.o == nullptr) throw Error("the output O must not be null");
   if (o.o_stride_token == 0 || o.o_stride_head == 0 || (decode && batch > 1 && o.o_stride_batch == 0))
@@ -147,7 +152,7 @@ WalkParams base_params(const SkipPolicy& pol, float scale, int dqk, int dv, bool
 
 void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out) {
   validate_shapes(p);
-  validate(pol);
+  check_cpu_policy(pol);
   validate_host_indices(p);
   check_outputs(out, false, p.batch);
 
@@ -223,7 +228,7 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out)
 
 void decode(const DecodeProblem& p, const SkipPolicy& pol, const Outputs& out) {
   validate_shapes(p);
-  validate(pol);
+  check_cpu_policy(pol);
   validate_host_indices(p);
   check_outputs(out, true, p.batch);
 

@@ -176,7 +176,10 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
         if (srow[j] != -INFINITY) d[r] += std::exp(static_cast<double>(srow[j]) - w.lse[r]);
     }
   }
-  for (int r = 0; r < R; ++r) w.dropped[r] = static_cast<float>(d[r] / (1.0 + d[r]));
+  // A row that sees keys but kept none (possible only under replay) lost all of its mass.
+  for (int r = 0; r < R; ++r)
+    w.dropped[r] = w.lse[r] == -INFINITY ? (w.key_limit[r] >= 0 ? 1.0f : 0.0f)
+                                         : static_cast<float>(d[r] / (1.0 + d[r]));
 }
 
 }  // namespace blasst::cpu

@@ -1,0 +1,254 @@
+// CUDA decode benchmark: our kernel dense and with the skip on generated inputs (sinks, locality,
+// needles: include/blasst/synthetic.hpp), bf16, head dim 128, page size 64, shuffled pages.
+// Prints a table and writes CSV rows (to the file named by --csv). bench/sdpa_decode_peer.py times
+// PyTorch SDPA (cuDNN, flash) on the same shapes in the same device call.
+//
+//   blasst_cuda_decode_bench [--quick] [--csv FILE]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "blasst/blasst.hpp"
+#include "blasst/cuda/decode.hpp"
+#include "blasst/synthetic.hpp"
+
+#define CK(call)                                                                              \
+  do {                                                                                        \
+    cudaError_t e_ = (call);                                                                  \
+    if (e_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                           \
+    }                                                                                         \
+  } while (0)
+
+namespace {
+
+using namespace blasst;
+
+std::uint16_t bf16_bits(float f) {
+  std::uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fffu + ((b >> 16) & 1u);
+  return static_cast<std::uint16_t>(b >> 16);
+}
+
+struct Shape {
+  int hq, hkv, batch, len;
+};
+
+struct Setup {
+  Shape s;
+  DecodeProblem p;
+  std::uint16_t *q = nullptr, *kc = nullptr, *vc = nullptr, *o = nullptr;
+  std::int32_t *table = nullptr, *lens = nullptr;
+  std::uint64_t* counters = nullptr;
+  std::size_t bytes = 0;  // dense K + V bytes
+};
+
+constexpr int kD = 128, kPage = 64;
+
+// One generated sequence, uploaded once and copied to every sequence of the batch (its own pages).
+bool make_setup(const Shape& s, Setup& st) {
+  st.s = s;
+  const int pages_per = (s.len + kPage - 1) / kPage;
+  const std::size_t slot = std::size_t(s.hkv) * kD, page_elems = std::size_t(kPage) * slot;
+  const std::size_t total_pages = std::size_t(s.batch) * pages_per;
+  st.bytes = std::size_t(s.batch) * s.len * slot * 2 * 2;
+  std::size_t free_b = 0, total_b = 0;
+  CK(cudaMemGetInfo(&free_b, &total_b));
+  if (st.bytes + (64ull << 20) > free_b * 0.9) return false;
+  SyntheticSpec spec;
+  const SyntheticQKV x = synthetic_qkv(1, s.len, s.hq, s.hkv, kD, kD, spec);
+  std::vector<std::uint16_t> k1(std::size_t(pages_per) * page_elems, 0), v1(k1.size(), 0);
+  for (std::size_t i = 0; i < std::size_t(s.len) * slot; ++i) k1[i] = bf16_bits(x.k[i]), v1[i] = bf16_bits(x.v[i]);
+  std::vector<std::uint16_t> q(std::size_t(s.batch) * s.hq * kD);
+  for (int b = 0; b < s.batch; ++b)
+    for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i) q[b * std::size_t(s.hq) * kD + i] = bf16_bits(x.q[i]);
+  // Pages of sequence b are a shuffled set; its contents are the generated sequence's pages.
+  std::vector<std::int32_t> perm(total_pages);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
+  CK(cudaMalloc(&st.kc, total_pages * page_elems * 2));
+  CK(cudaMalloc(&st.vc, total_pages * page_elems * 2));
+  std::uint16_t *k_dev, *v_dev;
+  CK(cudaMalloc(&k_dev, k1.size() * 2));
+  CK(cudaMalloc(&v_dev, v1.size() * 2));
+  CK(cudaMemcpy(k_dev, k1.data(), k1.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(v_dev, v1.data(), v1.size() * 2, cudaMemcpyHostToDevice));
+  for (std::size_t i = 0; i < total_pages; ++i) {
+    const std::size_t src = (i % pages_per) * page_elems, dst = std::size_t(perm[i]) * page_elems;
+    CK(cudaMemcpyAsync(st.kc + dst, k_dev + src, page_elems * 2, cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpyAsync(st.vc + dst, v_dev + src, page_elems * 2, cudaMemcpyDeviceToDevice));
+  }
+  CK(cudaDeviceSynchronize());
+  CK(cudaFree(k_dev));
+  CK(cudaFree(v_dev));
+  std::vector<std::int32_t> lens(s.batch, s.len);
+  CK(cudaMalloc(&st.q, q.size() * 2));
+  CK(cudaMemcpy(st.q, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&st.table, perm.size() * 4));
+  CK(cudaMemcpy(st.table, perm.data(), perm.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&st.lens, lens.size() * 4));
+  CK(cudaMemcpy(st.lens, lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&st.o, q.size() * 2));
+  CK(cudaMalloc(&st.counters, std::size_t(s.batch) * s.hkv * 2 * 8));
+  DecodeProblem& p = st.p;
+  p.batch = s.batch, p.q_tokens = 1, p.num_heads_q = s.hq, p.num_heads_kv = s.hkv;
+  p.head_dim_qk = p.head_dim_v = kD, p.dtype = DType::bf16;
+  p.num_pages = static_cast<int>(total_pages), p.page_size = kPage, p.max_pages_per_seq = pages_per;
+  p.q = st.q, p.k_cache = st.kc, p.v_cache = st.vc, p.block_table = st.table, p.seq_lens = st.lens;
+  p.set_contiguous_strides();
+  return true;
+}
+
+void free_setup(Setup& st) {
+  for (void* ptr : {(void*)st.q, (void*)st.kc, (void*)st.vc, (void*)st.o, (void*)st.table, (void*)st.lens, (void*)st.counters})
+    cudaFree(ptr);
+}
+
+struct Result {
+  double ms, sparsity;
+  int splits;
+};
+
+// Median of `reps` graph replays of `inner` back-to-back decode calls.
+Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
+  const cuda::DecodePlan plan = cuda::plan_decode(st.p, st.s.len, pol);
+  void* ws = nullptr;
+  if (plan.workspace_bytes) CK(cudaMalloc(&ws, plan.workspace_bytes));
+  Outputs out;
+  out.set_contiguous_strides(st.p);
+  out.o = st.o, out.o_dtype = DType::bf16, out.tile_counters = st.counters;
+  cudaStream_t stream;
+  CK(cudaStreamCreate(&stream));
+  cuda::decode(st.p, pol, plan, out, ws, stream);
+  CK(cudaStreamSynchronize(stream));
+  std::vector<std::uint64_t> c(std::size_t(st.s.batch) * st.s.hkv * 2);
+  CK(cudaMemcpy(c.data(), st.counters, c.size() * 8, cudaMemcpyDeviceToHost));
+  double visited = 0, skipped = 0;
+  for (std::size_t i = 0; i < c.size(); i += 2) visited += c[i], skipped += c[i + 1];
+  out.tile_counters = nullptr;  // time the kernel as a server would run it
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < inner; ++i) cuda::decode(st.p, pol, plan, out, ws, stream);
+  CK(cudaStreamEndCapture(stream, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  CK(cudaGraphLaunch(exec, stream));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaEventRecord(a, stream));
+    CK(cudaGraphLaunch(exec, stream));
+    CK(cudaEventRecord(b, stream));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms / inner);
+  }
+  std::sort(t.begin(), t.end());
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaStreamDestroy(stream);
+  if (ws) cudaFree(ws);
+  return {t[t.size() / 2], visited > 0 ? skipped / visited : 0.0, plan.splits};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string csv_path, one;  // --one HQ,HKV,BATCH,LEN: that shape alone (for profiling)
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) one = argv[++i];
+  }
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  std::printf("GPU %s, %d SMs, CUDA runtime %d, driver %d\n", prop.name, prop.multiProcessorCount, runtime, driver);
+  FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
+  if (csv) std::fprintf(csv, "hq,hkv,batch,len,policy,value,splits,ms,tbps,sparsity,speedup_vs_dense\n");
+
+  std::vector<Shape> shapes;
+  for (auto [hq, hkv] : std::vector<std::pair<int, int>>{{32, 8}, {64, 8}, {8, 1}})
+    for (int batch : {1, 8, 64})
+      for (int len : {8192, 32768, 131072}) shapes.push_back({hq, hkv, batch, len});
+  if (quick) shapes = {{32, 8, 8, 32768}, {32, 8, 1, 131072}};
+  std::vector<double> factors = {1, 4, 16, 64, 256, 1024};
+  if (!one.empty()) {
+    Shape s{};
+    if (std::sscanf(one.c_str(), "%d,%d,%d,%d", &s.hq, &s.hkv, &s.batch, &s.len) != 4) return 2;
+    shapes = {s};
+    factors = {64};
+  }
+
+  std::printf("%-6s %-6s %-6s %-7s %-9s %6s %9s %8s %9s %8s\n", "Hq", "Hkv", "batch", "len", "policy", "splits", "ms",
+              "TB/s", "sparsity", "speedup");
+  for (const Shape& s : shapes) {
+    Setup st;
+    if (!make_setup(s, st)) {
+      std::printf("%d/%d batch %d len %d: skipped (does not fit in memory)\n", s.hq, s.hkv, s.batch, s.len);
+      continue;
+    }
+    SkipPolicy dense;
+    dense.order = VisitOrder::forward;
+    dense.splits = 0;
+    const int inner = std::max(1, static_cast<int>(2e9 / double(st.bytes)));
+    const Result d = time_policy(st, dense, quick ? 5 : 11, std::min(inner, 50));
+    auto report = [&](const char* name, double value, const Result& r) {
+      const double tbps = double(st.bytes) / (r.ms * 1e-3) / 1e12;
+      std::printf("%-6d %-6d %-6d %-7d %-9s %6d %9.4f %8.3f %9.3f %8.2f\n", s.hq, s.hkv, s.batch, s.len, name, r.splits,
+                  r.ms, tbps, r.sparsity, d.ms / r.ms);
+      if (csv)
+        std::fprintf(csv, "%d,%d,%d,%d,%s,%g,%d,%.6f,%.4f,%.4f,%.4f\n", s.hq, s.hkv, s.batch, s.len, name, value, r.splits,
+                     r.ms, tbps, r.sparsity, d.ms / r.ms);
+    };
+    report("dense", 0, d);
+    for (double a : factors) {
+      SkipPolicy pol = SkipPolicy::with_scale_factor(a);
+      pol.order = VisitOrder::forward;
+      pol.splits = 0;
+      char name[32];
+      std::snprintf(name, sizeof name, "a=%g", a);
+      report(name, a, time_policy(st, pol, quick ? 5 : 11, std::min(inner, 50)));
+    }
+    free_setup(st);
+  }
+
+  // Max seeding: sparsity given back at 4, 16 and 64 splits (32/8, batch 1, 32K).
+  if (one.empty()) {
+    Setup st;
+    if (make_setup({32, 8, 1, 32768}, st)) {
+      for (int splits : {1, 4, 16, 64})
+        for (bool seed : {false, true}) {
+          SkipPolicy pol = SkipPolicy::with_scale_factor(16.0);
+          pol.order = VisitOrder::forward;
+          pol.splits = splits;
+          pol.max_seed = seed;
+          const Result r = time_policy(st, pol, 3, 5);
+          std::printf("max-seed %-5s splits %2d: sparsity %.3f, %.4f ms\n", seed ? "on" : "off", splits, r.sparsity, r.ms);
+          if (csv)
+            std::fprintf(csv, "32,8,1,32768,%s,16,%d,%.6f,,%.4f,\n", seed ? "a=16+seed" : "a=16", splits, r.ms, r.sparsity);
+        }
+      free_setup(st);
+    }
+  }
+  if (csv) std::fclose(csv);
+  return 0;
+}

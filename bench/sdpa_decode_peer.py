@@ -1,0 +1,98 @@
+"""PyTorch SDPA decode peers (cuDNN and flash backends), timed on the shapes of cuda_decode_bench.
+
+One query token per sequence, bf16, head dim 128, contiguous (unpaged) K and V. Each backend gets
+GQA through enable_gqa where it accepts it; otherwise K and V are expanded to Hq heads beforehand
+(the expansion is not timed, but the larger read is what that backend does). Bytes are always the
+dense K+V of Hkv heads, as for our kernel. Writes CSV to --csv and prints a table.
+"""
+import argparse
+import csv
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def timed(fn, reps=11, inner=20):
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(inner):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / inner)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--csv", default="")
+    args = ap.parse_args()
+    shapes = [(hq, hkv, b, n) for hq, hkv in [(32, 8), (64, 8), (8, 1)] for b in (1, 8, 64)
+              for n in (8192, 32768, 131072)]
+    if args.quick:
+        shapes = [(32, 8, 8, 32768), (32, 8, 1, 131072)]
+    d = 128
+    print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    rows = []
+    print(f"{'Hq':<6}{'Hkv':<6}{'batch':<7}{'len':<8}{'backend':<8}{'gqa':<9}{'ms':>9}{'TB/s':>8}")
+    for hq, hkv, batch, n in shapes:
+        kv_bytes = batch * n * hkv * d * 2 * 2
+        free, _ = torch.cuda.mem_get_info()
+        if kv_bytes * 1.2 > free:
+            print(f"{hq}/{hkv} batch {batch} len {n}: skipped (memory)")
+            continue
+        can_expand = kv_bytes * (hq // hkv) < free * 0.6
+        q = torch.randn(batch, hq, 1, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(batch, hkv, n, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            result = None
+            for gqa in ("enable_gqa", "expand"):
+                if gqa == "expand" and (not can_expand or hq == hkv):
+                    continue
+                try:
+                    if gqa == "enable_gqa":
+                        kk, vv, kw = k, v, {"enable_gqa": hq != hkv}
+                    else:
+                        kk = k.repeat_interleave(hq // hkv, dim=1)
+                        vv = v.repeat_interleave(hq // hkv, dim=1)
+                        kw = {}
+                    with sdpa_kernel([backend]):
+                        ms = timed(lambda: F.scaled_dot_product_attention(q, kk, vv, **kw))
+                    result = (gqa, ms)
+                    break
+                except RuntimeError as e:
+                    msg = str(e).splitlines()[0][:80]
+                    print(f"  {name} with {gqa}: not available ({msg})", file=sys.stderr)
+                finally:
+                    torch.cuda.empty_cache()
+            if result is None:
+                continue
+            gqa, ms = result
+            tbps = kv_bytes / (ms * 1e-3) / 1e12
+            print(f"{hq:<6}{hkv:<6}{batch:<7}{n:<8}{name:<8}{gqa:<9}{ms:>9.4f}{tbps:>8.3f}")
+            rows.append(dict(hq=hq, hkv=hkv, batch=batch, len=n, backend=name, gqa=gqa, ms=ms, tbps=tbps))
+        del q, k, v
+        torch.cuda.empty_cache()
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["hq", "hkv", "batch", "len", "backend", "gqa", "ms", "tbps"])
+            w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+// CUDA split-KV paged decode with the BLASST skip (Hopper, sm_90a; runs on sm_80+ too).
+// Plan once per batch shape on the host, run many times on a stream: run() allocates nothing,
+// never synchronises and copies nothing to the host, so a decode step can be captured in a graph.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include <cuda_runtime.h>
+
+#include "blasst/output.hpp"
+#include "blasst/policy.hpp"
+#include "blasst/problem.hpp"
+
+namespace blasst::cuda {
+
+struct DecodePlan {
+  int batch = 0, num_heads_kv = 0, rows = 0;  // rows of a vote group: q_tokens * Hq / Hkv
+  int max_seq_len = 0;                        // the longest sequence run() may see
+  int splits = 1;                             // KV chunks per vote group
+  int block_k = 128;
+  int warps_m = 1;                            // 16-row warp slices per vote group
+  int sm_count = 0;
+  std::size_t workspace_bytes = 0;            // device scratch run() needs (0 if splits == 1)
+};
+
+// Why this problem/policy cannot run on the CUDA decode kernel, or "" if it can.
+std::string decode_unsupported_reason(const DecodeProblem& p, const SkipPolicy& policy);
+
+// Host-only. policy.splits > 0 forces the split count; 0 lets the planner choose from the batch,
+// heads, max_seq_len and the device's SM count. Throws blasst::Error if unsupported.
+DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& policy, int device = -1);
+
+// All pointers of p and out are device pointers (block_table and seq_lens included). out.o takes
+// p.dtype; out.lse, out.tile_counters and out.skip_mask are optional. The mask is written in
+// SkipMaskLayout order and must hold batch * Hkv * ceil(max_seq_len / block_k) bytes (it is
+// cleared to that bound first). policy.replay_mask, if set, is a device mask in the same layout.
+// Every sequence must be at most plan.max_seq_len long. Errors are blasst::Error.
+void decode(const DecodeProblem& p, const SkipPolicy& policy, const DecodePlan& plan, const Outputs& out,
+            void* workspace, cudaStream_t stream);
+
+}  // namespace blasst::cuda

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One device call: GPU facts, the CUDA tests, compute-sanitizer on a subset, the SASS check, and the
+# decode benchmark with its PyTorch SDPA peers. Logs and tables go to $OUT (default /tmp/blasst-out).
+#
+# Binaries come from .devbuild/ when they were built here beforehand and carried (see
+# scripts/devbuild.sh); if they do not run there, everything is built on the device, with
+# GoogleTest from .deps/googletest when the device has none.
+#
+#   scripts/gpu-check.sh [tests] [sanitize] [sass] [bench] [bench-quick] [profile] [peers] [peers-quick]
+# (no argument: all of tests sanitize sass bench peers)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/blasst-out}
+mkdir -p "$OUT"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(tests sanitize sass bench peers)
+want() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv
+  nvcc --version | tail -1
+} > "$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+
+B=.devbuild
+if ! "$B/tests/blasst_cuda_tests" --gtest_list_tests >/dev/null 2>&1; then
+  echo "carried binaries do not run here; building on the device"
+  B=/tmp/blasst-build
+  gt=()
+  [ -f /usr/include/gtest/gtest.h ] || gt=(-DBLASST_GTEST_SOURCE="$PWD/.deps/googletest")
+  cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DBLASST_BUILD_BENCH=OFF -DBLASST_CPU_ARCH=native "${gt[@]}" \
+    > "$OUT/build.log" 2>&1 &&
+    cmake --build "$B" -j"$(nproc)" --target blasst_cuda_tests blasst_cuda_decode_bench >> "$OUT/build.log" 2>&1 ||
+    { tail -30 "$OUT/build.log"; exit 1; }
+  [ -f "$B/tests/blasst_cuda_tests" ] || { echo "build produced no test binary"; exit 1; }
+  mkdir -p "$B/bench"
+  [ -f "$B/bench/blasst_cuda_decode_bench" ] || cmake --build "$B" --target blasst_cuda_decode_bench >> "$OUT/build.log" 2>&1
+fi
+
+status=0
+if want tests; then
+  echo "== CUDA tests"
+  "$B/tests/blasst_cuda_tests" --gtest_output=xml:"$OUT/cuda_tests.xml" > "$OUT/cuda_tests.log" 2>&1 || status=1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ splits|tests? ran|Failure|Expected|Which is|of [0-9]+ tiles|seed " "$OUT/cuda_tests.log" | head -60
+fi
+if want sanitize; then
+  echo "== compute-sanitizer"
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 9 "$B/tests/blasst_cuda_tests" \
+      --gtest_filter='CudaDecode.ThresholdZero*:CudaDecode.ReplayedMask*:CudaDecode.PageSizes*' \
+      > "$OUT/sanitizer_$tool.log" 2>&1
+    echo "$tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer_$tool.log") clean summaries)"
+    grep -m3 -E "ERROR SUMMARY|Invalid|Race|hazard" "$OUT/sanitizer_$tool.log"
+  done
+fi
+if want sass; then
+  echo "== SASS"
+  lib=$(ls "$B"/libblasst.a 2>/dev/null || true)
+  if [ -n "$lib" ]; then
+    cuobjdump --dump-sass "$lib" > /tmp/blasst.sass 2>/dev/null
+    echo "HMMA: $(grep -c HMMA /tmp/blasst.sass)  HGMMA: $(grep -c HGMMA /tmp/blasst.sass)  LDL: $(grep -c 'LDL' /tmp/blasst.sass)  STL: $(grep -c 'STL' /tmp/blasst.sass)" | tee "$OUT/sass.txt"
+  fi
+fi
+if want bench || want bench-quick; then
+  echo "== decode benchmark"
+  q=(); want bench-quick && q=(--quick)
+  "$B/bench/blasst_cuda_decode_bench" "${q[@]}" --csv "$OUT/decode_bench.csv" 2>&1 | tee "$OUT/decode_bench.log" | tail -80
+fi
+if want profile; then
+  echo "== ncu (decode, 32/8, batch 8, 32K)"
+  ncu --clock-control none -k regex:decode_splitkv --launch-skip 2 --launch-count 1 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+    --section LaunchStats --section Occupancy \
+    "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768 > "$OUT/ncu_decode.txt" 2>&1
+  grep -E "Duration|Memory Throughput|DRAM Throughput|Stall|Warp Cycles|Issued|Eligible|Active Warps|Registers|Shared Memory|Achieved|Theoretical Occ|Block Limit" "$OUT/ncu_decode.txt" | head -60
+fi
+if want peers || want peers-quick; then
+  echo "== SDPA peers"
+  q=(); want peers-quick && q=(--quick)
+  python3 bench/sdpa_decode_peer.py "${q[@]}" --csv "$OUT/sdpa_decode.csv" 2>&1 | tee "$OUT/sdpa_decode.log" | tail -60
+fi
+exit $status

@@ -1,0 +1,170 @@
+// Host side of the CUDA decode: support checks, the planner and the dispatch over compiled variants.
+#include <algorithm>
+#include <string>
+
+#include "blasst/cuda/decode.hpp"
+#include "blasst/cuda/decode/decode_splitkv_sm90.cuh"
+#include "cuda/check.hpp"
+
+namespace blasst::cuda {
+namespace {
+
+constexpr int kBlockK = 128;
+
+int warps_m_for(int rows) {
+  for (int wm = 1; wm <= 8; wm *= 2)
+    if (rows <= 16 * wm) return wm;
+  return 0;
+}
+
+// Eight warps: row warps x key warps 1x8, 2x4, 4x2, 8x1; K and V stages sized to the head dim.
+template <class T, int D, int WM>
+using TraitsFor = DecodeTraits<T, D, kBlockK, WM, 8 / WM, (D == 64 ? 4 : D == 128 ? 3 : 2), (D == 256 ? 1 : 2)>;
+
+template <class T, int D, int WM>
+void launch(const DecodeParams& params, const DecodePlan& plan, cudaStream_t stream) {
+  using Tr = TraitsFor<T, D, WM>;
+  auto kernel = decode_splitkv_kernel<Tr>;
+  // Once per variant, so later calls (and graph captures) only launch.
+  static const bool configured = [&] {
+    BLASST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Tr::kSmemBytes)));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(plan.splits, plan.num_heads_kv, plan.batch);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params);
+  BLASST_CUDA_CHECK(cudaGetLastError());
+  if (plan.splits > 1) {
+    const std::int64_t warps = std::int64_t(plan.batch) * plan.num_heads_kv * plan.rows;
+    const int threads = 256;
+    decode_combine_kernel<T, D><<<static_cast<unsigned>((warps * 32 + threads - 1) / threads), threads, 0, stream>>>(params);
+    BLASST_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+template <class T, int D>
+void dispatch_wm(const DecodeParams& params, const DecodePlan& plan, cudaStream_t stream) {
+  switch (plan.warps_m) {
+    case 1: return launch<T, D, 1>(params, plan, stream);
+    case 2: return launch<T, D, 2>(params, plan, stream);
+    case 4: if constexpr (D <= 128) return launch<T, D, 4>(params, plan, stream); break;
+    case 8: if constexpr (D <= 128) return launch<T, D, 8>(params, plan, stream); break;
+  }
+  throw Error("internal: no decode variant for " + std::to_string(plan.warps_m) + " row warps");
+}
+
+template <class T>
+void dispatch_d(int d, const DecodeParams& params, const DecodePlan& plan, cudaStream_t stream) {
+  switch (d) {
+    case 64: return dispatch_wm<T, 64>(params, plan, stream);
+    case 128: return dispatch_wm<T, 128>(params, plan, stream);
+    case 256: return dispatch_wm<T, 256>(params, plan, stream);
+  }
+  throw Error("internal: no decode variant for head dim " + std::to_string(d));
+}
+
+int smem_bytes_for(int d, int wm) {
+  const int rp = 16 * wm, nsk = d == 64 ? 4 : d == 128 ? 3 : 2, nsv = d == 256 ? 1 : 2;
+  return (rp + (nsk + nsv) * kBlockK) * (d + 8) * 2 + 4096;
+}
+
+}  // namespace
+
+std::string decode_unsupported_reason(const DecodeProblem& p, const SkipPolicy& pol) {
+  if (p.dtype == DType::f32) return "the CUDA decode kernel takes bfloat16 or float16 inputs, not float32";
+  if (p.head_dim_qk != p.head_dim_v) return "the CUDA decode kernel needs head_dim_qk == head_dim_v";
+  if (p.head_dim_qk != 64 && p.head_dim_qk != 128 && p.head_dim_qk != 256)
+    return "the CUDA decode kernel supports head dims 64, 128 and 256, got " + std::to_string(p.head_dim_qk);
+  if (pol.block_k != kBlockK)
+    return "the CUDA decode kernel uses key tiles of " + std::to_string(kBlockK) + ", got block_k " +
+           std::to_string(pol.block_k);
+  if (pol.order != VisitOrder::forward) return "the CUDA decode kernel visits tiles forward (split-KV)";
+  const int rows = p.q_tokens * (p.num_heads_q / std::max(p.num_heads_kv, 1));
+  const int wm = warps_m_for(rows);
+  if (wm == 0 || (p.head_dim_qk == 256 && wm > 2))
+    return "vote groups of " + std::to_string(rows) + " rows (q_tokens x Hq/Hkv) exceed the CUDA decode kernel's " +
+           std::to_string(p.head_dim_qk == 256 ? 32 : 128) + " at head dim " + std::to_string(p.head_dim_qk);
+  const auto strided = [](std::int64_t s) { return s % 8 == 0; };
+  if (!strided(p.q_stride_batch) || !strided(p.q_stride_token) || !strided(p.q_stride_head) ||
+      !strided(p.k_stride_page) || !strided(p.k_stride_slot) || !strided(p.k_stride_head) ||
+      !strided(p.v_stride_page) || !strided(p.v_stride_slot) || !strided(p.v_stride_head))
+    return "the CUDA decode kernel needs strides that are multiples of 8 elements (16-byte rows)";
+  return "";
+}
+
+DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int device) {
+  validate_shapes(p);
+  validate(pol);
+  if (const std::string why = decode_unsupported_reason(p, pol); !why.empty()) throw Error(why);
+  if (max_seq_len < 0) throw Error("max_seq_len must be >= 0");
+  if (device < 0) BLASST_CUDA_CHECK(cudaGetDevice(&device));
+  DecodePlan plan;
+  plan.batch = p.batch;
+  plan.num_heads_kv = p.num_heads_kv;
+  plan.rows = p.q_tokens * (p.num_heads_q / p.num_heads_kv);
+  plan.max_seq_len = max_seq_len;
+  plan.block_k = pol.block_k;
+  plan.warps_m = warps_m_for(plan.rows);
+  BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&plan.sm_count, cudaDevAttrMultiProcessorCount, device));
+  int smem_per_sm = 0;
+  BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  if (pol.splits > 0) {
+    plan.splits = pol.splits;
+  } else {
+    // Fill every SM with resident CTAs, keeping at least two tiles per chunk.
+    const int per_sm = std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
+    const int groups = std::max(1, p.batch * p.num_heads_kv);
+    const int max_tiles = (max_seq_len + pol.block_k - 1) / pol.block_k;
+    const int want = std::max(1, plan.sm_count * per_sm / groups);  // one full wave, no tail
+    plan.splits = std::clamp(want, 1, std::max(1, max_tiles / 2));
+  }
+  if (plan.splits > 1)
+    plan.workspace_bytes = std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows *
+                           (std::size_t(p.head_dim_v) + 1) * sizeof(float);
+  return plan;
+}
+
+void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& plan, const Outputs& out,
+            void* workspace, cudaStream_t stream) {
+  if (p.batch != plan.batch || p.num_heads_kv != plan.num_heads_kv ||
+      p.q_tokens * (p.num_heads_q / p.num_heads_kv) != plan.rows)
+    throw Error("decode: the problem does not match its plan (batch, KV heads or rows differ)");
+  if (out.o == nullptr) throw Error("decode: the output O must not be null");
+  if (out.o_dtype != p.dtype) throw Error("decode: O must have the input dtype on the CUDA backend");
+  if (plan.workspace_bytes > 0 && workspace == nullptr) throw Error("decode: the plan needs a workspace");
+  if (p.batch == 0) return;
+
+  DecodeParams d{};
+  d.q = p.q, d.q_sb = p.q_stride_batch, d.q_st = p.q_stride_token, d.q_sh = p.q_stride_head;
+  d.k_cache = p.k_cache, d.k_sp = p.k_stride_page, d.k_ss = p.k_stride_slot, d.k_sh = p.k_stride_head;
+  d.v_cache = p.v_cache, d.v_sp = p.v_stride_page, d.v_ss = p.v_stride_slot, d.v_sh = p.v_stride_head;
+  d.block_table = p.block_table, d.seq_lens = p.seq_lens;
+  d.max_pages_per_seq = p.max_pages_per_seq, d.page_size = p.page_size;
+  d.batch = p.batch, d.q_tokens = p.q_tokens, d.hkv = p.num_heads_kv;
+  d.group = p.num_heads_q / p.num_heads_kv, d.rows = plan.rows;
+  d.scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
+  d.mode = static_cast<int>(pol.mode), d.value = pol.value;
+  d.splits = plan.splits, d.max_seed = pol.max_seed, d.replay = pol.replay_mask;
+  d.o = out.o, d.o_sb = out.o_stride_batch, d.o_st = out.o_stride_token, d.o_sh = out.o_stride_head;
+  d.lse = out.lse, d.lse_sb = out.lse_stride_batch, d.lse_st = out.lse_stride_token, d.lse_sh = out.lse_stride_head;
+  d.counters = out.tile_counters, d.mask = out.skip_mask;
+  if (plan.splits > 1) {
+    d.part_o = static_cast<float*>(workspace);
+    d.part_lse = d.part_o + std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows * p.head_dim_v;
+  }
+  if (out.tile_counters)
+    BLASST_CUDA_CHECK(cudaMemsetAsync(out.tile_counters, 0,
+                                      std::size_t(p.batch) * p.num_heads_kv * 2 * sizeof(std::uint64_t), stream));
+  if (out.skip_mask) {
+    // The mask's size depends on the device-side lengths; the plan's bound covers it.
+    const std::size_t bound = std::size_t(p.batch) * p.num_heads_kv * ((plan.max_seq_len + plan.block_k - 1) / plan.block_k);
+    BLASST_CUDA_CHECK(cudaMemsetAsync(out.skip_mask, 0, bound, stream));
+  }
+  if (p.dtype == DType::bf16)
+    dispatch_d<__nv_bfloat16>(p.head_dim_qk, d, plan, stream);
+  else
+    dispatch_d<__half>(p.head_dim_qk, d, plan, stream);
+}
+
+}  // namespace blasst::cuda

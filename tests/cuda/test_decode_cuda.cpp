@@ -1,0 +1,344 @@
+// The CUDA decode kernel against the CPU engine (the oracle) and a float64 reference.
+// Every test skips where no sm_90 GPU is present.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "blasst/cuda/decode.hpp"
+#include "cuda/cuda_test_util.hpp"
+
+namespace blasst::test {
+namespace {
+
+struct GpuRun {
+  cuda::DecodePlan plan;
+  std::vector<float> o, lse;
+  std::vector<std::uint16_t> o_bits;
+  std::vector<std::uint8_t> mask;
+  std::vector<std::uint64_t> counters;
+};
+
+struct DeviceBatch {
+  DeviceBuffer<std::uint16_t> q, kc, vc;
+  DeviceBuffer<std::int32_t> table, lens;
+  explicit DeviceBatch(const PagedBatch& x) : q(x.q), kc(x.kc), vc(x.vc), table(x.table), lens(x.seq_lens) {}
+  DecodeProblem problem(const PagedBatch& x) const { return x.problem(q.ptr, kc.ptr, vc.ptr, table.ptr, lens.ptr); }
+};
+
+int max_len(const PagedBatch& x) {
+  int m = 0;
+  for (int l : x.lens) m = std::max(m, l);
+  return m;
+}
+
+// Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first.
+GpuRun run_gpu(const PagedBatch& x, const SkipPolicy& pol, const std::uint8_t* replay_host = nullptr,
+               cudaStream_t stream = nullptr) {
+  GpuRun r;
+  DeviceBatch dev(x);
+  const DecodeProblem p = dev.problem(x);
+  r.plan = cuda::plan_decode(p, max_len(x), pol);
+  const std::size_t rows = std::size_t(x.batch) * x.q_tokens * x.hq;
+  DeviceBuffer<std::uint16_t> o(rows * x.d);
+  DeviceBuffer<float> lse(rows);
+  DeviceBuffer<std::uint64_t> counters(std::size_t(x.batch) * x.hkv * 2);
+  const std::size_t mask_bound = std::size_t(x.batch) * x.hkv * ((max_len(x) + 127) / 128) + 1;
+  DeviceBuffer<std::uint8_t> mask(mask_bound), replay(mask_bound);
+  DeviceBuffer<unsigned char> ws(std::max<std::size_t>(r.plan.workspace_bytes, 1));
+  cudaMemset(mask.ptr, 0, mask_bound);
+  cudaMemset(o.ptr, 0xff, rows * x.d * 2);
+  cudaMemset(lse.ptr, 0xff, rows * 4);
+  Outputs out;
+  out.set_contiguous_strides(p);
+  out.o = o.ptr, out.o_dtype = x.dtype, out.lse = lse.ptr, out.tile_counters = counters.ptr, out.skip_mask = mask.ptr;
+  SkipPolicy run_pol = pol;
+  if (replay_host) {
+    std::vector<std::uint8_t> h(replay_host, replay_host + skip_mask_layout(x.problem(nullptr, nullptr, nullptr, nullptr, x.seq_lens.data()), 128).size());
+    h.resize(mask_bound, 0);
+    replay.upload(h);
+    run_pol.replay_mask = replay.ptr;
+  }
+  cuda::decode(p, run_pol, r.plan, out, ws.ptr, stream);
+  if (cudaStreamSynchronize(stream) != cudaSuccess) throw std::runtime_error(cudaGetErrorString(cudaGetLastError()));
+  r.o_bits = o.download();
+  r.o.resize(r.o_bits.size());
+  for (std::size_t i = 0; i < r.o.size(); ++i) r.o[i] = from_bits(r.o_bits[i], x.dtype);
+  r.lse = lse.download();
+  r.mask = mask.download();
+  r.counters = counters.download();
+  return r;
+}
+
+struct CpuRun {
+  std::vector<float> o, lse;
+  std::vector<std::uint8_t> mask;
+  SkipStats stats;
+};
+
+CpuRun run_cpu(const PagedBatch& x, SkipPolicy pol, const std::uint8_t* replay = nullptr) {
+  CpuRun r;
+  const DecodeProblem p = x.problem(x.q.data(), x.kc.data(), x.vc.data(), x.table.data(), x.seq_lens.data());
+  const std::size_t rows = std::size_t(x.batch) * x.q_tokens * x.hq;
+  r.o.assign(rows * x.d, NAN);
+  r.lse.assign(rows, NAN);
+  r.mask.assign(skip_mask_layout(p, pol.block_k).size(), 0);
+  pol.replay_mask = replay;
+  Outputs out;
+  out.set_contiguous_strides(p);
+  out.o = r.o.data(), out.lse = r.lse.data(), out.stats = &r.stats, out.skip_mask = r.mask.data();
+  cpu::decode(p, pol, out);
+  return r;
+}
+
+// float64 dense attention straight from the paged cache.
+std::vector<double> reference_dense(const PagedBatch& x, float scale) {
+  std::vector<double> o(std::size_t(x.batch) * x.q_tokens * x.hq * x.d, 0.0);
+  const int G = x.hq / x.hkv;
+  for (int b = 0; b < x.batch; ++b)
+    for (int t = 0; t < x.q_tokens; ++t)
+      for (int h = 0; h < x.hq; ++h) {
+        const std::int64_t lim = std::int64_t(t) + x.lens[b] - x.q_tokens;
+        const std::uint16_t* q = &x.q[((std::size_t(b) * x.q_tokens + t) * x.hq + h) * x.d];
+        std::vector<double> s;
+        double mx = -INFINITY;
+        for (std::int64_t j = 0; j <= lim; ++j) {
+          const std::size_t page = x.table[std::size_t(b) * x.max_pages + j / x.page_size];
+          const std::uint16_t* k = &x.kc[((page * x.page_size + j % x.page_size) * x.hkv + h / G) * x.d];
+          double dot = 0;
+          for (int c = 0; c < x.d; ++c) dot += double(from_bits(q[c], x.dtype)) * from_bits(k[c], x.dtype);
+          s.push_back(dot * scale);
+          mx = std::max(mx, s.back());
+        }
+        double sum = 0;
+        for (double& v : s) sum += (v = std::exp(v - mx));
+        double* out = &o[((std::size_t(b) * x.q_tokens + t) * x.hq + h) * x.d];
+        for (std::int64_t j = 0; j <= lim; ++j) {
+          const std::size_t page = x.table[std::size_t(b) * x.max_pages + j / x.page_size];
+          const std::uint16_t* v = &x.vc[((page * x.page_size + j % x.page_size) * x.hkv + h / G) * x.d];
+          for (int c = 0; c < x.d; ++c) out[c] += s[j] / sum * from_bits(v[c], x.dtype);
+        }
+      }
+  return o;
+}
+
+double tolerance(DType t) { return t == DType::bf16 ? 1.2e-2 : 2.5e-3; }
+
+std::string describe(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t seed) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "seed %llu, batch %d, q_tokens %d, Hq %d, Hkv %d, d %d, page %d, %s, mode %d value %g splits %d seed %d",
+                static_cast<unsigned long long>(seed), x.batch, x.q_tokens, x.hq, x.hkv, x.d, x.page_size, to_string(x.dtype),
+                static_cast<int>(pol.mode), pol.value, pol.splits, int(pol.max_seed));
+  return buf;
+}
+
+// Decisions against the CPU engine (boundary ties at most 0.1 %), statistics against the mask,
+// the output against the CPU engine replaying the kernel's mask, and every output row written.
+void check_against_cpu(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t seed, double* sparsity = nullptr) {
+  SCOPED_TRACE(describe(x, pol, seed));
+  const GpuRun g = run_gpu(x, pol);
+  SkipPolicy cpu_pol = pol;
+  cpu_pol.splits = g.plan.splits;
+  const CpuRun c = run_cpu(x, cpu_pol);
+  std::int64_t visited = 0, mismatched = 0, skipped = 0;
+  for (std::size_t i = 0; i < c.mask.size(); ++i) {
+    visited += c.mask[i] != tile_unvisited;
+    skipped += g.mask[i] == tile_skipped;
+    mismatched += c.mask[i] != g.mask[i];
+  }
+  EXPECT_LE(mismatched, std::max<std::int64_t>(1, visited / 1000)) << "of " << visited << " tiles";
+  std::int64_t cv = 0, cs = 0;
+  for (std::size_t i = 0; i < g.counters.size(); i += 2) cv += g.counters[i], cs += g.counters[i + 1];
+  EXPECT_EQ(cv, visited);
+  EXPECT_EQ(cs, skipped);
+  for (std::size_t i = c.mask.size(); i < g.mask.size(); ++i) EXPECT_EQ(g.mask[i], 0) << "mask written past its layout";
+
+  const CpuRun replay = run_cpu(x, cpu_pol, g.mask.data());
+  for (float v : g.o) ASSERT_FALSE(std::isnan(v)) << "an output element was not written";
+  EXPECT_LT(rel_l2(g.o, replay.o), tolerance(x.dtype));
+  for (std::size_t i = 0; i < g.lse.size(); ++i) {
+    if (std::isinf(replay.lse[i])) {
+      EXPECT_TRUE(std::isinf(g.lse[i]) && g.lse[i] < 0) << "row " << i;
+    } else {
+      EXPECT_NEAR(g.lse[i], replay.lse[i], 2e-3 + 1e-4 * std::fabs(replay.lse[i])) << "row " << i;
+    }
+  }
+  if (sparsity) *sparsity = visited ? double(skipped) / visited : 0.0;
+}
+
+TEST(CudaDecode, DenseMatchesFloat64) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  for (DType dt : {DType::bf16, DType::f16})
+    for (int d : {64, 128, 256}) {
+      const PagedBatch x = make_paged(seed + d, {1, 17, 300, 1013}, 1, 8, 2, d, 16, dt, false);
+      SCOPED_TRACE(describe(x, SkipPolicy{}, seed));
+      SkipPolicy pol;
+      pol.order = VisitOrder::forward;
+      pol.splits = 0;
+      const GpuRun g = run_gpu(x, pol);
+      const std::vector<double> ref = reference_dense(x, 1.0f / std::sqrt(float(d)));
+      std::vector<float> reff(ref.begin(), ref.end());
+      EXPECT_LT(rel_l2(g.o, reff), tolerance(dt));
+    }
+}
+
+TEST(CudaDecode, SkipMatchesCpuEngineAcrossShapes) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  struct Shape { int hq, hkv, q_tokens, d; };
+  const Shape shapes[] = {{8, 8, 1, 128}, {8, 4, 1, 128}, {16, 4, 1, 64}, {32, 4, 1, 128}, {64, 4, 1, 128},
+                          {128, 4, 1, 64}, {8, 1, 1, 128}, {32, 1, 1, 128}, {32, 8, 3, 128}, {32, 8, 8, 128},
+                          {16, 2, 2, 256}, {8, 8, 1, 256}, {32, 8, 1, 256}, {64, 2, 2, 128}, {128, 2, 2, 64}};
+  for (const Shape& s : shapes)
+    for (DType dt : {DType::bf16, DType::f16}) {
+      const PagedBatch x = make_paged(seed ^ (s.hq * 131 + s.d), {2000, 17, 0, 1013, 4096}, s.q_tokens, s.hq, s.hkv,
+                                      s.d, 16, dt, true);
+      for (int splits : {1, 3}) {
+        SkipPolicy pol = SkipPolicy::with_scale_factor(8.0);
+        pol.order = VisitOrder::forward;
+        pol.splits = splits;
+        check_against_cpu(x, pol, seed);
+      }
+    }
+}
+
+TEST(CudaDecode, PageSizesAndShuffledTables) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  for (int page : {1, 16, 32, 64, 128, 48}) {
+    const PagedBatch x = make_paged(seed + page, {1, 129, 3000, 0, 777}, 1, 16, 2, 128, page, DType::bf16, true);
+    SkipPolicy pol = SkipPolicy::with_scale_factor(4.0);
+    pol.order = VisitOrder::forward;
+    pol.splits = 0;
+    check_against_cpu(x, pol, seed);
+  }
+}
+
+TEST(CudaDecode, SplitsAndMaxSeed) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  const PagedBatch x = make_paged(seed, {16384, 9000}, 1, 32, 8, 128, 64, DType::bf16, true);
+  for (int splits : {1, 4, 16, 64}) {
+    double plain = 0, seeded = 0;
+    SkipPolicy pol = SkipPolicy::with_scale_factor(16.0);
+    pol.order = VisitOrder::forward;
+    pol.splits = splits;
+    check_against_cpu(x, pol, seed, &plain);
+    pol.max_seed = true;
+    check_against_cpu(x, pol, seed, &seeded);
+    std::printf("[ splits %2d ] sparsity %.3f, with max seeding %.3f\n", splits, plain, seeded);
+    EXPECT_GE(seeded + 1e-9, plain - 0.01);
+  }
+}
+
+TEST(CudaDecode, LongSequence128K) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  const PagedBatch x = make_paged(seed, {131072}, 1, 32, 8, 128, 64, DType::bf16, true);
+  SkipPolicy pol = SkipPolicy::with_scale_factor(32.0);
+  pol.order = VisitOrder::forward;
+  pol.splits = 0;
+  check_against_cpu(x, pol, seed);
+}
+
+TEST(CudaDecode, ThresholdZeroIsBitIdenticalToDense) {
+  REQUIRE_HOPPER();
+  const PagedBatch x = make_paged(fresh_seed(), {5000, 300}, 2, 16, 4, 128, 32, DType::bf16, true);
+  SkipPolicy dense;
+  dense.order = VisitOrder::forward;
+  dense.splits = 4;
+  SkipPolicy zero = SkipPolicy::with_threshold(0.0);
+  zero.order = VisitOrder::forward;
+  zero.splits = 4;
+  EXPECT_EQ(run_gpu(x, dense).o_bits, run_gpu(x, zero).o_bits);
+}
+
+TEST(CudaDecode, Deterministic) {
+  REQUIRE_HOPPER();
+  const PagedBatch x = make_paged(fresh_seed(), {20000, 7000, 1}, 1, 32, 8, 128, 64, DType::bf16, true);
+  SkipPolicy pol = SkipPolicy::with_scale_factor(16.0);
+  pol.order = VisitOrder::forward;
+  pol.splits = 0;
+  const GpuRun a = run_gpu(x, pol), b = run_gpu(x, pol);
+  EXPECT_EQ(a.o_bits, b.o_bits);
+  EXPECT_EQ(a.mask, b.mask);
+  EXPECT_EQ(a.counters, b.counters);
+}
+
+TEST(CudaDecode, ReplayedMaskMatchesCpuReplay) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  const PagedBatch x = make_paged(seed, {3000, 2048}, 1, 32, 8, 128, 64, DType::bf16, false);
+  SkipPolicy pol;
+  pol.order = VisitOrder::forward;
+  pol.splits = 2;
+  std::vector<std::uint8_t> mask = run_cpu(x, pol).mask;
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  for (auto& m : mask)
+    if (m == tile_kept && rng() % 3 == 0) m = tile_skipped;
+  const GpuRun g = run_gpu(x, pol, mask.data());
+  const CpuRun c = run_cpu(x, pol, mask.data());
+  EXPECT_LT(rel_l2(g.o, c.o), tolerance(DType::bf16));
+}
+
+TEST(CudaDecode, GraphCaptureReplaysTheSameStep) {
+  REQUIRE_HOPPER();
+  const PagedBatch x = make_paged(fresh_seed(), {8192, 4000, 100}, 1, 32, 8, 128, 64, DType::bf16, true);
+  SkipPolicy pol = SkipPolicy::with_scale_factor(16.0);
+  pol.order = VisitOrder::forward;
+  pol.splits = 0;
+  const GpuRun direct = run_gpu(x, pol);
+
+  DeviceBatch dev(x);
+  const DecodeProblem p = dev.problem(x);
+  const cuda::DecodePlan plan = cuda::plan_decode(p, max_len(x), pol);
+  DeviceBuffer<std::uint16_t> o(std::size_t(x.batch) * x.hq * x.d);
+  DeviceBuffer<unsigned char> ws(std::max<std::size_t>(plan.workspace_bytes, 1));
+  Outputs out;
+  out.set_contiguous_strides(p);
+  out.o = o.ptr, out.o_dtype = x.dtype;
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreate(&stream));
+  cuda::decode(p, pol, plan, out, ws.ptr, stream);  // first call configures the kernel
+  CUDA_OK(cudaStreamSynchronize(stream));
+  CUDA_OK(cudaMemset(o.ptr, 0xff, o.n * 2));
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  cuda::decode(p, pol, plan, out, ws.ptr, stream);
+  CUDA_OK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 3; ++i) CUDA_OK(cudaGraphLaunch(exec, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  EXPECT_EQ(o.download(), direct.o_bits);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(CudaDecode, UnsupportedCombinationsSaySo) {
+  PagedBatch x = make_paged(1, {10}, 1, 8, 2, 128, 16, DType::bf16, false);
+  DecodeProblem p = x.problem(nullptr, nullptr, nullptr, nullptr, nullptr);
+  SkipPolicy pol;
+  pol.order = VisitOrder::forward;
+  EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
+  p.dtype = DType::f32;
+  EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
+  p.dtype = DType::bf16;
+  pol.block_k = 64;
+  EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
+  pol.block_k = 128;
+  pol.order = VisitOrder::reverse;
+  EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
+  pol.order = VisitOrder::forward;
+  p.head_dim_qk = p.head_dim_v = 96;
+  EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
+  p.head_dim_qk = p.head_dim_v = 128;
+  p.num_heads_q = 64, p.q_tokens = 4;  // 128 rows: fits
+  EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
+  p.q_tokens = 8;  // 256 rows: too many
+  EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
+}
+
+}  // namespace
+}  // namespace blasst::test
