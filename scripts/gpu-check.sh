@@ -65,7 +65,11 @@ fi
 if want bench || want bench-quick; then
   echo "== decode benchmark"
   q=(); want bench-quick && q=(--quick)
-  "$B/bench/blasst_cuda_decode_bench" "${q[@]}" --csv "$OUT/decode_bench.csv" 2>&1 | tee "$OUT/decode_bench.log" | tail -80
+  for layout in hnd nhd; do
+    "$B/bench/blasst_cuda_decode_bench" "${q[@]}" --layout $layout --csv "$OUT/decode_bench_$layout.csv" 2>&1 |
+      tee "$OUT/decode_bench_$layout.log" | tail -80
+    want bench-quick || break  # the full sweep runs the HND layout only
+  done
 fi
 if want profile; then
   echo "== ncu (decode, 32/8, batch 8, 32K)"
@@ -73,7 +77,33 @@ if want profile; then
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
     --section LaunchStats --section Occupancy \
     "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768 > "$OUT/ncu_decode.txt" 2>&1
-  grep -E "Duration|Memory Throughput|DRAM Throughput|Stall|Warp Cycles|Issued|Eligible|Active Warps|Registers|Shared Memory|Achieved|Theoretical Occ|Block Limit" "$OUT/ncu_decode.txt" | head -60
+  grep -E "Duration|DRAM Throughput|Warp Cycles Per Issued|Issued Warp|Eligible Warps" "$OUT/ncu_decode.txt" | head -20
+  # Stall samples per SASS instruction: the top 25.
+  ncu --clock-control none -k regex:decode_splitkv --launch-skip 2 --launch-count 1 --section SourceCounters \
+    --section WarpStateStats --page source --print-source sass --csv \
+    "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768 > "$OUT/ncu_source.csv" 2>/dev/null
+  python3 - "$OUT/ncu_source.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(l for l in open(sys.argv[1]) if l.count(',') > 3))
+head = rows[0]
+def col(name):
+    for i, h in enumerate(head):
+        if h.strip().lower() == name.lower():
+            return i
+    return None
+src, samp = col("Source"), col("Warp Stall Sampling (All Samples)")
+if samp is None:
+    print("columns:", head[:40]); sys.exit()
+data = []
+for r in rows[1:]:
+    try:
+        data.append((float(r[samp] or 0), r[src].strip()))
+    except (ValueError, IndexError):
+        pass
+tot = sum(d[0] for d in data) or 1
+for v, s in sorted(data, reverse=True)[:25]:
+    print(f"{100*v/tot:5.1f}%  {s[:110]}")
+PY
 fi
 if want peers || want peers-quick; then
   echo "== SDPA peers"

@@ -1,5 +1,8 @@
 // Host side of the CUDA decode: support checks, the planner and the dispatch over compiled variants.
+#include <cudaTypedefs.h>
+
 #include <algorithm>
+#include <numeric>
 #include <string>
 
 #include "blasst/cuda/decode.hpp"
@@ -17,12 +20,49 @@ int warps_m_for(int rows) {
   return 0;
 }
 
-// Eight warps: row warps x key warps 1x8, 2x4, 4x2, 8x1; K and V stages sized to the head dim.
+// Consumer warps: row warps x key warps 1x4, 2x2, 4x1, 8x1 (one more warp produces; four consumer
+// warps keep the register cap at 255). K and V stages fill shared memory: the K ring sets how far
+// the producer runs ahead, the V ring how long a kept tile's V load has before its P V product.
+constexpr int stages_k(int d, int wm) { return d == 64 ? 6 : d == 128 ? 3 : 1; }
+constexpr int stages_v(int d, int wm) { return d == 64 ? 3 : d == 128 ? (wm >= 4 ? 2 : 3) : 2; }
 template <class T, int D, int WM>
-using TraitsFor = DecodeTraits<T, D, kBlockK, WM, 8 / WM, (D == 64 ? 4 : D == 128 ? 3 : 2), (D == 256 ? 1 : 2)>;
+using TraitsFor = DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), stages_k(D, WM), stages_v(D, WM)>;
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    BLASST_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess || f == nullptr)
+      throw Error("the CUDA driver has no cuTensorMapEncodeTiled (TMA needs driver 12.0 or newer)");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A paged cache as a 4-D tensor (channel, head, slot, page) with boxes of 64 channels x 1 head x
+// box_rows slots x 1 page, 128-byte swizzled.
+CUtensorMap cache_map(const void* base, DType dt, int d, int hkv, int page_size, int num_pages, std::int64_t sp,
+                      std::int64_t ss, std::int64_t sh, int box_rows) {
+  CUtensorMap map{};
+  if (num_pages == 0) return map;  // nothing is ever loaded
+  const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(hkv), cuuint64_t(page_size), cuuint64_t(num_pages)};
+  const cuuint64_t strides[3] = {cuuint64_t(sh) * 2, cuuint64_t(ss) * 2, cuuint64_t(sp) * 2};
+  const cuuint32_t box[4] = {64, 1, cuuint32_t(box_rows), 1};
+  const cuuint32_t elem[4] = {1, 1, 1, 1};
+  const CUresult r = tensor_map_encoder()(
+      &map, dt == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      const_cast<void*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw Error("cannot describe the KV cache to TMA (error " + std::to_string(int(r)) +
+                "): the cache must be 16-byte aligned with 16-byte multiple strides");
+  return map;
+}
 
 template <class T, int D, int WM>
-void launch(const DecodeParams& params, const DecodePlan& plan, cudaStream_t stream) {
+void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
+            cudaStream_t stream) {
   using Tr = TraitsFor<T, D, WM>;
   auto kernel = decode_splitkv_kernel<Tr>;
   // Once per variant, so later calls (and graph captures) only launch.
@@ -33,7 +73,7 @@ void launch(const DecodeParams& params, const DecodePlan& plan, cudaStream_t str
   }();
   (void)configured;
   const dim3 grid(plan.splits, plan.num_heads_kv, plan.batch);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
   BLASST_CUDA_CHECK(cudaGetLastError());
   if (plan.splits > 1) {
     const std::int64_t warps = std::int64_t(plan.batch) * plan.num_heads_kv * plan.rows;
@@ -44,29 +84,31 @@ void launch(const DecodeParams& params, const DecodePlan& plan, cudaStream_t str
 }
 
 template <class T, int D>
-void dispatch_wm(const DecodeParams& params, const DecodePlan& plan, cudaStream_t stream) {
+void dispatch_wm(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
+                 cudaStream_t stream) {
   switch (plan.warps_m) {
-    case 1: return launch<T, D, 1>(params, plan, stream);
-    case 2: return launch<T, D, 2>(params, plan, stream);
-    case 4: if constexpr (D <= 128) return launch<T, D, 4>(params, plan, stream); break;
-    case 8: if constexpr (D <= 128) return launch<T, D, 8>(params, plan, stream); break;
+    case 1: return launch<T, D, 1>(params, tmk, tmv, plan, stream);
+    case 2: return launch<T, D, 2>(params, tmk, tmv, plan, stream);
+    case 4: if constexpr (D <= 128) return launch<T, D, 4>(params, tmk, tmv, plan, stream); break;
+    case 8: if constexpr (D <= 128) return launch<T, D, 8>(params, tmk, tmv, plan, stream); break;
   }
   throw Error("internal: no decode variant for " + std::to_string(plan.warps_m) + " row warps");
 }
 
 template <class T>
-void dispatch_d(int d, const DecodeParams& params, const DecodePlan& plan, cudaStream_t stream) {
+void dispatch_d(int d, const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv,
+                const DecodePlan& plan, cudaStream_t stream) {
   switch (d) {
-    case 64: return dispatch_wm<T, 64>(params, plan, stream);
-    case 128: return dispatch_wm<T, 128>(params, plan, stream);
-    case 256: return dispatch_wm<T, 256>(params, plan, stream);
+    case 64: return dispatch_wm<T, 64>(params, tmk, tmv, plan, stream);
+    case 128: return dispatch_wm<T, 128>(params, tmk, tmv, plan, stream);
+    case 256: return dispatch_wm<T, 256>(params, tmk, tmv, plan, stream);
   }
   throw Error("internal: no decode variant for head dim " + std::to_string(d));
 }
 
 int smem_bytes_for(int d, int wm) {
-  const int rp = 16 * wm, nsk = d == 64 ? 4 : d == 128 ? 3 : 2, nsv = d == 256 ? 1 : 2;
-  return (rp + (nsk + nsv) * kBlockK) * (d + 8) * 2 + 4096;
+  const int rp = 16 * wm, nsk = stages_k(d, wm), nsv = stages_v(d, wm);
+  return (nsk + nsv) * kBlockK * d * 2 + rp * (d + 8) * 2 + 2048;
 }
 
 }  // namespace
@@ -161,10 +203,15 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& pla
     const std::size_t bound = std::size_t(p.batch) * p.num_heads_kv * ((plan.max_seq_len + plan.block_k - 1) / plan.block_k);
     BLASST_CUDA_CHECK(cudaMemsetAsync(out.skip_mask, 0, bound, stream));
   }
+  d.box_rows = std::gcd(p.page_size, plan.block_k);
+  const CUtensorMap tmk = cache_map(p.k_cache, p.dtype, p.head_dim_qk, p.num_heads_kv, p.page_size, p.num_pages,
+                                    p.k_stride_page, p.k_stride_slot, p.k_stride_head, d.box_rows);
+  const CUtensorMap tmv = cache_map(p.v_cache, p.dtype, p.head_dim_v, p.num_heads_kv, p.page_size, p.num_pages,
+                                    p.v_stride_page, p.v_stride_slot, p.v_stride_head, d.box_rows);
   if (p.dtype == DType::bf16)
-    dispatch_d<__nv_bfloat16>(p.head_dim_qk, d, plan, stream);
+    dispatch_d<__nv_bfloat16>(p.head_dim_qk, d, tmk, tmv, plan, stream);
   else
-    dispatch_d<__half>(p.head_dim_qk, d, plan, stream);
+    dispatch_d<__half>(p.head_dim_qk, d, tmk, tmv, plan, stream);
 }
 
 }  // namespace blasst::cuda

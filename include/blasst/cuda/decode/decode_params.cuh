@@ -15,6 +15,7 @@ struct DecodeParams {
   const std::int32_t* block_table;
   const std::int32_t* seq_lens;
   int max_pages_per_seq, page_size;
+  int box_rows;  // slots per TMA box: gcd(page_size, block_k)
   int batch, q_tokens, hkv, group;  // group = Hq / Hkv
   int rows;                         // group * q_tokens
   float scale;

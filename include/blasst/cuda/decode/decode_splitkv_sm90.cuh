@@ -1,20 +1,21 @@
 // Split-KV paged decode with the BLASST skip. One CTA walks one chunk of one vote group's visible
 // key tiles (vote group = the query heads of one KV head x the query tokens of one sequence).
 //
-// Per tile: the K tile arrives through a ring of NSK shared-memory stages by cp.async, gathered
-// out of the paged cache by warps 0-3 (one page lookup per key, a step ahead, into a ring of row
-// offsets) and completing on the stage's mbarrier; warps 4-7 load V the same way, so each barrier
-// tracks one tensor's copies. S = scale * Q K^T on tensor cores (mma.sync m16n8k16); each row's
-// tile maximum goes
-// through shared memory so every warp sees the whole group; the group votes with one
-// __syncthreads_and (skip_vote.hpp decides each row). Only a kept tile's V is loaded, and its P V
-// product is deferred to the next kept tile so the V load overlaps the next tiles' Q K^T.
+// Warp-specialised: WM x WN consumer warps and one producer warp that issues the TMA loads. Per tile: K arrives in one of NSK
+// shared-memory stages by TMA, one 4-D box (64 channels x 1 head x BR slots x 1 page) per
+// gcd(page_size, BK) rows and 64 channels, 128-byte swizzled; S = scale * Q K^T on tensor cores
+// (mma.sync m16n8k16); each row's tile maximum goes through shared memory so every consumer warp
+// sees the whole group; the group votes with one bar.red.and (skip_vote.hpp decides each row) and
+// posts the decision to the producer, which loads the tile's V only if it was kept. A kept tile's
+// P V product waits behind NSV - 1 later kept tiles, so V loads overlap the following Q K^T.
+// Stages are handed back through "empty" mbarriers, so the producer runs up to NSK tiles ahead.
 //
-// Warps: WM slices of 16 rows times WN slices of BK / WN keys. Rows beyond the group do not vote.
-// Shared-memory rows are padded by 16 bytes so ldmatrix over 8 consecutive rows is conflict-free.
+// Consumer warps: WM slices of 16 rows times WN slices of BK / WN keys. Rows beyond the group do
+// not vote. V rows past the end of a sequence (stale slots of its last page) are zeroed before P V.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda.h>
 #include <cuda_fp16.h>
 #include <cstdint>
 
@@ -28,35 +29,47 @@ template <class T_, int D_, int BK_, int WM_, int WN_, int NSK_, int NSV_>
 struct DecodeTraits {
   using T = T_;
   static constexpr int D = D_, BK = BK_, WM = WM_, WN = WN_, NSK = NSK_, NSV = NSV_;
-  static constexpr int kWarps = WM * WN, kThreads = 32 * kWarps;
+  static constexpr int kConsumerWarps = WM * WN, kConsumers = 32 * kConsumerWarps;
+  static constexpr int kThreads = kConsumers + 32;  // plus the producer warp
   static constexpr int RP = 16 * WM;  // rows held by the CTA (group rows padded)
   static constexpr int KW = BK / WN;  // keys per warp
   static constexpr int NT = KW / 8;   // S n-tiles per warp
   static constexpr int KS = KW / 16;  // P V k-steps per warp
   static constexpr int DT = D / 8;    // output n-tiles
   static constexpr int CPR = D / 8;   // 16-byte chunks per row
-  static constexpr int RS = D + 8;    // shared-memory row stride in elements (16 bytes of padding)
-  static constexpr bool kDefer = NSV >= 2;
-  static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+  static constexpr int RSQ = D + 8;   // Q's shared-memory row stride (16 bytes of padding)
+  static constexpr int NH = D / 64;   // 128-byte column slices of a key row (one TMA box each)
+  static constexpr int kQueue = NSV - 1;  // P V products deferred behind their V loads
+  // Narrow key slices have registers to spare: Q fragments stay in registers and Q K^T runs two
+  // accumulator sets (half the head dim each) to halve the MMA dependency chains.
+  static constexpr bool kQInRegs = NT <= 4 && D <= 128;
+  static constexpr bool kSplitAcc = NT <= 4;
+  static constexpr int NDEC = NSK + 1;    // decision ring: the producer lags NSK - 1 steps
+  static_assert(NSV >= 2, "the P V queue needs two V stages");
+  static_assert(D % 64 == 0, "head dim must be a multiple of 64");
   static_assert(KW % 16 == 0, "keys per warp must be a multiple of 16");
 
-  static constexpr int NR = NSK + 1;  // row-offset ring: steps whose loads are pending
-  static constexpr int kLoaders = kThreads / 2;  // threads loading K (the other half loads V)
-  static_assert(kThreads == 256 && BK <= kLoaders, "eight warps; one offset per key per loader");
-
-  static constexpr std::size_t kQBytes = std::size_t(RP) * RS * sizeof(T);
-  static constexpr std::size_t kTileBytes = std::size_t(BK) * RS * sizeof(T);
-  static constexpr std::size_t kOffOffset = kQBytes + (NSK + NSV) * kTileBytes;
-  static constexpr std::size_t kOffBytes = std::size_t(NR) * BK * 2 * sizeof(std::int64_t);
-  static constexpr std::size_t kRedOffset = kOffOffset + kOffBytes;
+  // Stages first: the 128-byte swizzle is a function of address bits, so they start 1024-aligned.
+  static constexpr std::size_t kTileBytes = std::size_t(BK) * D * sizeof(T);
+  static constexpr std::size_t kQOffset = (NSK + NSV) * kTileBytes;
+  static constexpr std::size_t kQBytes = std::size_t(RP) * RSQ * sizeof(T);
+  static constexpr std::size_t kRedOffset = kQOffset + kQBytes;
   static constexpr std::size_t kRedBytes = std::size_t(WN) * RP * sizeof(float) + RP * sizeof(float);
-  static constexpr std::size_t kBarOffset = (kRedOffset + kRedBytes + 15) / 16 * 16;
-  static constexpr std::size_t kSmemBytes = kBarOffset + (NSK + NSV) * sizeof(std::uint64_t);
+  static constexpr std::size_t kDecOffset = kRedOffset + kRedBytes;
+  static constexpr std::size_t kBarOffset = (kDecOffset + NDEC + 15) / 16 * 16;
+  static constexpr int kBars = 2 * NSK + 2 * NSV + NDEC;  // full/empty K, full/empty V, decisions
+  static constexpr std::size_t kSmemBytes = kBarOffset + kBars * sizeof(std::uint64_t) + 1024;
   // The cross-warp output reduction (WN > 1) reuses the K and V stages.
   static_assert(WN == 1 || std::size_t(WN) * RP * D * sizeof(float) + std::size_t(WN) * RP * sizeof(float) <=
                                (NSK + NSV) * kTileBytes,
                 "reduction buffer does not fit");
 };
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a [NH][BK][64] stage, 128-byte swizzled.
+template <int BK>
+__device__ __forceinline__ int stage_offset(int row, int chunk) {
+  return (chunk >> 3) * (BK * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+}
 
 // Offset of (sequence b, KV head h, tile 0) in a SkipMaskLayout-ordered decode mask.
 __device__ __forceinline__ std::int64_t decode_mask_base(const DecodeParams& p, int b, int h, int bk) {
@@ -66,35 +79,32 @@ __device__ __forceinline__ std::int64_t decode_mask_base(const DecodeParams& p, 
 }
 
 template <class Tr>
-__global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, 1)
+    decode_splitkv_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap tm_k,
+                          const __grid_constant__ CUtensorMap tm_v) {
   using T = typename Tr::T;
-  constexpr int D = Tr::D, BK = Tr::BK, WN = Tr::WN, NSK = Tr::NSK, NSV = Tr::NSV, RP = Tr::RP;
-  constexpr int NT = Tr::NT, KS = Tr::KS, DT = Tr::DT, CPR = Tr::CPR, KW = Tr::KW, RS = Tr::RS;
-  constexpr int kThreads = Tr::kThreads;
+  constexpr int D = Tr::D, BK = Tr::BK, WN = Tr::WN, NSK = Tr::NSK, NSV = Tr::NSV, RP = Tr::RP, NDEC = Tr::NDEC;
+  constexpr int NT = Tr::NT, KS = Tr::KS, DT = Tr::DT, CPR = Tr::CPR, KW = Tr::KW, RSQ = Tr::RSQ, NH = Tr::NH;
+  constexpr int kThreads = Tr::kThreads, kConsumers = Tr::kConsumers, kConsumerBarrier = 1;
 
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* sQ = reinterpret_cast<T*>(smem);
-  T* sK = reinterpret_cast<T*>(smem + Tr::kQBytes);
-  T* sV = sK + NSK * BK * RS;
-  std::int64_t* sOff = reinterpret_cast<std::int64_t*>(smem + Tr::kOffOffset);  // [NR][2][BK], -1 past the end
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023));
+  unsigned char* sK = smem;                           // NSK stages of [NH][BK][64]
+  unsigned char* sV = smem + NSK * Tr::kTileBytes;    // NSV stages
+  T* sQ = reinterpret_cast<T*>(smem + Tr::kQOffset);  // [RP][RSQ]
   float* sRed = reinterpret_cast<float*>(smem + Tr::kRedOffset);  // [WN][RP] tile maxima
   float* sM = sRed + WN * RP;                                     // [RP] final running max
+  std::uint8_t* sDec = smem + Tr::kDecOffset;                     // [NDEC] 1: load V
   std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem + Tr::kBarOffset);
+  std::uint64_t *full_k = bars, *empty_k = bars + NSK, *full_v = bars + 2 * NSK, *empty_v = bars + 2 * NSK + NSV;
+  std::uint64_t* dec_bar = bars + 2 * NSK + 2 * NSV;
 
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp / WN, wn = warp % WN;
   const int sk = p.seq_lens[b], R = p.rows, T_ = p.q_tokens;
   const int n = visible_tiles(row_key_limit(true, T_ - 1, T_, sk), BK);
   const SplitCut cut = split_cut(n, p.splits);
   const bool direct = p.splits == 1;
-
-  // Rows this thread holds in its accumulators.
-  const int r0 = wm * 16 + (lane >> 2), r1 = r0 + 8;
-  auto limit_of = [&](int r) -> int {
-    return r < R ? static_cast<int>(row_key_limit(true, r / p.group, T_, sk)) : -1;
-  };
-  const int lim0 = limit_of(r0), lim1 = limit_of(r1);
 
   auto emit = [&](int row, int ch, float o0, float o1, float l, float m) {
     if (row >= R) return;
@@ -122,32 +132,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
   const int first = split * cut.chunk, len = min(cut.chunk, n - first);
   const bool seeded = p.max_seed && cut.count > 1 && split > 0;
   const int steps = len + (seeded ? 1 : 0);
-  const float log_thr = skip_log_threshold(lambda_for(p.mode, p.value, sk));
-  const std::int64_t mask_base = (p.mask || p.replay) ? decode_mask_base(p, b, h, BK) : 0;
   auto tile_of = [&](int j) { return seeded ? (j == 0 ? 0 : first + j - 1) : first + j; };
 
-  constexpr int NR = Tr::NR, kLoaders = Tr::kLoaders;
   if (tid == 0) {
-    for (int s = 0; s < NSK + NSV; ++s) ptx::mbar_init(&bars[s], kLoaders);
+    for (int s = 0; s < NSK; ++s) ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], Tr::kConsumerWarps);
+    for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], Tr::kConsumerWarps);
+    for (int s = 0; s < NDEC; ++s) ptx::mbar_init(&dec_bar[s], 1);
     ptx::fence_mbarrier_init();
   }
-
-  // Row offsets (elements, K and V) of step j's tile, one key per thread; -1 past the sequence.
-  const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
-  auto compute_offsets = [&](int j) {
-    if (j >= steps || tid >= BK) return;
-    const int pos = tile_of(j) * BK + tid;
-    std::int64_t* off = sOff + (j % NR) * 2 * BK;
-    if (pos < sk) {
-      const std::int64_t page = table[pos / p.page_size], slot = pos % p.page_size;
-      off[tid] = page * p.k_sp + slot * p.k_ss + h * p.k_sh;
-      off[BK + tid] = page * p.v_sp + slot * p.v_ss + h * p.v_sh;
-    } else {
-      off[tid] = off[BK + tid] = -1;
-    }
-  };
-  for (int j = 0; j < NSK; ++j) compute_offsets(j);
-
   // Q rows of the group, zero-padded to RP rows.
   for (int c = tid; c < RP * CPR; c += kThreads) {
     const int row = c / CPR, cc = c % CPR;
@@ -156,43 +148,85 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
       const int t = row / p.group, hq = h * p.group + row % p.group;
       v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + b * p.q_sb + t * p.q_st + hq * p.q_sh + cc * 8);
     }
-    *reinterpret_cast<uint4*>(sQ + row * RS + cc * 8) = v;
+    *reinterpret_cast<uint4*>(sQ + row * RSQ + cc * 8) = v;
   }
   __syncthreads();
 
-  // Gather step j's tile into a stage: `first_thread` .. + kLoaders copy 16-byte chunks (rows past
-  // the sequence are zero-filled, which keeps P V finite) and arrive on the stage's barrier.
-  auto load_tile = [&](const void* cache, int which, T* dst, std::uint64_t* bar, int j, int first_thread) {
-    const int t = tid - first_thread;
-    if (t < 0 || t >= kLoaders) return;
-    const T* base = static_cast<const T*>(cache);
-    const std::int64_t* off = sOff + (j % NR) * 2 * BK + which * BK;
-#pragma unroll 4
-    for (int c = t; c < BK * CPR; c += kLoaders) {
-      const int key = c / CPR, cc = c % CPR;
-      const std::int64_t o = off[key];
-      ptx::cp_async_16(dst + key * RS + cc * 8, o >= 0 ? base + o + cc * 8 : base, o >= 0);
+  if (warp == Tr::kConsumerWarps) {
+    // ---- producer ------------------------------------------------------------------------------
+    ptx::prefetch_tensor_map(&tm_k);
+    ptx::prefetch_tensor_map(&tm_v);
+    // Boxes of BR slots (BR divides both the page size and BK, so a box never crosses a page) and
+    // 64 channels; boxes wholly past the end of the sequence are not loaded.
+    const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
+    const int BR = p.box_rows;
+    auto load_tile = [&](const CUtensorMap* tm, unsigned char* dst, std::uint64_t* bar, int tile) {
+      const int boxes = (min(BK, sk - tile * BK) + BR - 1) / BR;
+      if (lane == 0) ptx::mbar_arrive_expect_tx(bar, static_cast<std::uint32_t>(boxes * BR * NH * 128));
+      __syncwarp();
+      for (int o = lane; o < boxes * NH; o += 32) {
+        const int i = o / NH, hf = o % NH;
+        const int pos = tile * BK + i * BR;
+        ptx::tma_load_4d(dst + hf * (BK * 128) + i * BR * 128, tm, hf * 64, h, pos % p.page_size,
+                         table[pos / p.page_size], bar);
+      }
+    };
+    int vi = 0;
+    auto serve_decision = [&](int d) {  // load V of step d if the consumers kept it
+      ptx::mbar_wait(&dec_bar[d % NDEC], (d / NDEC) & 1);
+      if (!sDec[d % NDEC]) return;
+      if (vi >= NSV) ptx::mbar_wait(&empty_v[vi % NSV], ((vi / NSV) - 1) & 1);
+      load_tile(&tm_v, sV + (vi % NSV) * Tr::kTileBytes, &full_v[vi % NSV], tile_of(d));
+      ++vi;
+    };
+    for (int j = 0; j < steps; ++j) {
+      if (j >= NSK) ptx::mbar_wait(&empty_k[j % NSK], ((j / NSK) - 1) & 1);
+      load_tile(&tm_k, sK + (j % NSK) * Tr::kTileBytes, &full_k[j % NSK], tile_of(j));
+      if (j >= NSK - 1) serve_decision(j - (NSK - 1));
     }
-    ptx::mbar_arrive_on_cp_async(bar);
+    for (int d = max(0, steps - (NSK - 1)); d < steps; ++d) serve_decision(d);
+    return;
+  }
+
+  // ---- consumers -------------------------------------------------------------------------------
+  const int ctid = tid, cw = warp;
+  const int wm = cw / WN, wn = cw % WN;
+  const float log_thr = skip_log_threshold(lambda_for(p.mode, p.value, sk));
+  const std::int64_t mask_base = (p.mask || p.replay) ? decode_mask_base(p, b, h, BK) : 0;
+
+  // Rows this thread holds in its accumulators.
+  const int r0 = wm * 16 + (lane >> 2), r1 = r0 + 8;
+  auto limit_of = [&](int r) -> int {
+    return r < R ? static_cast<int>(row_key_limit(true, r / p.group, T_, sk)) : -1;
   };
-  auto issue_k = [&](int j) { load_tile(p.k_cache, 0, sK + (j % NSK) * BK * RS, &bars[j % NSK], j, 0); };
-  auto issue_v = [&](int vi, int j) {
-    load_tile(p.v_cache, 1, sV + (vi % NSV) * BK * RS, &bars[NSK + vi % NSV], j, kLoaders);
-  };
-  for (int j = 0; j < NSK - 1 && j < steps; ++j) issue_k(j);
+  const int lim0 = limit_of(r0), lim1 = limit_of(r1);
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   float o[DT][4];
 #pragma unroll
   for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  std::uint32_t pend_p[KS][4];
-  float pend_alpha[2] = {1.f, 1.f};
-  int pend_vi = -1, vi = 0, visited = 0, skipped = 0;
+  // Kept tiles whose P V waits for their V: a shift register, oldest in slot 0.
+  constexpr int QS = Tr::kQueue;
+  std::uint32_t pq_p[QS][KS][4];
+  float pq_a[QS][2];
+  int pq_v[QS], pq_valid[QS];
+#pragma unroll
+  for (int q = 0; q < QS; ++q) pq_v[q] = -1, pq_valid[q] = BK;
+  int vi = 0, visited = 0, skipped = 0;
 
-  // O = O * alpha + P V for the kept tile whose V went into load number v.
-  auto flush = [&](int v, const std::uint32_t (&P)[KS][4], const float (&alpha)[2]) {
-    ptx::mbar_wait(&bars[NSK + v % NSV], (v / NSV) & 1);
-    const T* vst = sV + (v % NSV) * BK * RS;
+  // O = O * alpha + P V for the kept tile whose V went into load number v; `valid` rows of it
+  // exist. Each warp reads only its own key slice, so it zeroes that slice's stale rows itself,
+  // then hands the stage back.
+  auto flush = [&](int v, int valid, const std::uint32_t (&P)[KS][4], const float (&alpha)[2]) {
+    ptx::mbar_wait(&full_v[v % NSV], (v / NSV) & 1);
+    unsigned char* vst = sV + (v % NSV) * Tr::kTileBytes;
+    if (valid < wn * KW + KW) {
+      for (int c = lane; c < KW * CPR; c += 32) {
+        const int key = wn * KW + c / CPR;
+        if (key >= valid) *reinterpret_cast<uint4*>(vst + stage_offset<BK>(key, c % CPR)) = make_uint4(0, 0, 0, 0);
+      }
+      __syncwarp();
+    }
     if (alpha[0] != 1.f || alpha[1] != 1.f) {
 #pragma unroll
       for (int i = 0; i < DT; ++i) {
@@ -205,36 +239,75 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
 #pragma unroll
       for (int dp = 0; dp < DT / 2; ++dp) {
         std::uint32_t bv[4];
-        ptx::ldmatrix_x4_trans(bv, vst + key * RS + (2 * dp + (lane >> 4)) * 8);
+        ptx::ldmatrix_x4_trans(bv, vst + stage_offset<BK>(key, 2 * dp + (lane >> 4)));
         ptx::mma_16816<T>(o[2 * dp], P[ks], bv[0], bv[1]);
         ptx::mma_16816<T>(o[2 * dp + 1], P[ks], bv[2], bv[3]);
       }
     }
+    ptx::fence_proxy_async_smem();  // this warp's zeroes before the producer refills the stage
+    __syncwarp();
+    if (lane == 0) ptx::mbar_arrive(&empty_v[v % NSV]);
   };
+
+  constexpr int QF = Tr::kQInRegs ? D / 16 : 1;
+  std::uint32_t qa[QF][4];
+  const int qrow = wm * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+  auto q_frag = [&](int ks) -> const std::uint32_t(&)[4] {
+    if constexpr (Tr::kQInRegs) {
+      return qa[ks];
+    } else {
+      ptx::ldmatrix_x4(qa[0], sQ + qrow * RSQ + (2 * ks + (lane >> 4)) * 8);
+      return qa[0];
+    }
+  };
+  if constexpr (Tr::kQInRegs) {
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) ptx::ldmatrix_x4(qa[ks], sQ + qrow * RSQ + (2 * ks + (lane >> 4)) * 8);
+  }
 
   for (int j = 0; j < steps; ++j) {
     const int tile = tile_of(j);
-    if (j + NSK - 1 < steps) issue_k(j + NSK - 1);  // into the stage step j-1 finished reading
-    ptx::mbar_wait(&bars[j % NSK], (j / NSK) & 1);
-    const T* kst = sK + (j % NSK) * BK * RS;
+    ptx::mbar_wait(&full_k[j % NSK], (j / NSK) & 1);
+    const unsigned char* kst = sK + (j % NSK) * Tr::kTileBytes;
 
-    float s[NT][4];
+    // S = Q K^T (with kSplitAcc, the second half of the head dim accumulates into s2).
+    constexpr int NT2 = Tr::kSplitAcc ? NT : 1;
+    float s[NT][4], s2[NT2][4];
 #pragma unroll
-    for (int i = 0; i < NT; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    for (int i = 0; i < NT; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[i][e] = 0.f;
+#pragma unroll
+    for (int i = 0; i < NT2; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s2[i][e] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
-      std::uint32_t a[4];
-      const int qrow = wm * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
-      ptx::ldmatrix_x4(a, sQ + qrow * RS + (2 * ks + (lane >> 4)) * 8);
+      const std::uint32_t(&a)[4] = q_frag(ks);
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         const int key = wn * KW + np * 16 + (lane & 7) + 8 * (lane >> 4);
         std::uint32_t bk[4];
-        ptx::ldmatrix_x4(bk, kst + key * RS + (2 * ks + ((lane >> 3) & 1)) * 8);
-        ptx::mma_16816<T>(s[2 * np], a, bk[0], bk[1]);
-        ptx::mma_16816<T>(s[2 * np + 1], a, bk[2], bk[3]);
+        ptx::ldmatrix_x4(bk, kst + stage_offset<BK>(key, 2 * ks + ((lane >> 3) & 1)));
+        if constexpr (Tr::kSplitAcc) {
+          float(&acc0)[4] = ks < D / 32 ? s[2 * np] : s2[2 * np];
+          float(&acc1)[4] = ks < D / 32 ? s[2 * np + 1] : s2[2 * np + 1];
+          ptx::mma_16816<T>(acc0, a, bk[0], bk[1]);
+          ptx::mma_16816<T>(acc1, a, bk[2], bk[3]);
+        } else {
+          ptx::mma_16816<T>(s[2 * np], a, bk[0], bk[1]);
+          ptx::mma_16816<T>(s[2 * np + 1], a, bk[2], bk[3]);
+        }
       }
     }
+    if constexpr (Tr::kSplitAcc) {
+#pragma unroll
+      for (int i = 0; i < NT; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[i][e] += s2[i % NT2][e];
+    }
+    __syncwarp();
+    if (lane == 0) ptx::mbar_arrive(&empty_k[j % NSK]);  // this warp is done with the K stage
 
     // Scale, mask (keys past a row's limit, rows beyond the group) and the rows' tile maxima.
     const int key0 = tile * BK + wn * KW + 2 * (lane & 3);
@@ -243,7 +316,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
 #pragma unroll
     for (int i = 0; i < NT; ++i) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[i][e] = (i * 8 + (e & 1) <= (e < 2 ? rel0 : rel1)) ? s[i][e] * p.scale : -INFINITY;
+      for (int e = 0; e < 4; ++e)
+        s[i][e] = (i * 8 + (e & 1) <= (e < 2 ? rel0 : rel1)) ? s[i][e] * p.scale : -INFINITY;
       mx0 = fmaxf(mx0, fmaxf(s[i][0], s[i][1]));
       mx1 = fmaxf(mx1, fmaxf(s[i][2], s[i][3]));
     }
@@ -253,10 +327,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
     }
     if ((lane & 3) == 0) sRed[wn * RP + r0] = mx0, sRed[wn * RP + r1] = mx1;
-    __syncthreads();
-    // Every thread is past step j-1 now, so its offset slot can take step j + NSK's; the vote's
-    // barrier below publishes them before step j + 1 issues that load.
-    compute_offsets(j + NSK);
+    ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
     float tmax0 = sRed[r0], tmax1 = sRed[r1];
 #pragma unroll
     for (int w = 1; w < WN; ++w) tmax0 = fmaxf(tmax0, sRed[w * RP + r0]), tmax1 = fmaxf(tmax1, sRed[w * RP + r1]);
@@ -264,27 +335,38 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
     // The vote: every row of the group must agree (BLASST.md 2.5).
     const int t0 = tile * BK;
     const bool agree = row_agrees(lim0 >= t0, tmax0, m[0], log_thr) && row_agrees(lim1 >= t0, tmax1, m[1], log_thr);
-    const bool all = __syncthreads_and(agree) != 0;
-    if (seeded && j == 0) {  // tile 0 only seeds the running max
+    const bool all = ptx::named_barrier_and(kConsumerBarrier, kConsumers, agree);
+    const bool seed_step = seeded && j == 0;  // tile 0 only seeds the running max
+    const bool skip = seed_step || (p.replay ? p.replay[mask_base + tile] == tile_skipped : (j > 0 && all));
+    if (ctid == 0) {
+      sDec[j % NDEC] = skip ? 0 : 1;
+      ptx::mbar_arrive(&dec_bar[j % NDEC]);  // release: the producer reads sDec after its wait
+    }
+    if (seed_step) {
       m[0] = tmax0, m[1] = tmax1;
       continue;
     }
-    const bool skip = p.replay ? p.replay[mask_base + tile] == tile_skipped : (j > 0 && all);
     ++visited;
-    if (tid == 0 && p.mask) p.mask[mask_base + tile] = skip ? tile_skipped : tile_kept;
+    if (ctid == 0 && p.mask) p.mask[mask_base + tile] = skip ? tile_skipped : tile_kept;
     if (skip) {
       ++skipped;
       continue;
     }
 
-    issue_v(vi, j);
     const int my_vi = vi++;
     const float mn0 = fmaxf(m[0], tmax0), mn1 = fmaxf(m[1], tmax1);
     const float alpha[2] = {mn0 == -INFINITY ? 1.f : __expf(m[0] - mn0), mn1 == -INFINITY ? 1.f : __expf(m[1] - mn1)};
-    // The previous kept tile's P V goes first (its V had this tile's Q K^T to arrive); then this
-    // tile's P takes its place.
-    if constexpr (Tr::kDefer) {
-      if (pend_vi >= 0) flush(pend_vi, pend_p, pend_alpha);
+    // The oldest pending product goes first (its V had the tiles since to arrive); this tile's P
+    // then enters the queue.
+    if (pq_v[0] >= 0) flush(pq_v[0], pq_valid[0], pq_p[0], pq_a[0]);
+#pragma unroll
+    for (int q = 0; q + 1 < QS; ++q) {
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) pq_p[q][ks][e] = pq_p[q + 1][ks][e];
+      pq_a[q][0] = pq_a[q + 1][0], pq_a[q][1] = pq_a[q + 1][1];
+      pq_v[q] = pq_v[q + 1], pq_valid[q] = pq_valid[q + 1];
     }
     float ls0 = 0.f, ls1 = 0.f;
 #pragma unroll
@@ -300,23 +382,20 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
     m[0] = mn0, m[1] = mn1;
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {
-      pend_p[ks][0] = ptx::pack2<T>(s[2 * ks][0], s[2 * ks][1]);
-      pend_p[ks][1] = ptx::pack2<T>(s[2 * ks][2], s[2 * ks][3]);
-      pend_p[ks][2] = ptx::pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-      pend_p[ks][3] = ptx::pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      pq_p[QS - 1][ks][0] = ptx::pack2<T>(s[2 * ks][0], s[2 * ks][1]);
+      pq_p[QS - 1][ks][1] = ptx::pack2<T>(s[2 * ks][2], s[2 * ks][3]);
+      pq_p[QS - 1][ks][2] = ptx::pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+      pq_p[QS - 1][ks][3] = ptx::pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
     }
-    pend_alpha[0] = alpha[0], pend_alpha[1] = alpha[1];
-    pend_vi = my_vi;
-    if constexpr (!Tr::kDefer) {
-      flush(pend_vi, pend_p, pend_alpha);
-      pend_vi = -1;
-    }
+    pq_a[QS - 1][0] = alpha[0], pq_a[QS - 1][1] = alpha[1];
+    pq_v[QS - 1] = my_vi;
+    pq_valid[QS - 1] = min(BK, sk - tile * BK);
   }
-  if constexpr (Tr::kDefer) {
-    if (pend_vi >= 0) flush(pend_vi, pend_p, pend_alpha);
-  }
+#pragma unroll
+  for (int q = 0; q < QS; ++q)
+    if (pq_v[q] >= 0) flush(pq_v[q], pq_valid[q], pq_p[q], pq_a[q]);
 
-  if (tid == 0 && p.counters) {
+  if (ctid == 0 && p.counters) {
     atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hkv + h) * 2]),
               static_cast<unsigned long long>(visited));
     atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hkv + h) * 2 + 1]),
@@ -336,9 +415,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
       emit(r1, i * 8 + ch0, o[i][2], o[i][3], l[1], m[1]);
     }
   } else {
-    // Sum the key slices of the warps through shared memory (the stages are free now).
-    __syncthreads();
-    float* red = reinterpret_cast<float*>(sK);  // [WN][RP][D]
+    // Sum the key slices of the warps through shared memory (every stage has been consumed).
+    ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+    float* red = reinterpret_cast<float*>(sK);  // [WN][RP][D] over the stages
     float* redl = red + WN * RP * D;            // [WN][RP]
 #pragma unroll
     for (int i = 0; i < DT; ++i) {
@@ -349,8 +428,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) decode_splitkv_kernel(const D
       redl[wn * RP + r0] = l[0], redl[wn * RP + r1] = l[1];
       if (wn == 0) sM[r0] = m[0], sM[r1] = m[1];
     }
-    __syncthreads();
-    for (int i = tid; i < R * (D / 2); i += kThreads) {
+    ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+    for (int i = ctid; i < R * (D / 2); i += kConsumers) {
       const int row = i / (D / 2), ch = 2 * (i % (D / 2));
       float a0 = 0.f, a1 = 0.f, ll = 0.f;
 #pragma unroll
