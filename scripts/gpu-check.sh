@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/blasst-out}
 mkdir -p "$OUT"
 steps=("$@")
+# At most 8 files come back from a device call: keep $OUT to the logs that matter.
 [ ${#steps[@]} -eq 0 ] && steps=(tests sanitize sass bench peers)
 want() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 

@@ -173,16 +173,27 @@ struct OptionalOutputs {
     if (a.has("skip-mask")) mask.assign(static_cast<std::size_t>(mask_size), 0), out.skip_mask = mask.data();
     out.stats = &stats;
   }
+  // Every output lands, or none does.
   void save(const Args& a, const char* phase, const SkipPolicy& p, const std::vector<std::int64_t>& o_shape,
             const std::vector<std::int64_t>& row_shape) const {
-    npy::save(a.required("out"), npy::Type::f32, o_shape, o.data());
-    if (a.has("lse")) npy::save(a.get("lse", ""), npy::Type::f32, row_shape, lse.data());
-    if (a.has("dropped-mass")) npy::save(a.get("dropped-mass", ""), npy::Type::f32, row_shape, dropped.data());
+    StagedFiles files;
+    npy::save(files.stage(a.required("out")), npy::Type::f32, o_shape, o.data());
+    if (a.has("lse")) npy::save(files.stage(a.get("lse", "")), npy::Type::f32, row_shape, lse.data());
+    if (a.has("dropped-mass"))
+      npy::save(files.stage(a.get("dropped-mass", "")), npy::Type::f32, row_shape, dropped.data());
     if (a.has("skip-mask"))
-      npy::save(a.get("skip-mask", ""), npy::Type::u8, {static_cast<std::int64_t>(mask.size())}, mask.data());
-    if (a.has("stats")) write_text_atomic(a.get("stats", ""), stats_json(phase, stats, p));
+      npy::save(files.stage(a.get("skip-mask", "")), npy::Type::u8, {static_cast<std::int64_t>(mask.size())},
+                mask.data());
+    if (a.has("stats")) write_text_atomic(files.stage(a.get("stats", "")), stats_json(phase, stats, p));
+    files.commit();
   }
 };
+
+// Output folders are checked before anything is computed.
+void check_output_paths(const Args& a) {
+  for (const char* flag : {"out", "lse", "stats", "skip-mask", "dropped-mass"})
+    if (a.has(flag)) check_output_path(flag, a.get(flag, ""));
+}
 
 int cmd_attention(int argc, char** argv) {
   const Args a(argc, argv, 2, kAttentionFlags);
@@ -192,6 +203,7 @@ int cmd_attention(int argc, char** argv) {
   }
   const std::string qp = a.required("q"), kp = a.required("k"), vp = a.required("v");
   a.required("out");
+  check_output_paths(a);
   if (a.has("cu-seqlens-q") != a.has("cu-seqlens-k"))
     throw UsageError("--cu-seqlens-q and --cu-seqlens-k must be given together");
   SkipPolicy pol = policy_from(a);
@@ -264,6 +276,7 @@ int cmd_decode(int argc, char** argv) {
   const std::string qp = a.required("q"), kp = a.required("k-cache"), vp = a.required("v-cache"),
                     bp = a.required("block-table"), sp = a.required("seq-lens");
   a.required("out");
+  check_output_paths(a);
   SkipPolicy pol = policy_from(a);
   pol.order = VisitOrder::forward;
   pol.splits = static_cast<int>(a.get_int("splits", 1));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <limits>
@@ -168,6 +169,30 @@ void write_text_atomic(const std::string& path, const std::string& text) {
     std::remove(tmp.c_str());
     throw Error(path + ": cannot rename the temporary file into place");
   }
+}
+
+void check_output_path(const std::string& flag, const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !std::filesystem::is_directory(parent, ec))
+    throw Error("--" + flag + " " + path + ": folder '" + parent.string() + "' does not exist");
+  if (std::filesystem::is_directory(path, ec)) throw Error("--" + flag + " " + path + ": is a folder");
+}
+
+StagedFiles::~StagedFiles() {
+  for (const auto& f : files_) std::remove(f.first.c_str());
+}
+
+std::string StagedFiles::stage(const std::string& final_path) {
+  files_.emplace_back(final_path + ".partial." + std::to_string(::getpid()), final_path);
+  return files_.back().first;
+}
+
+void StagedFiles::commit() {
+  for (const auto& f : files_)
+    if (std::rename(f.first.c_str(), f.second.c_str()) != 0)
+      throw Error(f.second + ": cannot move the finished file into place");
+  files_.clear();
 }
 
 }  // namespace blasst::cli

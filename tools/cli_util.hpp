@@ -74,4 +74,22 @@ class Json {
 // Writes text to path atomically (temporary file, then rename). Throws Error.
 void write_text_atomic(const std::string& path, const std::string& text);
 
+// Throws Error (naming the flag) unless path's folder exists, so a run fails before it computes.
+void check_output_path(const std::string& flag, const std::string& path);
+
+// All-or-nothing output files: each is written under a temporary name beside its final path;
+// commit() renames them all into place. Whatever was not committed is removed on destruction.
+class StagedFiles {
+ public:
+  StagedFiles() = default;
+  StagedFiles(const StagedFiles&) = delete;
+  StagedFiles& operator=(const StagedFiles&) = delete;
+  ~StagedFiles();
+  std::string stage(const std::string& final_path);  // the temporary path to write
+  void commit();
+
+ private:
+  std::vector<std::pair<std::string, std::string>> files_;  // (temporary, final)
+};
+
 }  // namespace blasst::cli

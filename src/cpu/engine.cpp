@@ -24,7 +24,8 @@ void check_cpu_policy(const SkipPolicy& pol) {
   if (pol.splits < 1) throw Error("splits must be >= 1 for the CPU engine (0 is for GPU planners)");
 }
 
-void check_outputs(const Outputs& o, bool decode, int batch) {
+void check_outputs(const Outputs& o, bool decode, int batch, std::int64_t rows) {
+  if (rows == 0) return;  // nothing will be written
   if (o.o == nullptr) throw Error("the output O must not be null");
   if (o.o_stride_token == 0 || o.o_stride_head == 0 || (decode && batch > 1 && o.o_stride_batch == 0))
     throw Error("output strides are not set (see Outputs::set_contiguous_strides)");
@@ -154,7 +155,7 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out)
   validate_shapes(p);
   check_cpu_policy(pol);
   validate_host_indices(p);
-  check_outputs(out, false, p.batch);
+  check_outputs(out, false, p.batch, p.total_q);
 
   const int G = p.num_heads_q / p.num_heads_kv, BQ = pol.block_q, BK = pol.block_k;
   const float scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
@@ -230,7 +231,7 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const Outputs& out) {
   validate_shapes(p);
   check_cpu_policy(pol);
   validate_host_indices(p);
-  check_outputs(out, true, p.batch);
+  check_outputs(out, true, p.batch, std::int64_t{p.batch} * p.q_tokens);
 
   const int G = p.num_heads_q / p.num_heads_kv, BK = pol.block_k, T = p.q_tokens;
   const float scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
