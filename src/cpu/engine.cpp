@@ -80,59 +80,58 @@ struct Seq {
   double lambda;
 };
 
-// Key tiles of one prefill sequence and KV head, from contiguous packed K and V.
+// Key tiles of one prefill sequence and KV head. float32 rows are used in place (values too when
+// their padded width stays inside the row); other types are converted into the scratch.
 struct PrefillLoader {
   const PrefillProblem& p;
   const Seq& s;
   int hkv, bk;
-  std::vector<float>& row;
   int keys(int t) const { return static_cast<int>(std::min<std::int64_t>(bk, s.sk - std::int64_t{t} * bk)); }
-  void load_k(int t, float* kt, int ld) {
-    const int nk = keys(t);
-    for (int j = 0; j < nk; ++j) {
-      const std::int64_t tok = s.k0 + std::int64_t{t} * bk + j;
-      convert_row(at(p.k, tok * p.k_stride_token + hkv * p.k_stride_head, p.dtype), p.dtype,
-                  row.data(), p.head_dim_qk);
-      for (int c = 0; c < p.head_dim_qk; ++c) kt[static_cast<std::ptrdiff_t>(c) * ld + j] = row[c];
+  const float* rows(const void* base, std::int64_t stride_token, std::int64_t stride_head, int dim, int width,
+                    int t, float* scratch, std::int64_t& ld) const {
+    const std::int64_t tok0 = s.k0 + std::int64_t{t} * bk;
+    if (p.dtype == DType::f32 && dim == width) {
+      ld = stride_token;
+      return static_cast<const float*>(base) + tok0 * stride_token + hkv * stride_head;
     }
+    ld = width;
+    const int nk = keys(t);
+    for (int j = 0; j < nk; ++j)
+      convert_row(at(base, (tok0 + j) * stride_token + hkv * stride_head, p.dtype), p.dtype, scratch + j * ld, dim);
+    return scratch;
   }
-  void load_v(int t, float* v, int ld) {
-    const int nk = keys(t);
-    for (int j = 0; j < nk; ++j) {
-      const std::int64_t tok = s.k0 + std::int64_t{t} * bk + j;
-      convert_row(at(p.v, tok * p.v_stride_token + hkv * p.v_stride_head, p.dtype), p.dtype,
-                  v + static_cast<std::ptrdiff_t>(j) * ld, p.head_dim_v);
-    }
+  const float* k_rows(int t, float* scratch, std::int64_t& ld) const {
+    return rows(p.k, p.k_stride_token, p.k_stride_head, p.head_dim_qk, p.head_dim_qk, t, scratch, ld);
+  }
+  const float* v_rows(int t, float* scratch, std::int64_t& ld) const {
+    return rows(p.v, p.v_stride_token, p.v_stride_head, p.head_dim_v, round_up(p.head_dim_v, kPad), t, scratch, ld);
   }
 };
 
-// Key tiles of one decode sequence and KV head, gathered from the paged cache.
+// Key tiles of one decode sequence and KV head, gathered from the paged cache into the scratch.
 struct PagedLoader {
   const DecodeProblem& p;
   int b, hkv, bk;
   std::int64_t sk;
-  std::vector<float>& row;
   int keys(int t) const { return static_cast<int>(std::min<std::int64_t>(bk, sk - std::int64_t{t} * bk)); }
-  std::int64_t slot_elem(std::int64_t pos, std::int64_t stride_page, std::int64_t stride_slot,
-                         std::int64_t stride_head) const {
-    const std::int64_t page =
-        p.block_table[static_cast<std::int64_t>(b) * p.max_pages_per_seq + pos / p.page_size];
-    return page * stride_page + (pos % p.page_size) * stride_slot + hkv * stride_head;
-  }
-  void load_k(int t, float* kt, int ld) {
+  const float* gather(const void* cache, std::int64_t sp, std::int64_t ss, std::int64_t sh, int dim, int width,
+                      int t, float* scratch, std::int64_t& ld) const {
+    ld = width;
     const int nk = keys(t);
     for (int j = 0; j < nk; ++j) {
-      const std::int64_t e = slot_elem(std::int64_t{t} * bk + j, p.k_stride_page, p.k_stride_slot, p.k_stride_head);
-      convert_row(at(p.k_cache, e, p.dtype), p.dtype, row.data(), p.head_dim_qk);
-      for (int c = 0; c < p.head_dim_qk; ++c) kt[static_cast<std::ptrdiff_t>(c) * ld + j] = row[c];
+      const std::int64_t pos = std::int64_t{t} * bk + j;
+      const std::int64_t page = p.block_table[static_cast<std::int64_t>(b) * p.max_pages_per_seq + pos / p.page_size];
+      convert_row(at(cache, page * sp + (pos % p.page_size) * ss + hkv * sh, p.dtype), p.dtype, scratch + j * ld, dim);
     }
+    return scratch;
   }
-  void load_v(int t, float* v, int ld) {
-    const int nk = keys(t);
-    for (int j = 0; j < nk; ++j) {
-      const std::int64_t e = slot_elem(std::int64_t{t} * bk + j, p.v_stride_page, p.v_stride_slot, p.v_stride_head);
-      convert_row(at(p.v_cache, e, p.dtype), p.dtype, v + static_cast<std::ptrdiff_t>(j) * ld, p.head_dim_v);
-    }
+  const float* k_rows(int t, float* scratch, std::int64_t& ld) const {
+    return gather(p.k_cache, p.k_stride_page, p.k_stride_slot, p.k_stride_head, p.head_dim_qk, p.head_dim_qk, t,
+                  scratch, ld);
+  }
+  const float* v_rows(int t, float* scratch, std::int64_t& ld) const {
+    return gather(p.v_cache, p.v_stride_page, p.v_stride_slot, p.v_stride_head, p.head_dim_v,
+                  round_up(p.head_dim_v, kPad), t, scratch, ld);
   }
 };
 
@@ -186,7 +185,6 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out)
   const RowSink sink{out, p.head_dim_v};
   pool().parallel_for(static_cast<std::int64_t>(items.size()), [&](std::int64_t i, int) {
     thread_local WalkScratch w;
-    thread_local std::vector<float> row;
     const Item it = items[i];
     const Seq& s = seqs[it.b];
     const int hkv = it.h / G;
@@ -203,14 +201,13 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out)
     if (pol.replay_mask) wp.replay = pol.replay_mask + layout.index(it.b, group, 0);
 
     w.prepare(wp);
-    row.resize(std::max(p.head_dim_qk, p.head_dim_v));
     for (int r = 0; r < wp.rows; ++r) {
       const std::int64_t tok = s.q0 + r0 + r;
       convert_row(at(p.q, tok * p.q_stride_token + it.h * p.q_stride_head, p.dtype), p.dtype,
                   w.q.data() + static_cast<std::ptrdiff_t>(r) * p.head_dim_qk, p.head_dim_qk);
       w.key_limit[r] = row_key_limit(p.causal, r0 + r, s.sq, s.sk);
     }
-    PrefillLoader loader{p, s, hkv, BK, row};
+    PrefillLoader loader{p, s, hkv, BK};
     walk(wp, w, loader);
 
     for (int r = 0; r < wp.rows; ++r) {
@@ -247,7 +244,6 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const Outputs& out) {
 
   pool().parallel_for(n_items, [&](std::int64_t i, int) {
     thread_local WalkScratch w;
-    thread_local std::vector<float> row;
     const int b = static_cast<int>(i / p.num_heads_kv), hkv = static_cast<int>(i % p.num_heads_kv);
     const std::int64_t sk = p.seq_lens[b];
 
@@ -258,7 +254,6 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const Outputs& out) {
     if (pol.replay_mask) wp.replay = pol.replay_mask + layout.index(b, hkv, 0);
 
     w.prepare(wp);
-    row.resize(std::max(p.head_dim_qk, p.head_dim_v));
     for (int t = 0; t < T; ++t)
       for (int g = 0; g < G; ++g) {
         const int r = t * G + g, h = hkv * G + g;
@@ -266,7 +261,7 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const Outputs& out) {
                     p.dtype, w.q.data() + static_cast<std::ptrdiff_t>(r) * p.head_dim_qk, p.head_dim_qk);
         w.key_limit[r] = row_key_limit(true, t, T, sk);
       }
-    PagedLoader loader{p, b, hkv, BK, sk, row};
+    PagedLoader loader{p, b, hkv, BK, sk};
     walk(wp, w, loader);
 
     for (int t = 0; t < T; ++t)

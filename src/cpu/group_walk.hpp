@@ -2,6 +2,9 @@
 // chunks with their own running state, the skip vote, the online softmax, the LSE merge of the
 // splits and the optional exact dropped-mass pass. Shared by prefill and decode; the caller supplies
 // the group's query rows and a loader for its key tiles.
+//
+// Logits are kept key-major, S^T [keys][rows] = K Q^T: K rows feed the GEMM as they lie in memory
+// (no transposition) and the per-row softmax state is updated a vector of rows at a time.
 #pragma once
 
 #include <algorithm>
@@ -30,62 +33,70 @@ struct WalkParams {
 
 // Per-worker buffers, grown as needed and reused across groups.
 struct WalkScratch {
-  std::vector<float> q;      // rows x dqk, converted query rows
-  std::vector<float> kt;     // dqk x bkp, the key tile transposed
-  std::vector<float> v;      // block_k x dvp
-  std::vector<float> s;      // rows x bkp, logits then probabilities
+  std::vector<float> q;      // rows x dqk, converted query rows (filled by the caller)
+  std::vector<float> qt;     // dqk x rp, Q transposed
+  std::vector<float> k;      // block_k x dqk, converted key rows (when they cannot be used in place)
+  std::vector<float> v;      // block_k x dvp, converted value rows
+  std::vector<float> st;     // block_k x rp, logits then probabilities, key-major
   std::vector<float> acc;    // rows x dvp, the split's unnormalised output
   std::vector<float> out;    // rows x dvp, merged output, normalised at the end
-  std::vector<float> m, l, tile_max, seed, merged_m, merged_l, lse, dropped;
-  std::vector<std::int64_t> key_limit;  // rows: last key position each row sees, -1 none
+  std::vector<float> m, l, tile_max, seed, merged_m, merged_l, lse, dropped;  // rp each
+  std::vector<std::int64_t> key_limit;  // rows: last key position each row sees, -1 none (caller)
+  std::vector<std::int32_t> lim;        // rp: key_limit relative to the tile being processed
   std::vector<std::uint8_t> state;      // n_tiles: TileState
-  int bkp = 0, dvp = 0;
+  int rp = 0, dvp = 0;
 
   void prepare(const WalkParams& p) {
-    bkp = round_up(p.block_k, kPad);
+    rp = round_up(p.rows, kPad);
     dvp = round_up(p.dv, kPad);
-    auto grow = [](std::vector<float>& b, std::size_t n) {
-      if (b.size() < n) b.assign(n, 0.0f);
+    auto grow = [](auto& b, std::size_t n) {
+      if (b.size() < n) b.assign(n, {});
     };
-    const std::size_t r = static_cast<std::size_t>(p.rows);
+    const std::size_t r = static_cast<std::size_t>(p.rows), bk = static_cast<std::size_t>(p.block_k);
     grow(q, r * p.dqk);
-    grow(kt, static_cast<std::size_t>(p.dqk) * bkp);
-    grow(v, static_cast<std::size_t>(p.block_k) * dvp);
-    grow(s, r * bkp);
+    grow(qt, static_cast<std::size_t>(p.dqk) * rp);
+    grow(k, bk * p.dqk);
+    grow(v, bk * dvp);
+    grow(st, bk * rp);
     grow(acc, r * dvp);
     grow(out, r * dvp);
-    for (auto* b : {&m, &l, &tile_max, &seed, &merged_m, &merged_l, &lse, &dropped}) grow(*b, r);
-    if (key_limit.size() < r) key_limit.resize(r);
+    for (auto* b : {&m, &l, &tile_max, &seed, &merged_m, &merged_l, &lse, &dropped}) grow(*b, std::size_t(rp));
+    grow(key_limit, r);
+    grow(lim, std::size_t(rp));
     state.assign(static_cast<std::size_t>(std::max(p.n_tiles, 0)), tile_unvisited);
   }
 };
 
 // Loader concept:
-//   int keys(int tile)                      number of keys in the tile (<= block_k)
-//   void load_k(int tile, float* kt, int ld) kt[c * ld + j] = K[tile * block_k + j][c]
-//   void load_v(int tile, float* v, int ld)  v[j * ld + c]  = V[tile * block_k + j][c]
+//   int keys(int tile)  number of keys in the tile (<= block_k)
+//   const float* k_rows(int tile, float* scratch, std::int64_t& ld)
+//   const float* v_rows(int tile, float* scratch, std::int64_t& ld)
+//     row j of the tile's keys (dqk floats) / values (a multiple of kPad floats, columns past dv
+//     finite) at result + j * ld: in place when the input allows, else converted into scratch.
 // Before walk(): scratch.q holds the rows' queries (row-major, dqk), scratch.key_limit their limits.
 // After: scratch.out (rows x dvp) the normalised output, scratch.lse, scratch.dropped (if wanted),
 // scratch.state the decision for each tile.
 template <class Loader>
 void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
-  const int R = p.rows, bkp = w.bkp, dvp = w.dvp, bk = p.block_k;
-  float* S = w.s.data();
+  const int R = p.rows, rp = w.rp, dvp = w.dvp, bk = p.block_k;
+  float* ST = w.st.data();
+  for (int c = 0; c < p.dqk; ++c)
+    for (int r = 0; r < rp; ++r) w.qt[static_cast<std::size_t>(c) * rp + r] = r < R ? w.q[static_cast<std::size_t>(r) * p.dqk + c] : 0.0f;
   std::fill(w.out.begin(), w.out.begin() + static_cast<std::ptrdiff_t>(R) * dvp, 0.0f);
-  std::fill(w.merged_m.begin(), w.merged_m.begin() + R, -INFINITY);
-  std::fill(w.merged_l.begin(), w.merged_l.begin() + R, 0.0f);
+  std::fill(w.merged_m.begin(), w.merged_m.begin() + rp, -INFINITY);
+  std::fill(w.merged_l.begin(), w.merged_l.begin() + rp, 0.0f);
 
-  // S = scale * Q K^T of one tile, masked per row; fills tile_max. Returns the tile's key count.
+  // S^T = scale * K Q^T of one tile, masked per row (keys past a row's limit, rows past R); fills
+  // tile_max. Returns the tile's key count.
   auto logits = [&](int t) {
     const int nk = loader.keys(t);
-    loader.load_k(t, w.kt.data(), bkp);
-    gemm(R, bkp, p.dqk, w.q.data(), p.dqk, w.kt.data(), bkp, S, bkp, false);
+    std::int64_t ldk = 0;
+    const float* kr = loader.k_rows(t, w.k.data(), ldk);
+    gemm(nk, rp, p.dqk, kr, ldk, 1, w.qt.data(), rp, ST, rp, false);
     const std::int64_t t0 = static_cast<std::int64_t>(t) * bk;
-    for (int r = 0; r < R; ++r) {
-      const std::int64_t seen = std::min<std::int64_t>(nk, w.key_limit[r] - t0 + 1);
-      w.tile_max[r] = scale_mask_max(S + static_cast<std::ptrdiff_t>(r) * bkp, p.scale,
-                                     static_cast<int>(std::max<std::int64_t>(seen, 0)), bkp);
-    }
+    for (int r = 0; r < rp; ++r)
+      w.lim[r] = r < R ? static_cast<std::int32_t>(std::max<std::int64_t>(w.key_limit[r] - t0, -1)) : -1;
+    scale_mask_max_keys(ST, rp, nk, p.scale, w.lim.data(), w.tile_max.data());
     return nk;
   };
   auto sees = [&](int r, int t) { return w.key_limit[r] >= static_cast<std::int64_t>(t) * bk; };
@@ -96,14 +107,14 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
     const int first = k * cut.chunk;
     const int len = std::min(cut.chunk, p.n_tiles - first);
     const bool from_seed = seeded && k > 0;
-    for (int r = 0; r < R; ++r) w.m[r] = from_seed ? w.seed[r] : -INFINITY;
-    std::fill(w.l.begin(), w.l.begin() + R, 0.0f);
+    for (int r = 0; r < rp; ++r) w.m[r] = from_seed ? w.seed[r] : -INFINITY;
+    std::fill(w.l.begin(), w.l.begin() + rp, 0.0f);
     std::fill(w.acc.begin(), w.acc.begin() + static_cast<std::ptrdiff_t>(R) * dvp, 0.0f);
 
     for (int i = 0; i < len; ++i) {
       const int t = first + visit_tile(p.order, len, i);  // splits > 1 implies forward
       const int nk = logits(t);
-      if (seeded && t == 0) std::copy(w.tile_max.begin(), w.tile_max.begin() + R, w.seed.begin());
+      if (seeded && t == 0) std::copy(w.tile_max.begin(), w.tile_max.begin() + rp, w.seed.begin());
 
       bool skip;
       if (p.replay) {
@@ -118,23 +129,21 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
       w.state[t] = skip ? tile_skipped : tile_kept;
       if (skip) continue;
 
-      for (int r = 0; r < R; ++r) {
-        float* srow = S + static_cast<std::ptrdiff_t>(r) * bkp;
+      // Rows that have seen no key yet keep m = -inf and get probabilities exp(-inf - 0) = 0.
+      for (int r = 0; r < rp; ++r) {
         const float m_new = std::max(w.m[r], w.tile_max[r]);
-        if (m_new == -INFINITY) {  // the row has seen no key yet: its probabilities are all 0
-          std::fill(srow, srow + bkp, 0.0f);
-          continue;
-        }
         if (m_new > w.m[r]) {
           const float alpha = std::exp(w.m[r] - m_new);  // 0 when m was -inf
           w.l[r] *= alpha;
-          scale_row(w.acc.data() + static_cast<std::ptrdiff_t>(r) * dvp, alpha, dvp);
+          if (r < R) scale_row(w.acc.data() + static_cast<std::ptrdiff_t>(r) * dvp, alpha, dvp);
           w.m[r] = m_new;
         }
-        w.l[r] += exp_sub_sum(srow, m_new, srow, bkp);
+        w.tile_max[r] = w.m[r] == -INFINITY ? 0.0f : w.m[r];  // reused: the exponent's offset
       }
-      loader.load_v(t, w.v.data(), dvp);
-      gemm(R, dvp, nk, S, bkp, w.v.data(), dvp, w.acc.data(), dvp, true);
+      exp_sub_keys(ST, rp, nk, w.tile_max.data(), w.l.data());
+      std::int64_t ldv = 0;
+      const float* vr = loader.v_rows(t, w.v.data(), ldv);
+      gemm(R, dvp, nk, ST, 1, rp, vr, ldv, w.acc.data(), dvp, true);
     }
 
     // Merge this split into the result by its log-sum-exp.
@@ -168,13 +177,12 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
   std::vector<double> d(static_cast<std::size_t>(R), 0.0);
   for (int t = 0; t < p.n_tiles; ++t) {
     if (w.state[t] != tile_skipped) continue;
-    logits(t);
-    for (int r = 0; r < R; ++r) {
-      if (w.lse[r] == -INFINITY) continue;
-      const float* srow = S + static_cast<std::ptrdiff_t>(r) * bkp;
-      for (int j = 0; j < bkp; ++j)
-        if (srow[j] != -INFINITY) d[r] += std::exp(static_cast<double>(srow[j]) - w.lse[r]);
-    }
+    const int nk = logits(t);
+    for (int j = 0; j < nk; ++j)
+      for (int r = 0; r < R; ++r) {
+        const float s = ST[static_cast<std::ptrdiff_t>(j) * rp + r];
+        if (w.lse[r] != -INFINITY && s != -INFINITY) d[r] += std::exp(static_cast<double>(s) - w.lse[r]);
+      }
   }
   // A row that sees keys but kept none (possible only under replay) lost all of its mass.
   for (int r = 0; r < R; ++r)

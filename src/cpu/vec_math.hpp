@@ -6,6 +6,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include "blasst/types.hpp"
 
 namespace blasst::cpu {
@@ -28,7 +32,17 @@ inline vf vload(const float* p) {
   return v;
 }
 inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf vbroadcast(float x) { return vf{} + x; }
+inline vf vbroadcast(float x) {  // not vf{} + x: 0 + x is not x for x = -0, so that costs an add
+#if defined(__AVX512F__)
+  return (vf)_mm512_set1_ps(x);
+#elif defined(__AVX__)
+  return (vf)_mm256_set1_ps(x);
+#else
+  vf v;
+  for (int i = 0; i < kW; ++i) v[i] = x;
+  return v;
+#endif
+}
 
 // ---- element conversion ----------------------------------------------------------------------
 
@@ -78,20 +92,24 @@ inline void store_row(const float* src, DType t, void* dst, int n) {
   }
 }
 
-// ---- GEMM: C[M x N] (+)= A[M x K] * B[K x N], N a multiple of kPad, row-major --------------------
+// ---- GEMM: C[M x N] (+)= A[M x K] * B[K x N], N a multiple of kPad ------------------------------
+// A(r, k) = A[r * ars + k * acs] (any layout: it is read one broadcast scalar at a time);
+// B and C are row-major.
 
 template <int MR, int NV>
-inline void gemm_block(int K, const float* A, std::int64_t lda, const float* B, std::int64_t ldb,
+inline void gemm_block(int K, const float* A, std::int64_t ars, std::int64_t acs, const float* B, std::int64_t ldb,
                        float* C, std::int64_t ldc, bool accumulate) {
   vf c[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < NV; ++v) c[r][v] = accumulate ? vload(C + r * ldc + v * kW) : vf{};
   for (int k = 0; k < K; ++k) {
-    vf b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = vload(B + k * ldb + v * kW);
-    for (int r = 0; r < MR; ++r) {
-      const vf a = vbroadcast(A[r * lda + k]);
-      for (int v = 0; v < NV; ++v) c[r][v] += a * b[v];
+    // Broadcasts first, then each B vector once against every row: one load per B vector.
+    vf a[MR];
+    for (int r = 0; r < MR; ++r) a[r] = vbroadcast(A[r * ars + k * acs]);
+    for (int v = 0; v < NV; ++v) {
+      vf b = vload(B + k * ldb + v * kW);
+      asm("" : "+v"(b));  // keep b in a register: folded into each FMA it would be loaded MR times
+      for (int r = 0; r < MR; ++r) c[r][v] += a[r] * b;
     }
   }
   for (int r = 0; r < MR; ++r)
@@ -99,25 +117,25 @@ inline void gemm_block(int K, const float* A, std::int64_t lda, const float* B, 
 }
 
 template <int NV>
-inline void gemm_rows(int M, int K, const float* A, std::int64_t lda, const float* B,
+inline void gemm_rows(int M, int K, const float* A, std::int64_t ars, std::int64_t acs, const float* B,
                       std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
   int m = 0;
-  for (; m + 4 <= M; m += 4) gemm_block<4, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  for (; m + 4 <= M; m += 4) gemm_block<4, NV>(K, A + m * ars, ars, acs, B, ldb, C + m * ldc, ldc, accumulate);
   switch (M - m) {
-    case 3: gemm_block<3, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
-    case 2: gemm_block<2, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
-    case 1: gemm_block<1, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
+    case 3: gemm_block<3, NV>(K, A + m * ars, ars, acs, B, ldb, C + m * ldc, ldc, accumulate); break;
+    case 2: gemm_block<2, NV>(K, A + m * ars, ars, acs, B, ldb, C + m * ldc, ldc, accumulate); break;
+    case 1: gemm_block<1, NV>(K, A + m * ars, ars, acs, B, ldb, C + m * ldc, ldc, accumulate); break;
     default: break;
   }
 }
 
 // Column panels outermost so a K x 64 panel of B stays in L1 while all rows of A pass over it.
-inline void gemm(int M, int N, int K, const float* A, std::int64_t lda, const float* B,
+inline void gemm(int M, int N, int K, const float* A, std::int64_t ars, std::int64_t acs, const float* B,
                  std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) {
   constexpr int kPanel = 4 * kW;
   int n = 0;
-  for (; n + kPanel <= N; n += kPanel) gemm_rows<4>(M, K, A, lda, B + n, ldb, C + n, ldc, accumulate);
-  for (; n + kW <= N; n += kW) gemm_rows<1>(M, K, A, lda, B + n, ldb, C + n, ldc, accumulate);
+  for (; n + kPanel <= N; n += kPanel) gemm_rows<4>(M, K, A, ars, acs, B + n, ldb, C + n, ldc, accumulate);
+  for (; n + kW <= N; n += kW) gemm_rows<1>(M, K, A, ars, acs, B + n, ldb, C + n, ldc, accumulate);
 }
 
 // ---- exp -------------------------------------------------------------------------------------
@@ -148,38 +166,40 @@ inline vf vexp_nonpos(vf x) {
   return (vf)((vi)result & ~underflow);
 }
 
-// p[j] = exp(s[j] - m) for j < n (n a multiple of kW); returns the sum. m must be finite.
-inline float exp_sub_sum(const float* s, float m, float* p, int n) {
-  vf acc{};
-  const vf mv = vbroadcast(m);
-  for (int j = 0; j < n; j += kW) {
-    const vf e = vexp_nonpos(vload(s + j) - mv);
-    vstore(p + j, e);
-    acc += e;
+// Key-major logits st[j * rp + r] (rp a multiple of kW) for keys j < nk: scale them, mask key j
+// for row r unless j <= lim[r] (lim relative to the tile; -1: the row sees none of it), and
+// write each row's maximum (-inf if it sees none) to tile_max[r].
+inline void scale_mask_max_keys(float* st, int rp, int nk, float scale, const std::int32_t* lim, float* tile_max) {
+  const vf sc = vbroadcast(scale), ninf = vbroadcast(-INFINITY);
+  for (int r = 0; r < rp; r += kW) {
+    vi limv;
+    std::memcpy(&limv, lim + r, sizeof limv);
+    vf mx = ninf;
+    for (int j = 0; j < nk; ++j) {
+      float* row = st + static_cast<std::ptrdiff_t>(j) * rp + r;
+      const vi jv = vi{} + j;
+      const vf v = jv <= limv ? vload(row) * sc : ninf;
+      vstore(row, v);
+      mx = v > mx ? v : mx;
+    }
+    vstore(tile_max + r, mx);
   }
-  float sum = 0;
-  for (int i = 0; i < kW; ++i) sum += acc[i];
-  return sum;
 }
 
-// s[j] *= scale for j < valid, s[j] = -inf for valid <= j < n; returns max over s[0..n).
-inline float scale_mask_max(float* s, float scale, int valid, int n) {
-  vf mx = vbroadcast(-INFINITY);
-  const vf sc = vbroadcast(scale);
-  int j = 0;
-  for (; j + kW <= valid; j += kW) {
-    const vf v = vload(s + j) * sc;
-    vstore(s + j, v);
-    mx = v > mx ? v : mx;
+// st[j * rp + r] = exp(st[j * rp + r] - off[r]) for keys j < nk, adding each row's sum to l[r].
+// Arguments are <= 0 or -inf (masked), never NaN: off is the row's finite running max, or 0.
+inline void exp_sub_keys(float* st, int rp, int nk, const float* off, float* l) {
+  for (int r = 0; r < rp; r += kW) {
+    const vf o = vload(off + r);
+    vf sum{};
+    for (int j = 0; j < nk; ++j) {
+      float* row = st + static_cast<std::ptrdiff_t>(j) * rp + r;
+      const vf e = vexp_nonpos(vload(row) - o);
+      vstore(row, e);
+      sum += e;
+    }
+    vstore(l + r, vload(l + r) + sum);
   }
-  float m = -INFINITY;
-  for (int i = 0; i < kW; ++i) m = mx[i] > m ? mx[i] : m;
-  for (; j < valid; ++j) {
-    s[j] *= scale;
-    m = s[j] > m ? s[j] : m;
-  }
-  for (; j < n; ++j) s[j] = -INFINITY;
-  return m;
 }
 
 inline void scale_row(float* a, float f, int n) {
