@@ -442,7 +442,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 }
 
-// Merges the splits of each row by their LSE: one warp per (sequence, KV head, row).
+// Merges the splits of each row by their LSE: one warp per (sequence, KV head, row). Lanes read 32
+// splits' LSE at once; the weighted sum then walks the splits in blocks of 32 with the weights
+// passed by shuffle, so the partial outputs' loads are independent and overlap.
 template <class T, int D>
 __global__ void decode_combine_kernel(const DecodeParams p) {
   const std::int64_t gw = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -453,21 +455,31 @@ __global__ void decode_combine_kernel(const DecodeParams p) {
   const int h = static_cast<int>((gw / p.rows) % p.hkv);
   const int b = static_cast<int>(gw / (std::int64_t(p.rows) * p.hkv));
   const std::int64_t base = (std::int64_t(b) * p.hkv + h) * p.splits;
+  const float* lse = p.part_lse + base * p.rows + row;  // split s at lse[s * rows]
   float mx = -INFINITY;
-  for (int s = 0; s < p.splits; ++s) mx = fmaxf(mx, p.part_lse[(base + s) * p.rows + row]);
+  for (int s = lane; s < p.splits; s += 32) mx = fmaxf(mx, lse[std::int64_t(s) * p.rows]);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
   constexpr int PER = D / 32;
   float acc[PER] = {};
   float sum = 0.f;
   if (mx > -INFINITY) {
-    for (int s = 0; s < p.splits; ++s) {
-      const std::int64_t prow = (base + s) * p.rows + row;
-      const float lse = p.part_lse[prow];
-      if (lse == -INFINITY) continue;
-      const float w = __expf(lse - mx);
+    for (int s0 = 0; s0 < p.splits; s0 += 32) {
+      const int s = s0 + lane;
+      const float l = s < p.splits ? lse[std::int64_t(s) * p.rows] : -INFINITY;
+      const float w = l == -INFINITY ? 0.f : __expf(l - mx);
       sum += w;
+      const int n = min(32, p.splits - s0);
+#pragma unroll 4
+      for (int j = 0; j < n; ++j) {
+        const float wj = __shfl_sync(0xffffffffu, w, j);
+        const float* po = p.part_o + ((base + s0 + j) * p.rows + row) * D + lane;
 #pragma unroll
-      for (int i = 0; i < PER; ++i) acc[i] += w * p.part_o[prow * D + lane + 32 * i];
+        for (int i = 0; i < PER; ++i) acc[i] += wj * po[32 * i];  // wj == 0: a skipped split
+      }
     }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
   }
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
   const int t = row / p.group, hq = h * p.group + row % p.group;
