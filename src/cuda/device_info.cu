@@ -9,6 +9,10 @@ BuildInfo build_info() {
   info.cuda_compiled = true;
   cudaRuntimeGetVersion(&info.cuda_runtime_version);
   if (cudaDriverGetVersion(&info.cuda_driver_version) != cudaSuccess) info.cuda_driver_version = 0;
+  if (info.cuda_driver_version == 0) {
+    info.cuda_status = "no CUDA driver on this machine";
+    return info;
+  }
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
