@@ -12,6 +12,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
-if ! python3 -c "import numpy, pytest" 2>/dev/null; then
-  python3 -m pip install -q numpy pytest
+if ! python3 -c "import numpy, pytest, nanobind" 2>/dev/null; then
+  python3 -m pip install -q numpy pytest nanobind
 fi

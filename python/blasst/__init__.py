@@ -1,0 +1,163 @@
+"""blasst: BLASST dynamic block-sparse attention.
+
+``prefill`` and ``decode`` take numpy arrays (CPU engine) or torch tensors (CPU engine, or the CUDA
+kernels for tensors on a GPU) and follow the C++ API: packed variable-length prefill with
+``cu_seqlens``, paged decode with a block table. Skipping is on when ``scale_factor`` (lambda =
+scale_factor / Sk per sequence) or ``threshold`` (one lambda) is given; otherwise attention is dense.
+Errors raise ``ValueError`` (bad values, shapes) or ``TypeError`` (bad dtypes).
+"""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from . import _C
+
+__all__ = ["prefill", "decode", "SkipStats", "with_cuda", "num_threads", "set_num_threads"]
+__version__ = "0.1.0"
+
+with_cuda = bool(_C.with_cuda)
+num_threads = _C.num_threads
+set_num_threads = _C.set_num_threads
+
+
+@dataclass
+class SkipStats:
+    """Tile statistics (BLASST.md 2.8). ``visited``/``skipped`` are per (sequence, head), row-major
+    [batch][heads]; heads are query heads for prefill and KV heads for decode."""
+
+    batch: int
+    heads: int
+    visited: List[int]
+    skipped: List[int]
+    lambdas: List[float] = field(default_factory=list)
+
+    @property
+    def tiles_visited(self) -> int:
+        return sum(self.visited)
+
+    @property
+    def tiles_skipped(self) -> int:
+        return sum(self.skipped)
+
+    @property
+    def sparsity(self) -> float:
+        v = self.tiles_visited
+        return self.tiles_skipped / v if v else 0.0
+
+    def per_head(self):
+        """(visited, skipped) summed over sequences, one entry per head."""
+        vis = [sum(self.visited[b * self.heads + h] for b in range(self.batch)) for h in range(self.heads)]
+        skp = [sum(self.skipped[b * self.heads + h] for b in range(self.batch)) for h in range(self.heads)]
+        return vis, skp
+
+
+def _policy(scale_factor, threshold):
+    if scale_factor is not None and threshold is not None:
+        raise ValueError("give scale_factor or threshold, not both")
+    if threshold is not None:
+        return 2, float(threshold)
+    if scale_factor is not None:
+        return 1, float(scale_factor)
+    return 0, 0.0
+
+
+def _lambda(mode, value, kv_len):
+    if kv_len <= 0 or not value > 0:
+        return 0.0
+    lam = value / kv_len if mode == 1 else value if mode == 2 else 0.0
+    return lam if lam < 1.0 else 0.0
+
+
+def _is_torch(x):
+    return type(x).__module__.startswith("torch")
+
+
+def _empty_like_kind(ref, shape, dtype=None):
+    """An output array of the same library and device as ref (dtype defaults to ref's)."""
+    if _is_torch(ref):
+        import torch
+        return torch.empty(shape, dtype=dtype or ref.dtype, device=ref.device)
+    import numpy as np
+    return np.empty(shape, dtype=dtype or ref.dtype)
+
+
+def _float32(ref):
+    if _is_torch(ref):
+        import torch
+        return torch.float32
+    import numpy as np
+    return np.float32
+
+
+def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, threshold=None,
+            cu_seqlens_q=None, cu_seqlens_k=None, block_q=64, block_k=128, order="reverse",
+            return_lse=False, return_stats=False):
+    """Prefill attention. q [total_q, Hq, d_qk], k [total_k, Hkv, d_qk], v [total_k, Hkv, d_v];
+    returns O [total_q, Hq, d_v] in q's dtype, then LSE [total_q, Hq] (float32, natural log) and a
+    SkipStats if asked. CPU arrays only for now: the CUDA prefill kernel is not built yet."""
+    if _is_torch(q) and q.is_cuda:
+        raise NotImplementedError("blasst has no CUDA prefill kernel yet; pass CPU tensors to use the CPU engine")
+    mode, value = _policy(scale_factor, threshold)
+    out = _empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
+    lse = _empty_like_kind(q, (q.shape[0], q.shape[1]), _float32(q)) if return_lse else None
+    visited, skipped, lambdas, batch, heads = _C.prefill_cpu(
+        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, bool(causal), float(softmax_scale or 0.0), mode, value,
+        int(block_q), int(block_k), str(order))
+    return _result(out, lse, SkipStats(batch, heads, visited, skipped, lambdas), return_lse, return_stats)
+
+
+def decode(q, k_cache, v_cache, block_table, seq_lens, *, softmax_scale=None, scale_factor=None, threshold=None,
+           block_k=128, splits=None, max_seed=False, max_seq_len=None, return_lse=False, return_stats=False):
+    """Paged decode. q [batch, q_tokens, Hq, d] (or [batch, Hq, d]), caches [pages, page_size, Hkv, d],
+    block_table int32 [batch, max_pages], seq_lens int32 [batch] (new tokens included).
+
+    CUDA tensors run the CUDA kernel on torch's current stream: ``splits=None`` lets its planner
+    choose; pass ``max_seq_len`` (an upper bound of seq_lens) to avoid reading seq_lens back to the
+    host. CPU inputs run the CPU engine (``splits`` defaults to 1)."""
+    mode, value = _policy(scale_factor, threshold)
+    squeeze = q.ndim == 3
+    if squeeze:
+        q = q[:, None]
+    cuda = _is_torch(q) and q.is_cuda
+    out = _empty_like_kind(q, (q.shape[0], q.shape[1], q.shape[2], v_cache.shape[3]))
+    lse = _empty_like_kind(q, tuple(q.shape[:3]), _float32(q)) if return_lse else None
+    scale = float(softmax_scale or 0.0)
+    if cuda:
+        if not with_cuda:
+            raise RuntimeError("this blasst build has no CUDA backend")
+        import torch
+        if max_seq_len is None:
+            max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
+        n_splits = 0 if splits is None else int(splits)
+        _, ws_bytes = _C.decode_cuda_plan(q, k_cache, v_cache, block_table, seq_lens, scale, mode, value,
+                                          int(block_k), n_splits, bool(max_seed), int(max_seq_len))
+        workspace = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q.device)
+        counters = (torch.zeros(q.shape[0] * k_cache.shape[2] * 2, dtype=torch.int64, device=q.device)
+                    if return_stats else None)
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+        _C.decode_cuda(q, k_cache, v_cache, block_table, seq_lens, out, lse, counters, workspace, scale, mode,
+                       value, int(block_k), n_splits, bool(max_seed), int(max_seq_len), stream)
+        stats = None
+        if return_stats:
+            c = counters.cpu().tolist()
+            lens = seq_lens.cpu().tolist()
+            stats = SkipStats(q.shape[0], k_cache.shape[2], c[0::2], c[1::2], [_lambda(mode, value, n) for n in lens])
+    else:
+        visited, skipped, lambdas, batch, heads = _C.decode_cpu(
+            q, k_cache, v_cache, block_table, seq_lens, out, lse, scale, mode, value, int(block_k),
+            1 if splits is None else int(splits), bool(max_seed))
+        stats = SkipStats(batch, heads, visited, skipped, lambdas)
+    if squeeze:
+        out = out[:, 0]
+        lse = lse[:, 0] if lse is not None else None
+    return _result(out, lse, stats, return_lse, return_stats)
+
+
+def _result(out, lse, stats, return_lse, return_stats):
+    if not return_lse and not return_stats:
+        return out
+    res = (out,)
+    if return_lse:
+        res += (lse,)
+    if return_stats:
+        res += (stats,)
+    return res

@@ -1,0 +1,220 @@
+// The Python extension blasst._C: thin wrappers that take DLPack tensors (numpy arrays, torch
+// tensors) and call the C++ API. Argument handling, allocation and defaults live in python/blasst.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "blasst/blasst.hpp"
+#if defined(BLASST_WITH_CUDA)
+#include "blasst/cuda/decode.hpp"
+#endif
+
+namespace nb = nanobind;
+using namespace blasst;
+
+namespace {
+
+using Array = nb::ndarray<nb::ro>;
+using MutArray = nb::ndarray<>;
+
+DType dtype_of(const nb::dlpack::dtype& t, const char* name) {
+  if (t == nb::dtype<float>()) return DType::f32;
+  if (t.code == static_cast<std::uint8_t>(nb::dlpack::dtype_code::Float) && t.bits == 16) return DType::f16;
+  if (t.code == static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat) && t.bits == 16) return DType::bf16;
+  throw nb::type_error((std::string(name) + ": expected float32, float16 or bfloat16").c_str());
+}
+
+template <class A> void require(const A& a, const char* name, std::size_t ndim, bool cuda) {
+  if (a.ndim() != ndim)
+    throw nb::value_error((std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+                           std::to_string(a.ndim())).c_str());
+  const bool on_cuda = a.device_type() == nb::device::cuda::value;
+  if (on_cuda != cuda || (!cuda && a.device_type() != nb::device::cpu::value))
+    throw nb::value_error((std::string(name) + (cuda ? ": expected a CUDA tensor" : ": expected a CPU array")).c_str());
+  if (ndim > 0 && a.stride(ndim - 1) != 1 && a.shape(ndim - 1) > 1)
+    throw nb::value_error((std::string(name) + ": the last dimension must be contiguous").c_str());
+}
+
+template <class A> const std::int32_t* int32_data(const A& a, const char* name) {
+  if (a.dtype() != nb::dtype<std::int32_t>()) throw nb::type_error((std::string(name) + ": expected int32").c_str());
+  if (a.ndim() >= 1 && a.stride(a.ndim() - 1) != 1 && a.shape(a.ndim() - 1) > 1)
+    throw nb::value_error((std::string(name) + ": must be contiguous").c_str());
+  return static_cast<const std::int32_t*>(a.data());
+}
+
+SkipPolicy policy_of(int mode, double value, int block_q, int block_k, const std::string& order, int splits,
+                     bool max_seed) {
+  SkipPolicy p;
+  p.mode = static_cast<SkipPolicy::Mode>(mode);
+  p.value = value;
+  p.block_q = block_q;
+  p.block_k = block_k;
+  p.order = parse_visit_order(order);
+  p.splits = splits;
+  p.max_seed = max_seed;
+  return p;
+}
+
+// (visited, skipped, lambda, batch, heads) of a SkipStats.
+using StatsTuple = std::tuple<std::vector<std::int64_t>, std::vector<std::int64_t>, std::vector<double>, int, int>;
+StatsTuple stats_tuple(const SkipStats& s) { return {s.visited, s.skipped, s.lambda, s.batch, s.heads}; }
+
+void set_lse(Outputs& out, const std::optional<MutArray>& lse, std::size_t ndim, bool cuda) {
+  if (!lse) return;
+  require(*lse, "lse", ndim, cuda);
+  if (lse->dtype() != nb::dtype<float>()) throw nb::type_error("lse: expected float32");
+  out.lse = static_cast<float*>(lse->data());
+  out.lse_stride_batch = ndim == 3 ? lse->stride(0) : 0;
+  out.lse_stride_token = lse->stride(ndim - 2);
+  out.lse_stride_head = lse->stride(ndim - 1);
+}
+
+StatsTuple prefill_cpu(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
+                       std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode,
+                       double value, int block_q, int block_k, const std::string& order) {
+  require(q, "q", 3, false), require(k, "k", 3, false), require(v, "v", 3, false), require(o, "out", 3, false);
+  PrefillProblem p;
+  p.dtype = dtype_of(q.dtype(), "q");
+  if (dtype_of(k.dtype(), "k") != p.dtype || dtype_of(v.dtype(), "v") != p.dtype)
+    throw nb::type_error("q, k and v must have the same dtype");
+  if (k.shape(0) != v.shape(0) || k.shape(1) != v.shape(1)) throw nb::value_error("k and v disagree in tokens or heads");
+  if (q.shape(2) != k.shape(2)) throw nb::value_error("q and k disagree in head dim");
+  p.total_q = q.shape(0), p.total_k = k.shape(0);
+  p.num_heads_q = static_cast<int>(q.shape(1)), p.num_heads_kv = static_cast<int>(k.shape(1));
+  p.head_dim_qk = static_cast<int>(q.shape(2)), p.head_dim_v = static_cast<int>(v.shape(2));
+  p.causal = causal, p.softmax_scale = scale;
+  p.q = q.data(), p.q_stride_token = q.stride(0), p.q_stride_head = q.stride(1);
+  p.k = k.data(), p.k_stride_token = k.stride(0), p.k_stride_head = k.stride(1);
+  p.v = v.data(), p.v_stride_token = v.stride(0), p.v_stride_head = v.stride(1);
+  if (cu_q.has_value() != cu_k.has_value()) throw nb::value_error("cu_seqlens_q and cu_seqlens_k go together");
+  if (cu_q) {
+    if (cu_q->ndim() != 1 || cu_k->ndim() != 1 || cu_q->shape(0) != cu_k->shape(0) || cu_q->shape(0) < 2)
+      throw nb::value_error("cu_seqlens_q and cu_seqlens_k must be 1-D with the same batch + 1 entries");
+    p.batch = static_cast<int>(cu_q->shape(0) - 1);
+    p.cu_seqlens_q = int32_data(*cu_q, "cu_seqlens_q");
+    p.cu_seqlens_k = int32_data(*cu_k, "cu_seqlens_k");
+  }
+  if (o.shape(0) != q.shape(0) || o.shape(1) != q.shape(1) || o.shape(2) != v.shape(2))
+    throw nb::value_error("out must be [total_q, Hq, d_v]");
+  Outputs out;
+  out.o = o.data(), out.o_dtype = dtype_of(o.dtype(), "out");
+  out.o_stride_token = o.stride(0), out.o_stride_head = o.stride(1);
+  set_lse(out, lse, 2, false);
+  SkipStats stats;
+  out.stats = &stats;
+  {
+    nb::gil_scoped_release release;
+    cpu::prefill(p, policy_of(mode, value, block_q, block_k, order, 1, false), out);
+  }
+  return stats_tuple(stats);
+}
+
+DecodeProblem decode_problem(const Array& q, const Array& kc, const Array& vc, const Array& bt, const Array& sl,
+                             float scale, bool cuda) {
+  require(q, "q", 4, cuda), require(kc, "k_cache", 4, cuda), require(vc, "v_cache", 4, cuda);
+  require(bt, "block_table", 2, cuda), require(sl, "seq_lens", 1, cuda);
+  DecodeProblem p;
+  p.dtype = dtype_of(q.dtype(), "q");
+  if (dtype_of(kc.dtype(), "k_cache") != p.dtype || dtype_of(vc.dtype(), "v_cache") != p.dtype)
+    throw nb::type_error("q, k_cache and v_cache must have the same dtype");
+  for (int i = 0; i < 3; ++i)
+    if (kc.shape(i) != vc.shape(i)) throw nb::value_error("k_cache and v_cache disagree in pages, page size or heads");
+  if (kc.shape(3) != q.shape(3)) throw nb::value_error("q and k_cache disagree in head dim");
+  if (bt.shape(0) != q.shape(0) || sl.shape(0) != q.shape(0))
+    throw nb::value_error("q, block_table and seq_lens disagree in batch");
+  p.batch = static_cast<int>(q.shape(0)), p.q_tokens = static_cast<int>(q.shape(1));
+  p.num_heads_q = static_cast<int>(q.shape(2)), p.num_heads_kv = static_cast<int>(kc.shape(2));
+  p.head_dim_qk = static_cast<int>(q.shape(3)), p.head_dim_v = static_cast<int>(vc.shape(3));
+  p.softmax_scale = scale;
+  p.q = q.data(), p.q_stride_batch = q.stride(0), p.q_stride_token = q.stride(1), p.q_stride_head = q.stride(2);
+  p.num_pages = static_cast<int>(kc.shape(0)), p.page_size = static_cast<int>(kc.shape(1));
+  p.k_cache = kc.data(), p.k_stride_page = kc.stride(0), p.k_stride_slot = kc.stride(1), p.k_stride_head = kc.stride(2);
+  p.v_cache = vc.data(), p.v_stride_page = vc.stride(0), p.v_stride_slot = vc.stride(1), p.v_stride_head = vc.stride(2);
+  p.block_table = int32_data(bt, "block_table");
+  p.max_pages_per_seq = static_cast<int>(bt.shape(1));
+  if (bt.shape(1) > 1 && bt.stride(0) != bt.shape(1)) throw nb::value_error("block_table must be contiguous");
+  p.seq_lens = int32_data(sl, "seq_lens");
+  return p;
+}
+
+Outputs decode_outputs(const DecodeProblem& p, MutArray& o, const std::optional<MutArray>& lse, bool cuda) {
+  require(o, "out", 4, cuda);
+  if (o.shape(0) != std::size_t(p.batch) || o.shape(1) != std::size_t(p.q_tokens) ||
+      o.shape(2) != std::size_t(p.num_heads_q) || o.shape(3) != std::size_t(p.head_dim_v))
+    throw nb::value_error("out must be [batch, q_tokens, Hq, d_v]");
+  Outputs out;
+  out.o = o.data(), out.o_dtype = dtype_of(o.dtype(), "out");
+  out.o_stride_batch = o.stride(0), out.o_stride_token = o.stride(1), out.o_stride_head = o.stride(2);
+  set_lse(out, lse, 3, cuda);
+  return out;
+}
+
+StatsTuple decode_cpu(const Array& q, const Array& kc, const Array& vc, const Array& bt, const Array& sl, MutArray o,
+                      std::optional<MutArray> lse, float scale, int mode, double value, int block_k, int splits,
+                      bool max_seed) {
+  const DecodeProblem p = decode_problem(q, kc, vc, bt, sl, scale, false);
+  Outputs out = decode_outputs(p, o, lse, false);
+  SkipStats stats;
+  out.stats = &stats;
+  {
+    nb::gil_scoped_release release;
+    cpu::decode(p, policy_of(mode, value, 64, block_k, "forward", splits, max_seed), out);
+  }
+  return stats_tuple(stats);
+}
+
+#if defined(BLASST_WITH_CUDA)
+// (splits, workspace bytes) the CUDA decode will use for this batch shape.
+std::tuple<int, std::size_t> decode_cuda_plan(const Array& q, const Array& kc, const Array& vc, const Array& bt,
+                                              const Array& sl, float scale, int mode, double value, int block_k,
+                                              int splits, bool max_seed, int max_seq_len) {
+  const DecodeProblem p = decode_problem(q, kc, vc, bt, sl, scale, true);
+  const cuda::DecodePlan plan = cuda::plan_decode(p, max_seq_len, policy_of(mode, value, 64, block_k, "forward", splits, max_seed),
+                                                  q.device_id());
+  return {plan.splits, plan.workspace_bytes};
+}
+
+void decode_cuda(const Array& q, const Array& kc, const Array& vc, const Array& bt, const Array& sl, MutArray o,
+                 std::optional<MutArray> lse, std::optional<MutArray> counters, std::optional<MutArray> workspace,
+                 float scale, int mode, double value, int block_k, int splits, bool max_seed, int max_seq_len,
+                 std::uintptr_t stream) {
+  const DecodeProblem p = decode_problem(q, kc, vc, bt, sl, scale, true);
+  Outputs out = decode_outputs(p, o, lse, true);
+  if (counters) out.tile_counters = static_cast<std::uint64_t*>(counters->data());
+  const SkipPolicy pol = policy_of(mode, value, 64, block_k, "forward", splits, max_seed);
+  const cuda::DecodePlan plan = cuda::plan_decode(p, max_seq_len, pol, q.device_id());
+  cuda::decode(p, pol, plan, out, workspace ? workspace->data() : nullptr, reinterpret_cast<cudaStream_t>(stream));
+}
+#endif
+
+}  // namespace
+
+NB_MODULE(_C, m) {
+  m.doc() = "blasst: BLASST dynamic block-sparse attention (C++ core)";
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+  m.def("prefill_cpu", &prefill_cpu);
+  m.def("decode_cpu", &decode_cpu);
+#if defined(BLASST_WITH_CUDA)
+  m.def("decode_cuda_plan", &decode_cuda_plan);
+  m.def("decode_cuda", &decode_cuda);
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  m.def("num_threads", &cpu::num_threads);
+  m.def("set_num_threads", &cpu::set_num_threads);
+}

@@ -1,0 +1,142 @@
+"""The Python package against the float64 reference of tests/python (numpy on the CPU engine, torch
+where installed) and its error paths; CUDA tests skip without a GPU."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+import blasst  # noqa: E402
+import blasst_inputs as inputs  # noqa: E402
+import blasst_ref as ref  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # torch is optional
+    torch = None
+
+
+@pytest.fixture
+def rng():
+    seed = int(os.environ.get("BLASST_TEST_SEED", np.random.SeedSequence().entropy % (2**32)))
+    print(f"seed {seed}")
+    return np.random.default_rng(seed)
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+@pytest.mark.parametrize("scale_factor", [None, 4.0])
+def test_prefill_matches_reference(rng, scale_factor):
+    q, k, v, cu_q, cu_k = inputs.varlen_prefill(rng, [17, 0, 300], [40, 5, 700], 8, 2, 64, 32)
+    mode = "scale_factor" if scale_factor else "dense"
+    want = ref.prefill(q, k, v, cu_q, cu_k, causal=True, mode=mode, value=scale_factor or 0.0, block_q=16,
+                       block_k=32, order="sink-first")
+    o, lse, stats = blasst.prefill(q, k, v, causal=True, scale_factor=scale_factor, cu_seqlens_q=cu_q,
+                                   cu_seqlens_k=cu_k, block_q=16, block_k=32, order="sink-first",
+                                   return_lse=True, return_stats=True)
+    assert o.shape == want["o"].shape and o.dtype == np.float32
+    assert rel(o, want["o"]) < 1e-5
+    finite = np.isfinite(want["lse"])
+    assert np.array_equal(finite, np.isfinite(lse))
+    assert np.allclose(lse[finite], want["lse"][finite], rtol=1e-5, atol=1e-5)
+    assert stats.visited == want["visited"].reshape(-1).tolist()
+    assert stats.skipped == want["skipped"].reshape(-1).tolist()
+    if scale_factor:
+        assert 0.05 < stats.sparsity < 0.95
+    vis, skp = stats.per_head()
+    assert sum(vis) == stats.tiles_visited and sum(skp) == stats.tiles_skipped
+
+
+def test_decode_matches_reference(rng):
+    q, kc, vc, bt, sl = inputs.paged_decode(rng, [1, 300, 1000], 2, 8, 2, 64, 64, 16)
+    want = ref.decode(q, kc, vc, bt, sl, mode="scale_factor", value=8.0, block_k=32, splits=3, max_seed=True)
+    o, stats = blasst.decode(q, kc, vc, bt, sl, scale_factor=8.0, block_k=32, splits=3, max_seed=True,
+                             return_stats=True)
+    assert rel(o, want["o"]) < 1e-5
+    assert stats.skipped == want["skipped"].reshape(-1).tolist()
+    o3 = blasst.decode(q[:, 1], kc, vc, bt, sl - 1)  # 3-D q: one token per sequence
+    assert o3.shape == (3, 8, 64)
+
+
+def test_threshold_zero_is_dense_bitwise(rng):
+    q, k, v, _, _ = inputs.varlen_prefill(rng, [200], [200], 4, 4, 64, 64)
+    assert np.array_equal(blasst.prefill(q, k, v, causal=True), blasst.prefill(q, k, v, causal=True, threshold=0.0))
+
+
+def test_float16_inputs_give_float16_output(rng):
+    q, k, v, _, _ = inputs.varlen_prefill(rng, [64], [64], 2, 2, 32, 32, dtype=np.float16)
+    o = blasst.prefill(q, k, v)
+    assert o.dtype == np.float16
+    want = ref.prefill(q, k, v)["o"]
+    assert rel(o, want) < 2e-3
+
+
+def test_strided_inputs_need_no_copy(rng):
+    qkv = rng.standard_normal((50, 3, 4, 64)).astype(np.float32)  # packed [tokens, 3, heads, d]
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    assert not q.flags.c_contiguous
+    assert rel(blasst.prefill(q, k, v), ref.prefill(q, k, v)["o"]) < 1e-5
+
+
+def test_errors(rng):
+    q = rng.standard_normal((10, 4, 32)).astype(np.float32)
+    k = rng.standard_normal((12, 3, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match="multiple"):
+        blasst.prefill(q, k, k)  # 4 query heads over 3 KV heads
+    k2 = k[:, :2]
+    with pytest.raises(ValueError, match="scale_factor or threshold"):
+        blasst.prefill(q, k2, k2, scale_factor=1.0, threshold=0.1)
+    with pytest.raises(ValueError, match="threshold"):
+        blasst.prefill(q, k2, k2, threshold=-1.0)
+    with pytest.raises(ValueError, match="visit order"):
+        blasst.prefill(q, k2, k2, order="sideways")
+    with pytest.raises(TypeError):
+        blasst.prefill(q.astype(np.float64), k2, k2)
+    with pytest.raises(ValueError, match="dimensions"):
+        blasst.prefill(q[0], k2, k2)
+    cu = np.array([0, 10], np.int32)
+    with pytest.raises(ValueError, match="together"):
+        blasst.prefill(q, k2, k2, cu_seqlens_q=cu)
+    with pytest.raises(TypeError, match="int32"):
+        blasst.prefill(q, k2, k2, cu_seqlens_q=cu.astype(np.int64), cu_seqlens_k=np.array([0, 12], np.int64))
+    qd, kc, vc, bt, sl = inputs.paged_decode(rng, [5], 1, 4, 2, 32, 32, 4)
+    with pytest.raises(ValueError, match="block_table"):
+        blasst.decode(qd, kc, vc, bt + 1000, sl)
+    with pytest.raises(ValueError, match="splits"):
+        blasst.decode(qd, kc, vc, bt, sl, splits=0)
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+def test_torch_cpu_tensors(rng):
+    q, k, v, _, _ = inputs.varlen_prefill(rng, [100], [100], 4, 2, 64, 64)
+    o = blasst.prefill(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), causal=True)
+    assert isinstance(o, torch.Tensor)
+    assert rel(o.numpy(), ref.prefill(q, k, v, causal=True)["o"]) < 1e-5
+
+
+cuda_ok = torch is not None and torch.cuda.is_available() and blasst.with_cuda \
+    and torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
+def test_cuda_decode_matches_cpu_engine(rng):
+    q, kc, vc, bt, sl = inputs.paged_decode(rng, [1, 3000, 9000], 1, 32, 8, 128, 128, 64)
+    dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
+    qg, kg, vg = dev(q), dev(kc), dev(vc)
+    btg, slg = torch.from_numpy(bt).cuda(), torch.from_numpy(sl).cuda()
+    o, lse, stats = blasst.decode(qg, kg, vg, btg, slg, scale_factor=16.0, max_seed=True, return_lse=True,
+                                  return_stats=True, max_seq_len=9000)
+    torch.cuda.synchronize()
+    assert o.dtype == torch.bfloat16 and o.is_cuda
+    # The CPU engine on the same bf16 values with the plan's split count is the oracle.
+    bf = lambda x: x.cpu().float().numpy()
+    splits, _ = blasst._C.decode_cuda_plan(qg, kg, vg, btg, slg, 0.0, 1, 16.0, 128, 0, True, 9000)
+    want, want_stats = blasst.decode(bf(qg), bf(kg), bf(vg), bt, sl, scale_factor=16.0, splits=splits,
+                                     max_seed=True, return_stats=True)
+    assert rel(o.float().cpu().numpy(), want) < 1.2e-2
+    mism = sum(a != b for a, b in zip(stats.skipped, want_stats.skipped))
+    assert mism <= max(1, stats.tiles_visited // 1000)
