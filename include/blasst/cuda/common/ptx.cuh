@@ -1,4 +1,4 @@
-// Thin wrappers over the PTX the kernels use: cp.async with mbarrier completion, ldmatrix, the
+// Thin wrappers over the PTX the kernels use: mbarriers, TMA loads, named barriers, ldmatrix, the
 // m16n8k16 tensor-core MMA (bf16 / fp16 in, fp32 accumulate) and packing helpers.
 #pragma once
 
@@ -13,33 +13,10 @@ __device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// ---- cp.async ----------------------------------------------------------------------------------
-
-// 16-byte global -> shared copy, bypassing L1 (data is read once). With valid == false nothing is
-// read and the 16 bytes are zero-filled.
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid = true) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-
-// 4-byte global -> shared copy (small index data), and waiting for all of this thread's copies.
-__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(smem)), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
 // ---- mbarrier ----------------------------------------------------------------------------------
 
 __device__ __forceinline__ void mbar_init(std::uint64_t* bar, std::uint32_t count) {
   asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
-}
-
-// Arrives on bar once every cp.async this thread issued before has completed; the arrival is
-// counted against the count given at init (noinc).
-__device__ __forceinline__ void mbar_arrive_on_cp_async(std::uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
 }
 
 __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) {
@@ -149,8 +126,4 @@ template <class T> __device__ __forceinline__ std::uint32_t pack2(float lo, floa
 template <class T> __device__ __forceinline__ T from_float(float x);
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <class T> __device__ __forceinline__ float to_float(T x);
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <> __device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
-
 }  // namespace blasst::cuda::ptx
