@@ -1,0 +1,135 @@
+"""A Hugging Face transformers attention backend: after ``register(...)``,
+``AutoModelForCausalLM.from_pretrained(..., attn_implementation="blasst")`` runs causal prefill and
+decode (dynamic cache) through blasst with per-phase scale factors.
+
+Prefill runs on the CPU engine (CPU tensors; the CUDA prefill kernel is not built yet, so CUDA
+prefill raises). Decode runs on the CPU engine or, for CUDA tensors, the CUDA decode kernel: the
+contiguous cache [B, Hkv, L, d] is viewed as one page of L slots per sequence (no copy). Layers
+with a sliding window stay dense through transformers' SDPA and say so once. Batches are taken as
+unpadded (every sequence as long as the key tensor); a padding mask is not applied.
+"""
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+from .. import decode as _decode
+from .. import prefill as _prefill
+
+
+@dataclass
+class Settings:
+    prefill_scale_factor: Optional[float] = None
+    decode_scale_factor: Optional[float] = None
+    block_q: int = 64
+    block_k: int = 128
+    order: str = "reverse"
+    max_seed: bool = True
+    collect_stats: bool = True
+
+
+@dataclass
+class LayerStats:
+    visited: int = 0
+    skipped: int = 0
+
+    @property
+    def sparsity(self) -> float:
+        return self.skipped / self.visited if self.visited else 0.0
+
+
+@dataclass
+class Stats:
+    """Tile statistics per (phase, layer), accumulated over calls."""
+    layers: Dict[str, Dict[int, LayerStats]] = field(default_factory=lambda: {"prefill": {}, "decode": {}})
+
+    def add(self, phase, layer, s):
+        ls = self.layers[phase].setdefault(layer, LayerStats())
+        ls.visited += s.tiles_visited
+        ls.skipped += s.tiles_skipped
+
+    def sparsity(self, phase) -> float:
+        v = sum(s.visited for s in self.layers[phase].values())
+        return sum(s.skipped for s in self.layers[phase].values()) / v if v else 0.0
+
+    def reset(self):
+        self.layers = {"prefill": {}, "decode": {}}
+
+    def __str__(self):
+        lines = []
+        for phase, layers in self.layers.items():
+            if layers:
+                lines.append(f"{phase}: sparsity {self.sparsity(phase):.3f} over {len(layers)} layers")
+                lines += [f"  layer {i}: {s.skipped}/{s.visited} tiles skipped ({s.sparsity:.3f})"
+                          for i, s in sorted(layers.items())]
+        return "\n".join(lines) or "no blasst attention calls yet"
+
+
+settings = Settings()
+stats = Stats()
+_warned: set = set()
+
+
+def _warn_once(key, msg):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, stacklevel=3)
+
+
+def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration=None, **kwargs):
+    """Register attn_implementation="blasst". Scale factors per phase (None: dense), or a calibration
+    JSON ({"prefill": {"scale_factor": a}, "decode": {"scale_factor": a}}); other Settings fields
+    as keyword arguments."""
+    from transformers import AttentionInterface
+
+    if calibration is not None:
+        with open(calibration) as f:
+            cal = json.load(f)
+        prefill_scale_factor = cal.get("prefill", {}).get("scale_factor", prefill_scale_factor)
+        decode_scale_factor = cal.get("decode", {}).get("scale_factor", decode_scale_factor)
+    settings.prefill_scale_factor = prefill_scale_factor
+    settings.decode_scale_factor = decode_scale_factor
+    for k, v in kwargs.items():
+        if not hasattr(settings, k):
+            raise ValueError(f"unknown blasst setting '{k}'")
+        setattr(settings, k, v)
+    AttentionInterface.register("blasst", blasst_attention)
+    return settings
+
+
+def blasst_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
+                     **kwargs):
+    """query [B, Hq, S, d], key/value [B, Hkv, L, d] (cache included) -> ([B, S, Hq, d], None)."""
+    layer = getattr(module, "layer_idx", -1)
+    window = sliding_window or getattr(module, "sliding_window", None)
+    if window:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        _warn_once(("window", layer), f"blasst: layer {layer} has a sliding window ({window}); it stays dense (SDPA)")
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      sliding_window=sliding_window, **kwargs)
+    if dropout:
+        raise ValueError("blasst attention has no dropout (inference only)")
+    B, Hq, S, d = query.shape
+    L = key.shape[2]
+    scale = float(scaling) if scaling is not None else None
+    if S == 1:
+        q = query.transpose(1, 2)                  # [B, 1, Hq, d]
+        kc, vc = key.transpose(1, 2), value.transpose(1, 2)  # [B, L, Hkv, d]: one page per sequence
+        table = torch.arange(B, dtype=torch.int32, device=query.device).view(B, 1)
+        lens = torch.full((B,), L, dtype=torch.int32, device=query.device)
+        out, st = _decode(q, kc, vc, table, lens, softmax_scale=scale, scale_factor=settings.decode_scale_factor,
+                          block_k=settings.block_k, max_seed=settings.max_seed, max_seq_len=L, return_stats=True)
+        if settings.collect_stats:
+            stats.add("decode", layer, st)
+        return out, None
+    outs = []
+    for b in range(B):
+        o, st = _prefill(query[b].transpose(0, 1), key[b].transpose(0, 1), value[b].transpose(0, 1), causal=True,
+                         softmax_scale=scale, scale_factor=settings.prefill_scale_factor, block_q=settings.block_q,
+                         block_k=settings.block_k, order=settings.order, return_stats=True)
+        if settings.collect_stats:
+            stats.add("prefill", layer, st)
+        outs.append(o)
+    return torch.stack(outs), None

@@ -1,0 +1,73 @@
+"""torch custom ops and the transformers backend (skipped where torch or transformers is missing)."""
+import pytest
+
+torch = pytest.importorskip("torch")
+import blasst  # noqa: E402
+import blasst.ops  # noqa: E402,F401
+
+
+def _qkv(seed, s=96, hq=4, hkv=2, d=32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(s, hq, d, generator=g), torch.randn(s, hkv, d, generator=g), torch.randn(s, hkv, d, generator=g))
+
+
+def test_custom_op_matches_function():
+    q, k, v = _qkv(0)
+    want = blasst.prefill(q, k, v, causal=True, scale_factor=4.0, block_k=16)
+    got = torch.ops.blasst.prefill(q, k, v, True, 0.0, 4.0, None, 64, 16, "reverse")
+    assert torch.equal(got, want)
+
+
+def test_custom_ops_trace_under_compile():
+    q, k, v = _qkv(1)
+
+    def f(q, k, v):
+        return torch.ops.blasst.prefill(q * 1.0, k, v, True, 0.0, None, None, 64, 128, "reverse") + 1.0
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    assert torch.allclose(compiled(q, k, v), f(q, k, v))
+    kc = k.view(1, 96, 2, 32)
+    table, lens = torch.zeros(1, 1, dtype=torch.int32), torch.full((1,), 96, dtype=torch.int32)
+
+    def g(q, kc, vc):
+        return torch.ops.blasst.decode(q, kc, vc, table, lens, 0.0, 8.0, None, 128, 1, False, 96)
+
+    qd = q[:2].reshape(1, 2, 4, 32)
+    assert torch.allclose(torch.compile(g, backend="aot_eager", fullgraph=True)(qd, kc, kc), g(qd, kc, kc))
+
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    return cfg, LlamaForCausalLM(cfg).eval()
+
+
+def test_transformers_backend_matches_sdpa_and_collects_stats():
+    from blasst.integrations import transformers as bt
+
+    bt.register()  # dense
+    cfg, model = _tiny_llama()
+    ids = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.config._attn_implementation = "sdpa"
+        ref = model(ids).logits
+        ref_gen = model.generate(ids[:, :200], max_new_tokens=12, do_sample=False)
+        model.config._attn_implementation = "blasst"
+        got = model(ids).logits
+        gen = model.generate(ids[:, :200], max_new_tokens=12, do_sample=False)
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+    assert torch.equal(gen, ref_gen)
+    assert bt.stats.sparsity("prefill") == 0.0 and bt.stats.layers["decode"]
+
+    bt.stats.reset()
+    bt.register(prefill_scale_factor=4.0, decode_scale_factor=4.0, block_k=16)
+    with torch.no_grad():
+        model(ids)
+    assert set(bt.stats.layers["prefill"]) == {0, 1}
+    assert "prefill: sparsity" in str(bt.stats)
