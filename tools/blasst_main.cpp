@@ -21,6 +21,7 @@ const char* kTopUsage =
     "  attention   prefill attention on .npy files (packed varlen, GQA, causal)\n"
     "  decode      paged-KV decode attention on .npy files (split-KV)\n"
     "  bench       time dense against BLASST on generated inputs (sinks, locality, needles)\n"
+    "  calibrate   fit the scale factor a(s) = alpha * exp(beta * s) on captured or generated Q/K\n"
     "  info        version, backends and CUDA devices\n\n"
     "`blasst <command> --help` describes each command's flags.\n";
 
@@ -63,37 +64,6 @@ const std::vector<Flag> kDecodeFlags = with_policy({
     {"splits", "N", "split-KV chunks per vote group (default 1)"},
     {"max-seed", nullptr, "seed later splits' running max from tile 0 (BLASST.md 6)"},
 });
-
-std::string shape_str(const std::vector<std::int64_t>& s) {
-  std::string r = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-npy::Array load_tensor(const std::string& flag, const std::string& path, std::size_t rank_a,
-                       std::size_t rank_b = 0) {
-  npy::Array a = npy::load(path);
-  if (a.shape.size() != rank_a && a.shape.size() != rank_b)
-    throw Error("--" + flag + " " + path + ": expected a " + std::to_string(rank_a) + "-D array" +
-                (rank_b ? " (or " + std::to_string(rank_b) + "-D)" : "") + ", got shape " +
-                shape_str(a.shape));
-  return a;
-}
-
-DType float_dtype(const std::string& flag, const npy::Array& a) {
-  if (a.type == npy::Type::f32) return DType::f32;
-  if (a.type == npy::Type::f16) return DType::f16;
-  throw Error("--" + flag + ": expected float32 or float16, got " + npy::to_string(a.type));
-}
-
-void require_int32(const std::string& flag, const npy::Array& a) {
-  if (a.type != npy::Type::i32) throw Error("--" + flag + ": expected int32, got " + npy::to_string(a.type));
-}
-
-int as_int(const std::string& what, std::int64_t v) {
-  if (v > 0x7fffffff) throw Error(what + " is too large (" + std::to_string(v) + ")");
-  return static_cast<int>(v);
-}
 
 SkipPolicy policy_from(const Args& a) {
   SkipPolicy p;
@@ -377,8 +347,9 @@ int main(int argc, char** argv) {
     if (cmd == "attention") return cmd_attention(argc, argv);
     if (cmd == "decode") return cmd_decode(argc, argv);
     if (cmd == "bench") return cmd_bench(argc, argv);
+    if (cmd == "calibrate") return cmd_calibrate(argc, argv);
     if (cmd == "info") return cmd_info(argc, argv);
-    throw UsageError("unknown command '" + cmd + "' (expected attention, decode, bench or info)");
+    throw UsageError("unknown command '" + cmd + "' (expected attention, decode, bench, calibrate or info)");
   } catch (const UsageError& e) {
     std::cerr << "blasst: error: " << e.what() << "\n";
     return 2;

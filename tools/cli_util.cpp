@@ -1,5 +1,7 @@
 #include "cli_util.hpp"
 
+#include "blasst/npy.hpp"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -193,6 +195,36 @@ void StagedFiles::commit() {
     if (std::rename(f.first.c_str(), f.second.c_str()) != 0)
       throw Error(f.second + ": cannot move the finished file into place");
   files_.clear();
+}
+
+std::string shape_str(const std::vector<std::int64_t>& s) {
+  std::string r = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+npy::Array load_tensor(const std::string& flag, const std::string& path, std::size_t rank_a, std::size_t rank_b) {
+  npy::Array a = npy::load(path);
+  if (a.shape.size() != rank_a && a.shape.size() != rank_b)
+    throw Error("--" + flag + " " + path + ": expected a " + std::to_string(rank_a) + "-D array" +
+                (rank_b ? " (or " + std::to_string(rank_b) + "-D)" : "") + ", got shape " +
+                shape_str(a.shape));
+  return a;
+}
+
+DType float_dtype(const std::string& flag, const npy::Array& a) {
+  if (a.type == npy::Type::f32) return DType::f32;
+  if (a.type == npy::Type::f16) return DType::f16;
+  throw Error("--" + flag + ": expected float32 or float16, got " + npy::to_string(a.type));
+}
+
+void require_int32(const std::string& flag, const npy::Array& a) {
+  if (a.type != npy::Type::i32) throw Error("--" + flag + ": expected int32, got " + npy::to_string(a.type));
+}
+
+int as_int(const std::string& what, std::int64_t v) {
+  if (v > 0x7fffffff) throw Error(what + " is too large (" + std::to_string(v) + ")");
+  return static_cast<int>(v);
 }
 
 }  // namespace blasst::cli

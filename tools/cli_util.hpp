@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "blasst/npy.hpp"
 #include "blasst/types.hpp"
 
 namespace blasst::cli {
@@ -70,6 +71,14 @@ class Json {
   std::vector<bool> first_;
   bool after_key_ = false;
 };
+
+// .npy inputs of the subcommands: rank checks, dtype checks and int conversions with messages
+// that name the flag.
+std::string shape_str(const std::vector<std::int64_t>& s);
+npy::Array load_tensor(const std::string& flag, const std::string& path, std::size_t rank_a, std::size_t rank_b = 0);
+DType float_dtype(const std::string& flag, const npy::Array& a);
+void require_int32(const std::string& flag, const npy::Array& a);
+int as_int(const std::string& what, std::int64_t v);
 
 // Writes text to path atomically (temporary file, then rename). Throws Error.
 void write_text_atomic(const std::string& path, const std::string& text);

@@ -4,5 +4,6 @@
 namespace blasst::cli {
 
 int cmd_bench(int argc, char** argv);
+int cmd_calibrate(int argc, char** argv);
 
 }  // namespace blasst::cli

@@ -1,6 +1,7 @@
 // blasst: BLASST dynamic block-sparse attention. The umbrella header of the C++ API.
 #pragma once
 
+#include "blasst/calibrate.hpp"
 #include "blasst/cpu/engine.hpp"
 #include "blasst/device.hpp"
 #include "blasst/output.hpp"

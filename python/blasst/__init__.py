@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from . import _C
 
-__all__ = ["prefill", "decode", "SkipStats", "with_cuda", "num_threads", "set_num_threads"]
+__all__ = ["prefill", "decode", "SkipStats", "scale_factor_for", "with_cuda", "num_threads", "set_num_threads"]
 __version__ = "0.1.0"
 
 with_cuda = bool(_C.with_cuda)
@@ -48,6 +48,28 @@ class SkipStats:
         vis = [sum(self.visited[b * self.heads + h] for b in range(self.batch)) for h in range(self.heads)]
         skp = [sum(self.skipped[b * self.heads + h] for b in range(self.batch)) for h in range(self.heads)]
         return vis, skp
+
+
+def scale_factor_for(calibration, phase, target_sparsity):
+    """The scale factor a(s) = alpha * exp(beta * s) of a `blasst calibrate` JSON file (or a list of
+    them, or their loaded dicts) for a phase ("prefill" or "decode") and a target tile sparsity."""
+    import json
+    import math
+
+    sources = calibration if isinstance(calibration, (list, tuple)) else [calibration]
+    for src in sources:
+        cal = src if isinstance(src, dict) else json.load(open(src))
+        fit = cal.get(phase)
+        if fit is None:
+            continue
+        if "alpha" not in fit or "beta" not in fit:
+            raise ValueError(f"calibration for {phase} has no alpha/beta fit")
+        s = float(target_sparsity)
+        if not (fit.get("s_min", 0.0) - 0.05 <= s <= fit.get("s_max", 1.0) + 0.05):
+            raise ValueError(f"target sparsity {s} lies outside the calibrated range "
+                             f"[{fit.get('s_min')}, {fit.get('s_max')}] for {phase}")
+        return float(fit["alpha"]) * math.exp(float(fit["beta"]) * s)
+    raise ValueError(f"no {phase} calibration in {calibration!r}")
 
 
 def _policy(scale_factor, threshold):

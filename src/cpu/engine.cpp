@@ -148,6 +148,117 @@ WalkParams base_params(const SkipPolicy& pol, float scale, int dqk, int dv, bool
   return wp;
 }
 
+// Prefill vote groups (sequence, query head, query tile), later query tiles first: under a
+// causal mask they see more keys.
+struct PrefillGroups {
+  struct Item {
+    int b, h, qt;
+  };
+  std::vector<Seq> seqs;
+  std::vector<Item> items;
+  PrefillGroups(const PrefillProblem& p, const SkipPolicy& pol) : seqs(p.batch) {
+    const int BQ = pol.block_q;
+    for (int b = 0; b < p.batch; ++b) {
+      Seq& s = seqs[b];
+      s.q0 = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
+      s.k0 = p.cu_seqlens_k ? p.cu_seqlens_k[b] : 0;
+      s.sq = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - s.q0 : p.total_q;
+      s.sk = p.cu_seqlens_k ? p.cu_seqlens_k[b + 1] - s.k0 : p.total_k;
+      s.q_tiles = static_cast<int>((s.sq + BQ - 1) / BQ);
+      s.lambda = sequence_lambda(pol, s.sk);
+      for (int qt = s.q_tiles - 1; qt >= 0; --qt)
+        for (int h = 0; h < p.num_heads_q; ++h) items.push_back({b, h, qt});
+    }
+  }
+
+  // fn(i, item, wp, w, loader) for every group on the pool, with the group's query rows and key
+  // limits in w and wp's geometry and threshold (from the policy) set.
+  template <class Fn>
+  void run(const PrefillProblem& p, const SkipPolicy& pol, bool want_dropped, Fn&& fn) const {
+    const int G = p.num_heads_q / p.num_heads_kv, BQ = pol.block_q, BK = pol.block_k;
+    const float scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
+    pool().parallel_for(static_cast<std::int64_t>(items.size()), [&](std::int64_t i, int) {
+      thread_local WalkScratch w;
+      const Item it = items[i];
+      const Seq& s = seqs[it.b];
+      const std::int64_t r0 = std::int64_t{it.qt} * BQ;
+      WalkParams wp = base_params(pol, scale, p.head_dim_qk, p.head_dim_v, want_dropped);
+      wp.rows = static_cast<int>(std::min<std::int64_t>(BQ, s.sq - r0));
+      std::int64_t max_limit = -1;
+      for (int r = 0; r < wp.rows; ++r) max_limit = std::max(max_limit, row_key_limit(p.causal, r0 + r, s.sq, s.sk));
+      wp.n_tiles = visible_tiles(max_limit, BK);
+      wp.log_threshold = skip_log_threshold(s.lambda);
+      w.prepare(wp);
+      for (int r = 0; r < wp.rows; ++r) {
+        const std::int64_t tok = s.q0 + r0 + r;
+        convert_row(at(p.q, tok * p.q_stride_token + it.h * p.q_stride_head, p.dtype), p.dtype,
+                    w.q.data() + static_cast<std::ptrdiff_t>(r) * p.head_dim_qk, p.head_dim_qk);
+        w.key_limit[r] = row_key_limit(p.causal, r0 + r, s.sq, s.sk);
+      }
+      PrefillLoader loader{p, s, it.h / G, BK};
+      fn(i, it, wp, w, loader);
+    });
+  }
+};
+
+// Decode vote groups (sequence, KV head): fn(i, b, hkv, wp, w, loader), rows token-major.
+template <class Fn>
+void run_decode_groups(const DecodeProblem& p, const SkipPolicy& pol, bool want_dropped, Fn&& fn) {
+  const int G = p.num_heads_q / p.num_heads_kv, BK = pol.block_k, T = p.q_tokens;
+  const float scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
+  pool().parallel_for(static_cast<std::int64_t>(p.batch) * p.num_heads_kv, [&](std::int64_t i, int) {
+    thread_local WalkScratch w;
+    const int b = static_cast<int>(i / p.num_heads_kv), hkv = static_cast<int>(i % p.num_heads_kv);
+    const std::int64_t sk = p.seq_lens[b];
+    WalkParams wp = base_params(pol, scale, p.head_dim_qk, p.head_dim_v, want_dropped);
+    wp.rows = T * G;
+    wp.n_tiles = visible_tiles(row_key_limit(true, T - 1, T, sk), BK);
+    wp.log_threshold = skip_log_threshold(sequence_lambda(pol, sk));
+    w.prepare(wp);
+    for (int t = 0; t < T; ++t)
+      for (int g = 0; g < G; ++g) {
+        const int r = t * G + g, h = hkv * G + g;
+        convert_row(at(p.q, b * p.q_stride_batch + t * p.q_stride_token + h * p.q_stride_head, p.dtype), p.dtype,
+                    w.q.data() + static_cast<std::ptrdiff_t>(r) * p.head_dim_qk, p.head_dim_qk);
+        w.key_limit[r] = row_key_limit(true, t, T, sk);
+      }
+    PagedLoader loader{p, b, hkv, BK, sk};
+    fn(i, b, hkv, wp, w, loader);
+  });
+}
+
+// Skipped tiles of one group for each lambda, replaying the vote over its tile maxima.
+template <class Loader>
+std::vector<std::int64_t> sweep_group(WalkParams wp, WalkScratch& w, Loader& loader,
+                                      const std::vector<double>& lambdas) {
+  std::vector<float> maxima(static_cast<std::size_t>(wp.n_tiles) * w.rp);
+  collect_tile_maxima(wp, w, loader, maxima.data());
+  wp.tile_maxima = maxima.data();
+  std::vector<std::int64_t> skipped(lambdas.size(), 0);
+  for (std::size_t l = 0; l < lambdas.size(); ++l) {
+    wp.log_threshold = skip_log_threshold(lambdas[l]);
+    walk(wp, w, loader);
+    for (int t = 0; t < wp.n_tiles; ++t) skipped[l] += w.state[t] == tile_skipped;
+  }
+  return skipped;
+}
+
+CalibrationSweep finish_sweep(std::vector<double> lambdas, std::vector<std::int64_t> kv_len,
+                              const std::vector<int>& item_seq, const std::vector<int>& item_tiles,
+                              const std::vector<std::vector<std::int64_t>>& item_skipped) {
+  CalibrationSweep c;
+  c.lambdas = std::move(lambdas);
+  c.kv_len = std::move(kv_len);
+  const std::size_t nl = c.lambdas.size();
+  c.visited.assign(c.kv_len.size(), 0);
+  c.skipped.assign(c.kv_len.size() * nl, 0);
+  for (std::size_t i = 0; i < item_seq.size(); ++i) {
+    c.visited[item_seq[i]] += item_tiles[i];
+    for (std::size_t l = 0; l < nl; ++l) c.skipped[item_seq[i] * nl + l] += item_skipped[i][l];
+  }
+  return c;
+}
+
 }  // namespace
 
 void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out) {
@@ -156,60 +267,20 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out)
   validate_host_indices(p);
   check_outputs(out, false, p.batch, p.total_q);
 
-  const int G = p.num_heads_q / p.num_heads_kv, BQ = pol.block_q, BK = pol.block_k;
-  const float scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
   const bool need_layout = out.skip_mask != nullptr || pol.replay_mask != nullptr;
-  const SkipMaskLayout layout = need_layout ? skip_mask_layout(p, BQ, BK) : SkipMaskLayout{};
+  const SkipMaskLayout layout = need_layout ? skip_mask_layout(p, pol.block_q, pol.block_k) : SkipMaskLayout{};
   if (out.skip_mask) std::fill(out.skip_mask, out.skip_mask + layout.size(), tile_unvisited);
 
-  std::vector<Seq> seqs(p.batch);
-  std::vector<double> lambdas(p.batch);
-  struct Item {
-    int b, h, qt;
-  };
-  std::vector<Item> items;
-  for (int b = 0; b < p.batch; ++b) {
-    Seq& s = seqs[b];
-    s.q0 = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
-    s.k0 = p.cu_seqlens_k ? p.cu_seqlens_k[b] : 0;
-    s.sq = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - s.q0 : p.total_q;
-    s.sk = p.cu_seqlens_k ? p.cu_seqlens_k[b + 1] - s.k0 : p.total_k;
-    s.q_tiles = static_cast<int>((s.sq + BQ - 1) / BQ);
-    s.lambda = lambdas[b] = sequence_lambda(pol, s.sk);
-    // Later query tiles see more keys under a causal mask: hand them out first.
-    for (int qt = s.q_tiles - 1; qt >= 0; --qt)
-      for (int h = 0; h < p.num_heads_q; ++h) items.push_back({b, h, qt});
-  }
-
-  std::vector<GroupCounts> counts(items.size());
+  const PrefillGroups groups(p, pol);
+  std::vector<GroupCounts> counts(groups.items.size());
   const RowSink sink{out, p.head_dim_v};
-  pool().parallel_for(static_cast<std::int64_t>(items.size()), [&](std::int64_t i, int) {
-    thread_local WalkScratch w;
-    const Item it = items[i];
-    const Seq& s = seqs[it.b];
-    const int hkv = it.h / G;
-    const std::int64_t r0 = std::int64_t{it.qt} * BQ;
-
-    WalkParams wp = base_params(pol, scale, p.head_dim_qk, p.head_dim_v, out.dropped_mass != nullptr);
-    wp.rows = static_cast<int>(std::min<std::int64_t>(BQ, s.sq - r0));
-    std::int64_t max_limit = -1;
-    for (int r = 0; r < wp.rows; ++r)
-      max_limit = std::max(max_limit, row_key_limit(p.causal, r0 + r, s.sq, s.sk));
-    wp.n_tiles = visible_tiles(max_limit, BK);
-    wp.log_threshold = skip_log_threshold(s.lambda);
+  groups.run(p, pol, out.dropped_mass != nullptr, [&](std::int64_t i, const PrefillGroups::Item& it, WalkParams& wp,
+                                                       WalkScratch& w, PrefillLoader& loader) {
+    const Seq& s = groups.seqs[it.b];
     const int group = it.h * s.q_tiles + it.qt;
     if (pol.replay_mask) wp.replay = pol.replay_mask + layout.index(it.b, group, 0);
-
-    w.prepare(wp);
-    for (int r = 0; r < wp.rows; ++r) {
-      const std::int64_t tok = s.q0 + r0 + r;
-      convert_row(at(p.q, tok * p.q_stride_token + it.h * p.q_stride_head, p.dtype), p.dtype,
-                  w.q.data() + static_cast<std::ptrdiff_t>(r) * p.head_dim_qk, p.head_dim_qk);
-      w.key_limit[r] = row_key_limit(p.causal, r0 + r, s.sq, s.sk);
-    }
-    PrefillLoader loader{p, s, hkv, BK};
     walk(wp, w, loader);
-
+    const std::int64_t r0 = std::int64_t{it.qt} * pol.block_q;
     for (int r = 0; r < wp.rows; ++r) {
       const std::int64_t tok = s.q0 + r0 + r;
       sink.write(w, r, tok * out.o_stride_token + it.h * out.o_stride_head,
@@ -218,9 +289,11 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const Outputs& out)
     counts[i] = record(w, wp.n_tiles, out.skip_mask ? out.skip_mask + layout.index(it.b, group, 0) : nullptr);
   });
 
-  std::vector<std::int64_t> slot(items.size());
-  for (std::size_t i = 0; i < items.size(); ++i)
-    slot[i] = static_cast<std::int64_t>(items[i].b) * p.num_heads_q + items[i].h;
+  std::vector<double> lambdas(p.batch);
+  for (int b = 0; b < p.batch; ++b) lambdas[b] = groups.seqs[b].lambda;
+  std::vector<std::int64_t> slot(groups.items.size());
+  for (std::size_t i = 0; i < groups.items.size(); ++i)
+    slot[i] = static_cast<std::int64_t>(groups.items[i].b) * p.num_heads_q + groups.items[i].h;
   fill_stats(out.stats, p.batch, p.num_heads_q, std::move(lambdas), counts, slot);
 }
 
@@ -230,40 +303,18 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const Outputs& out) {
   validate_host_indices(p);
   check_outputs(out, true, p.batch, std::int64_t{p.batch} * p.q_tokens);
 
-  const int G = p.num_heads_q / p.num_heads_kv, BK = pol.block_k, T = p.q_tokens;
-  const float scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
+  const int G = p.num_heads_q / p.num_heads_kv, T = p.q_tokens;
   const bool need_layout = out.skip_mask != nullptr || pol.replay_mask != nullptr;
-  const SkipMaskLayout layout = need_layout ? skip_mask_layout(p, BK) : SkipMaskLayout{};
+  const SkipMaskLayout layout = need_layout ? skip_mask_layout(p, pol.block_k) : SkipMaskLayout{};
   if (out.skip_mask) std::fill(out.skip_mask, out.skip_mask + layout.size(), tile_unvisited);
 
-  std::vector<double> lambdas(p.batch);
-  for (int b = 0; b < p.batch; ++b) lambdas[b] = sequence_lambda(pol, p.seq_lens[b]);
   const std::int64_t n_items = static_cast<std::int64_t>(p.batch) * p.num_heads_kv;
   std::vector<GroupCounts> counts(static_cast<std::size_t>(n_items));
   const RowSink sink{out, p.head_dim_v};
-
-  pool().parallel_for(n_items, [&](std::int64_t i, int) {
-    thread_local WalkScratch w;
-    const int b = static_cast<int>(i / p.num_heads_kv), hkv = static_cast<int>(i % p.num_heads_kv);
-    const std::int64_t sk = p.seq_lens[b];
-
-    WalkParams wp = base_params(pol, scale, p.head_dim_qk, p.head_dim_v, out.dropped_mass != nullptr);
-    wp.rows = T * G;
-    wp.n_tiles = visible_tiles(row_key_limit(true, T - 1, T, sk), BK);
-    wp.log_threshold = skip_log_threshold(lambdas[b]);
+  run_decode_groups(p, pol, out.dropped_mass != nullptr, [&](std::int64_t i, int b, int hkv, WalkParams& wp,
+                                                             WalkScratch& w, PagedLoader& loader) {
     if (pol.replay_mask) wp.replay = pol.replay_mask + layout.index(b, hkv, 0);
-
-    w.prepare(wp);
-    for (int t = 0; t < T; ++t)
-      for (int g = 0; g < G; ++g) {
-        const int r = t * G + g, h = hkv * G + g;
-        convert_row(at(p.q, b * p.q_stride_batch + t * p.q_stride_token + h * p.q_stride_head, p.dtype),
-                    p.dtype, w.q.data() + static_cast<std::ptrdiff_t>(r) * p.head_dim_qk, p.head_dim_qk);
-        w.key_limit[r] = row_key_limit(true, t, T, sk);
-      }
-    PagedLoader loader{p, b, hkv, BK, sk};
     walk(wp, w, loader);
-
     for (int t = 0; t < T; ++t)
       for (int g = 0; g < G; ++g) {
         const int h = hkv * G + g;
@@ -273,9 +324,44 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const Outputs& out) {
     counts[i] = record(w, wp.n_tiles, out.skip_mask ? out.skip_mask + layout.index(b, hkv, 0) : nullptr);
   });
 
+  std::vector<double> lambdas(p.batch);
+  for (int b = 0; b < p.batch; ++b) lambdas[b] = sequence_lambda(pol, p.seq_lens[b]);
   std::vector<std::int64_t> slot(static_cast<std::size_t>(n_items));
   for (std::int64_t i = 0; i < n_items; ++i) slot[i] = i;
   fill_stats(out.stats, p.batch, p.num_heads_kv, std::move(lambdas), counts, slot);
+}
+
+CalibrationSweep sweep_prefill(const PrefillProblem& p, const SkipPolicy& geometry, const std::vector<double>& lambdas) {
+  validate_shapes(p);
+  check_cpu_policy(geometry);
+  validate_host_indices(p);
+  const PrefillGroups groups(p, geometry);
+  std::vector<int> seq(groups.items.size()), tiles(groups.items.size());
+  std::vector<std::vector<std::int64_t>> skipped(groups.items.size());
+  groups.run(p, geometry, false, [&](std::int64_t i, const PrefillGroups::Item& it, WalkParams& wp, WalkScratch& w,
+                                     PrefillLoader& loader) {
+    seq[i] = it.b, tiles[i] = wp.n_tiles;
+    skipped[i] = sweep_group(wp, w, loader, lambdas);
+  });
+  std::vector<std::int64_t> kv_len(p.batch);
+  for (int b = 0; b < p.batch; ++b) kv_len[b] = groups.seqs[b].sk;
+  return finish_sweep(lambdas, std::move(kv_len), seq, tiles, skipped);
+}
+
+CalibrationSweep sweep_decode(const DecodeProblem& p, const SkipPolicy& geometry, const std::vector<double>& lambdas) {
+  validate_shapes(p);
+  check_cpu_policy(geometry);
+  validate_host_indices(p);
+  const std::size_t n = static_cast<std::size_t>(p.batch) * p.num_heads_kv;
+  std::vector<int> seq(n), tiles(n);
+  std::vector<std::vector<std::int64_t>> skipped(n);
+  run_decode_groups(p, geometry, false, [&](std::int64_t i, int b, int, WalkParams& wp, WalkScratch& w,
+                                            PagedLoader& loader) {
+    seq[i] = b, tiles[i] = wp.n_tiles;
+    skipped[i] = sweep_group(wp, w, loader, lambdas);
+  });
+  std::vector<std::int64_t> kv_len(p.seq_lens, p.seq_lens + p.batch);
+  return finish_sweep(lambdas, std::move(kv_len), seq, tiles, skipped);
 }
 
 }  // namespace blasst::cpu

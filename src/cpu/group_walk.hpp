@@ -29,6 +29,9 @@ struct WalkParams {
   float log_threshold = -INFINITY;            // skip_log_threshold(lambda); -inf = dense
   const std::uint8_t* replay = nullptr;      // per tile of this group, or null
   bool want_dropped = false;
+  // Decisions only (calibration): each visible tile's row maxima, [n_tiles][rp] as written by
+  // collect_tile_maxima; walk() then replays the vote over them and produces no output.
+  const float* tile_maxima = nullptr;
 };
 
 // Per-worker buffers, grown as needed and reused across groups.
@@ -76,28 +79,54 @@ struct WalkScratch {
 // Before walk(): scratch.q holds the rows' queries (row-major, dqk), scratch.key_limit their limits.
 // After: scratch.out (rows x dvp) the normalised output, scratch.lse, scratch.dropped (if wanted),
 // scratch.state the decision for each tile.
+// Q^T from the rows in w.q (once per group, before any tile_logits).
+inline void transpose_queries(const WalkParams& p, WalkScratch& w) {
+  for (int c = 0; c < p.dqk; ++c)
+    for (int r = 0; r < w.rp; ++r)
+      w.qt[static_cast<std::size_t>(c) * w.rp + r] = r < p.rows ? w.q[static_cast<std::size_t>(r) * p.dqk + c] : 0.0f;
+}
+
+// S^T = scale * K Q^T of tile t into w.st, masked per row (keys past a row's limit, rows past R);
+// fills w.tile_max. Returns the tile's key count.
+template <class Loader>
+int tile_logits(const WalkParams& p, WalkScratch& w, Loader& loader, int t) {
+  const int rp = w.rp, nk = loader.keys(t);
+  std::int64_t ldk = 0;
+  const float* kr = loader.k_rows(t, w.k.data(), ldk);
+  gemm(nk, rp, p.dqk, kr, ldk, 1, w.qt.data(), rp, w.st.data(), rp, false);
+  const std::int64_t t0 = static_cast<std::int64_t>(t) * p.block_k;
+  for (int r = 0; r < rp; ++r)
+    w.lim[r] = r < p.rows ? static_cast<std::int32_t>(std::max<std::int64_t>(w.key_limit[r] - t0, -1)) : -1;
+  scale_mask_max_keys(w.st.data(), rp, nk, p.scale, w.lim.data(), w.tile_max.data());
+  return nk;
+}
+
+// Every visible tile's row maxima into out[t * rp + r]: what the vote needs, for any lambda.
+template <class Loader>
+void collect_tile_maxima(const WalkParams& p, WalkScratch& w, Loader& loader, float* out) {
+  transpose_queries(p, w);
+  for (int t = 0; t < p.n_tiles; ++t) {
+    tile_logits(p, w, loader, t);
+    std::copy(w.tile_max.begin(), w.tile_max.begin() + w.rp, out + static_cast<std::ptrdiff_t>(t) * w.rp);
+  }
+}
+
 template <class Loader>
 void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
   const int R = p.rows, rp = w.rp, dvp = w.dvp, bk = p.block_k;
+  const bool decisions_only = p.tile_maxima != nullptr;
   float* ST = w.st.data();
-  for (int c = 0; c < p.dqk; ++c)
-    for (int r = 0; r < rp; ++r) w.qt[static_cast<std::size_t>(c) * rp + r] = r < R ? w.q[static_cast<std::size_t>(r) * p.dqk + c] : 0.0f;
-  std::fill(w.out.begin(), w.out.begin() + static_cast<std::ptrdiff_t>(R) * dvp, 0.0f);
-  std::fill(w.merged_m.begin(), w.merged_m.begin() + rp, -INFINITY);
-  std::fill(w.merged_l.begin(), w.merged_l.begin() + rp, 0.0f);
-
-  // S^T = scale * K Q^T of one tile, masked per row (keys past a row's limit, rows past R); fills
-  // tile_max. Returns the tile's key count.
+  if (!decisions_only) {
+    transpose_queries(p, w);
+    std::fill(w.out.begin(), w.out.begin() + static_cast<std::ptrdiff_t>(R) * dvp, 0.0f);
+    std::fill(w.merged_m.begin(), w.merged_m.begin() + rp, -INFINITY);
+    std::fill(w.merged_l.begin(), w.merged_l.begin() + rp, 0.0f);
+  }
   auto logits = [&](int t) {
-    const int nk = loader.keys(t);
-    std::int64_t ldk = 0;
-    const float* kr = loader.k_rows(t, w.k.data(), ldk);
-    gemm(nk, rp, p.dqk, kr, ldk, 1, w.qt.data(), rp, ST, rp, false);
-    const std::int64_t t0 = static_cast<std::int64_t>(t) * bk;
-    for (int r = 0; r < rp; ++r)
-      w.lim[r] = r < R ? static_cast<std::int32_t>(std::max<std::int64_t>(w.key_limit[r] - t0, -1)) : -1;
-    scale_mask_max_keys(ST, rp, nk, p.scale, w.lim.data(), w.tile_max.data());
-    return nk;
+    if (!decisions_only) return tile_logits(p, w, loader, t);
+    const float* mx = p.tile_maxima + static_cast<std::ptrdiff_t>(t) * rp;
+    std::copy(mx, mx + rp, w.tile_max.begin());
+    return 0;
   };
   auto sees = [&](int r, int t) { return w.key_limit[r] >= static_cast<std::int64_t>(t) * bk; };
 
@@ -128,6 +157,10 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
       }
       w.state[t] = skip ? tile_skipped : tile_kept;
       if (skip) continue;
+      if (decisions_only) {
+        for (int r = 0; r < rp; ++r) w.m[r] = std::max(w.m[r], w.tile_max[r]);
+        continue;
+      }
 
       // Rows that have seen no key yet keep m = -inf and get probabilities exp(-inf - 0) = 0.
       for (int r = 0; r < rp; ++r) {
@@ -147,7 +180,7 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
     }
 
     // Merge this split into the result by its log-sum-exp.
-    for (int r = 0; r < R; ++r) {
+    for (int r = 0; r < R && !decisions_only; ++r) {
       if (!(w.l[r] > 0.0f)) continue;
       const float mm = std::max(w.merged_m[r], w.m[r]);
       const float a = std::exp(w.merged_m[r] - mm), b = std::exp(w.m[r] - mm);
@@ -159,6 +192,7 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
     }
   }
 
+  if (decisions_only) return;
   for (int r = 0; r < R; ++r) {
     float* o = w.out.data() + static_cast<std::ptrdiff_t>(r) * dvp;
     if (w.merged_l[r] > 0.0f) {

@@ -140,3 +140,17 @@ def test_cuda_decode_matches_cpu_engine(rng):
     assert rel(o.float().cpu().numpy(), want) < 1.2e-2
     mism = sum(a != b for a, b in zip(stats.skipped, want_stats.skipped))
     assert mism <= max(1, stats.tiles_visited // 1000)
+
+
+def test_scale_factor_from_calibration(tmp_path):
+    import json
+    import math
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"prefill": {"alpha": 2.0, "beta": 5.0, "r2": 0.9, "s_min": 0.2, "s_max": 0.8}}))
+    assert blasst.scale_factor_for(str(path), "prefill", 0.5) == pytest.approx(2.0 * math.exp(2.5))
+    assert blasst.scale_factor_for([{"decode": {"alpha": 1.0, "beta": 1.0}}, str(path)], "prefill", 0.2) == \
+        pytest.approx(2.0 * math.exp(1.0))
+    with pytest.raises(ValueError, match="outside the calibrated range"):
+        blasst.scale_factor_for(str(path), "prefill", 0.99)
+    with pytest.raises(ValueError, match="no decode calibration"):
+        blasst.scale_factor_for(str(path), "decode", 0.5)

@@ -8,7 +8,6 @@ contiguous cache [B, Hkv, L, d] is viewed as one page of L slots per sequence (n
 with a sliding window stay dense through transformers' SDPA and say so once. Batches are taken as
 unpadded (every sequence as long as the key tensor); a padding mask is not applied.
 """
-import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -78,17 +77,32 @@ def _warn_once(key, msg):
         warnings.warn(msg, stacklevel=3)
 
 
-def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration=None, **kwargs):
-    """Register attn_implementation="blasst". Scale factors per phase (None: dense), or a calibration
-    JSON ({"prefill": {"scale_factor": a}, "decode": {"scale_factor": a}}); other Settings fields
-    as keyword arguments."""
+def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration=None, target_sparsity=None,
+             **kwargs):
+    """Register attn_implementation="blasst" with per-phase scale factors (None: dense).
+
+    With ``calibration`` (a `blasst calibrate` JSON file, a list of them, or their dicts) and
+    ``target_sparsity`` (a float, or {"prefill": s, "decode": s}), the scale factors come from the
+    fits a(s) = alpha * exp(beta * s). Other Settings fields go as keyword arguments."""
     from transformers import AttentionInterface
 
-    if calibration is not None:
-        with open(calibration) as f:
-            cal = json.load(f)
-        prefill_scale_factor = cal.get("prefill", {}).get("scale_factor", prefill_scale_factor)
-        decode_scale_factor = cal.get("decode", {}).get("scale_factor", decode_scale_factor)
+    from .. import scale_factor_for
+
+    if target_sparsity is not None:
+        if calibration is None:
+            raise ValueError("target_sparsity needs a calibration")
+        targets = target_sparsity if isinstance(target_sparsity, dict) else {"prefill": target_sparsity,
+                                                                               "decode": target_sparsity}
+        for phase, s in targets.items():
+            if phase not in ("prefill", "decode"):
+                raise ValueError(f"unknown phase '{phase}'")
+            a = scale_factor_for(calibration, phase, s)
+            if phase == "prefill":
+                prefill_scale_factor = a
+            else:
+                decode_scale_factor = a
+    elif calibration is not None:
+        raise ValueError("a calibration needs target_sparsity")
     settings.prefill_scale_factor = prefill_scale_factor
     settings.decode_scale_factor = decode_scale_factor
     for k, v in kwargs.items():
