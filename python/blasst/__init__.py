@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from . import _C
 
-__all__ = ["prefill", "decode", "SkipStats", "scale_factor_for", "with_cuda", "num_threads", "set_num_threads"]
+__all__ = ["prefill", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "with_cuda", "num_threads", "set_num_threads"]
 __version__ = "0.1.0"
 
 with_cuda = bool(_C.with_cuda)
@@ -127,6 +127,81 @@ def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, thr
     return _result(out, lse, SkipStats(batch, heads, visited, skipped, lambdas), return_lse, return_stats)
 
 
+class DecodePlan:
+    """Plan once per batch shape, run every step.
+
+    Outputs (and, for CUDA tensors, the split count, workspace and tile counters) are set up here,
+    so ``run`` allocates nothing and reads nothing back to the host: on the GPU a step can be
+    captured in a ``torch.cuda.CUDAGraph`` (run once before capturing, so the kernel is configured).
+    ``run`` takes tensors of the planned shapes (contents, lengths up to ``max_seq_len`` and the
+    block table may change) and returns the planned output buffer (and LSE buffer), overwritten by
+    each run. CPU inputs run the CPU engine (``splits`` defaults to 1)."""
+
+    def __init__(self, q, k_cache, v_cache, block_table, seq_lens, *, max_seq_len=None, softmax_scale=None,
+                 scale_factor=None, threshold=None, block_k=128, splits=None, max_seed=False, return_lse=False,
+                 collect_stats=False):
+        self.mode, self.value = _policy(scale_factor, threshold)
+        self.squeeze = q.ndim == 3
+        q4 = q[:, None] if self.squeeze else q
+        self.cuda = _is_torch(q4) and q4.is_cuda
+        self.scale = float(softmax_scale or 0.0)
+        self.block_k, self.max_seed = int(block_k), bool(max_seed)
+        self.shape = tuple(q4.shape)
+        self.out = _empty_like_kind(q4, (q4.shape[0], q4.shape[1], q4.shape[2], v_cache.shape[3]))
+        self.lse = _empty_like_kind(q4, tuple(q4.shape[:3]), _float32(q4)) if return_lse else None
+        self.heads_kv = k_cache.shape[2]
+        self.last_stats = None
+        if self.cuda:
+            if not with_cuda:
+                raise RuntimeError("this blasst build has no CUDA backend")
+            import torch
+            if max_seq_len is None:
+                max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
+            self.max_seq_len = int(max_seq_len)
+            self.splits, ws_bytes = _C.decode_cuda_plan(q4, k_cache, v_cache, block_table, seq_lens, self.scale,
+                                                        self.mode, self.value, self.block_k,
+                                                        0 if splits is None else int(splits), self.max_seed,
+                                                        self.max_seq_len)
+            self.workspace = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q4.device)
+            self.counters = (torch.zeros(q4.shape[0] * self.heads_kv * 2, dtype=torch.int64, device=q4.device)
+                             if collect_stats else None)
+        else:
+            self.max_seq_len = max_seq_len
+            self.splits = 1 if splits is None else int(splits)
+            self.workspace = self.counters = None
+
+    def run(self, q, k_cache, v_cache, block_table, seq_lens):
+        q4 = q[:, None] if self.squeeze else q
+        if tuple(q4.shape) != self.shape:
+            raise ValueError(f"q has shape {tuple(q4.shape)}, the plan was made for {self.shape}")
+        if self.cuda:
+            import torch
+            stream = torch.cuda.current_stream(q4.device).cuda_stream
+            _C.decode_cuda(q4, k_cache, v_cache, block_table, seq_lens, self.out, self.lse, self.counters,
+                           self.workspace, self.scale, self.mode, self.value, self.block_k, self.splits,
+                           self.max_seed, self.max_seq_len, stream)
+        else:
+            visited, skipped, lambdas, batch, heads = _C.decode_cpu(
+                q4, k_cache, v_cache, block_table, seq_lens, self.out, self.lse, self.scale, self.mode, self.value,
+                self.block_k, self.splits, self.max_seed)
+            self.last_stats = SkipStats(batch, heads, visited, skipped, lambdas)
+        out = self.out[:, 0] if self.squeeze else self.out
+        if self.lse is None:
+            return out
+        return out, (self.lse[:, 0] if self.squeeze else self.lse)
+
+    def stats(self, seq_lens):
+        """Tile statistics of the last run (CUDA: read from the device, so not inside a graph)."""
+        if not self.cuda:
+            return self.last_stats
+        if self.counters is None:
+            raise ValueError("plan made without collect_stats=True")
+        c = self.counters.cpu().tolist()
+        lens = seq_lens.cpu().tolist()
+        return SkipStats(self.shape[0], self.heads_kv, c[0::2], c[1::2],
+                         [_lambda(self.mode, self.value, n) for n in lens])
+
+
 def decode(q, k_cache, v_cache, block_table, seq_lens, *, softmax_scale=None, scale_factor=None, threshold=None,
            block_k=128, splits=None, max_seed=False, max_seq_len=None, return_lse=False, return_stats=False):
     """Paged decode. q [batch, q_tokens, Hq, d] (or [batch, Hq, d]), caches [pages, page_size, Hkv, d],
@@ -134,43 +209,14 @@ def decode(q, k_cache, v_cache, block_table, seq_lens, *, softmax_scale=None, sc
 
     CUDA tensors run the CUDA kernel on torch's current stream: ``splits=None`` lets its planner
     choose; pass ``max_seq_len`` (an upper bound of seq_lens) to avoid reading seq_lens back to the
-    host. CPU inputs run the CPU engine (``splits`` defaults to 1)."""
-    mode, value = _policy(scale_factor, threshold)
-    squeeze = q.ndim == 3
-    if squeeze:
-        q = q[:, None]
-    cuda = _is_torch(q) and q.is_cuda
-    out = _empty_like_kind(q, (q.shape[0], q.shape[1], q.shape[2], v_cache.shape[3]))
-    lse = _empty_like_kind(q, tuple(q.shape[:3]), _float32(q)) if return_lse else None
-    scale = float(softmax_scale or 0.0)
-    if cuda:
-        if not with_cuda:
-            raise RuntimeError("this blasst build has no CUDA backend")
-        import torch
-        if max_seq_len is None:
-            max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
-        n_splits = 0 if splits is None else int(splits)
-        _, ws_bytes = _C.decode_cuda_plan(q, k_cache, v_cache, block_table, seq_lens, scale, mode, value,
-                                          int(block_k), n_splits, bool(max_seed), int(max_seq_len))
-        workspace = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q.device)
-        counters = (torch.zeros(q.shape[0] * k_cache.shape[2] * 2, dtype=torch.int64, device=q.device)
-                    if return_stats else None)
-        stream = torch.cuda.current_stream(q.device).cuda_stream
-        _C.decode_cuda(q, k_cache, v_cache, block_table, seq_lens, out, lse, counters, workspace, scale, mode,
-                       value, int(block_k), n_splits, bool(max_seed), int(max_seq_len), stream)
-        stats = None
-        if return_stats:
-            c = counters.cpu().tolist()
-            lens = seq_lens.cpu().tolist()
-            stats = SkipStats(q.shape[0], k_cache.shape[2], c[0::2], c[1::2], [_lambda(mode, value, n) for n in lens])
-    else:
-        visited, skipped, lambdas, batch, heads = _C.decode_cpu(
-            q, k_cache, v_cache, block_table, seq_lens, out, lse, scale, mode, value, int(block_k),
-            1 if splits is None else int(splits), bool(max_seed))
-        stats = SkipStats(batch, heads, visited, skipped, lambdas)
-    if squeeze:
-        out = out[:, 0]
-        lse = lse[:, 0] if lse is not None else None
+    host. CPU inputs run the CPU engine (``splits`` defaults to 1). For repeated steps (and CUDA
+    graphs) use DecodePlan."""
+    plan = DecodePlan(q, k_cache, v_cache, block_table, seq_lens, max_seq_len=max_seq_len,
+                      softmax_scale=softmax_scale, scale_factor=scale_factor, threshold=threshold, block_k=block_k,
+                      splits=splits, max_seed=max_seed, return_lse=return_lse, collect_stats=return_stats)
+    res = plan.run(q, k_cache, v_cache, block_table, seq_lens)
+    out, lse = res if return_lse else (res, None)
+    stats = plan.stats(seq_lens) if return_stats else None
     return _result(out, lse, stats, return_lse, return_stats)
 
 

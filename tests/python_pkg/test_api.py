@@ -154,3 +154,35 @@ def test_scale_factor_from_calibration(tmp_path):
         blasst.scale_factor_for(str(path), "prefill", 0.99)
     with pytest.raises(ValueError, match="no decode calibration"):
         blasst.scale_factor_for(str(path), "decode", 0.5)
+
+
+def test_decode_plan_reuses_its_buffers(rng):
+    q, kc, vc, bt, sl = inputs.paged_decode(rng, [300, 1000], 1, 8, 2, 64, 64, 16)
+    plan = blasst.DecodePlan(q, kc, vc, bt, sl, scale_factor=8.0, block_k=32, splits=2, return_lse=True)
+    o1, lse1 = plan.run(q, kc, vc, bt, sl)
+    want = ref.decode(q, kc, vc, bt, sl, mode="scale_factor", value=8.0, block_k=32, splits=2)
+    assert rel(o1, want["o"]) < 1e-5
+    assert plan.stats(sl).skipped == want["skipped"].reshape(-1).tolist()
+    q2 = q * 0.5
+    o2, _ = plan.run(q2, kc, vc, bt, sl)
+    assert o2 is o1  # the planned buffer, overwritten
+    assert rel(o2, ref.decode(q2, kc, vc, bt, sl, mode="scale_factor", value=8.0, block_k=32, splits=2)["o"]) < 1e-5
+    with pytest.raises(ValueError, match="plan was made for"):
+        plan.run(q[:1], kc, vc, bt[:1], sl[:1])
+
+
+@pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
+def test_cuda_decode_plan_in_a_graph(rng):
+    q, kc, vc, bt, sl = inputs.paged_decode(rng, [2000, 5000], 1, 32, 8, 128, 128, 64)
+    dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
+    qg, kg, vg = dev(q), dev(kc), dev(vc)
+    btg, slg = torch.from_numpy(bt).cuda(), torch.from_numpy(sl).cuda()
+    plan = blasst.DecodePlan(qg, kg, vg, btg, slg, max_seq_len=5000, scale_factor=16.0, max_seed=True)
+    direct = plan.run(qg, kg, vg, btg, slg).clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = plan.run(qg, kg, vg, btg, slg)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, direct)
