@@ -158,17 +158,17 @@ class DecodePlan:
             if max_seq_len is None:
                 max_seq_len = int(seq_lens.max().item()) if seq_lens.numel() else 0
             self.max_seq_len = int(max_seq_len)
-            self.splits, ws_bytes = _C.decode_cuda_plan(q4, k_cache, v_cache, block_table, seq_lens, self.scale,
-                                                        self.mode, self.value, self.block_k,
-                                                        0 if splits is None else int(splits), self.max_seed,
-                                                        self.max_seq_len)
-            self.workspace = torch.empty(max(ws_bytes, 1), dtype=torch.uint8, device=q4.device)
+            self.plan = _C.decode_cuda_plan(q4, k_cache, v_cache, block_table, seq_lens, self.scale, self.mode,
+                                            self.value, self.block_k, 0 if splits is None else int(splits),
+                                            self.max_seed, self.max_seq_len)
+            self.splits = self.plan.splits
+            self.workspace = torch.empty(max(self.plan.workspace_bytes, 1), dtype=torch.uint8, device=q4.device)
             self.counters = (torch.zeros(q4.shape[0] * self.heads_kv * 2, dtype=torch.int64, device=q4.device)
                              if collect_stats else None)
         else:
             self.max_seq_len = max_seq_len
             self.splits = 1 if splits is None else int(splits)
-            self.workspace = self.counters = None
+            self.plan = self.workspace = self.counters = None
 
     def run(self, q, k_cache, v_cache, block_table, seq_lens):
         q4 = q[:, None] if self.squeeze else q
@@ -177,9 +177,8 @@ class DecodePlan:
         if self.cuda:
             import torch
             stream = torch.cuda.current_stream(q4.device).cuda_stream
-            _C.decode_cuda(q4, k_cache, v_cache, block_table, seq_lens, self.out, self.lse, self.counters,
-                           self.workspace, self.scale, self.mode, self.value, self.block_k, self.splits,
-                           self.max_seed, self.max_seq_len, stream)
+            _C.decode_cuda(self.plan, q4, k_cache, v_cache, block_table, seq_lens, self.out, self.lse, self.counters,
+                           self.workspace, self.scale, self.mode, self.value, self.max_seed, stream)
         else:
             visited, skipped, lambdas, batch, heads = _C.decode_cpu(
                 q4, k_cache, v_cache, block_table, seq_lens, self.out, self.lse, self.scale, self.mode, self.value,

@@ -172,25 +172,23 @@ StatsTuple decode_cpu(const Array& q, const Array& kc, const Array& vc, const Ar
 }
 
 #if defined(BLASST_WITH_CUDA)
-// (splits, workspace bytes) the CUDA decode will use for this batch shape.
-std::tuple<int, std::size_t> decode_cuda_plan(const Array& q, const Array& kc, const Array& vc, const Array& bt,
-                                              const Array& sl, float scale, int mode, double value, int block_k,
-                                              int splits, bool max_seed, int max_seq_len) {
+// The plan for this batch shape (host-only: the split count, workspace size, kernel variant).
+cuda::DecodePlan decode_cuda_plan(const Array& q, const Array& kc, const Array& vc, const Array& bt, const Array& sl,
+                                  float scale, int mode, double value, int block_k, int splits, bool max_seed,
+                                  int max_seq_len) {
   const DecodeProblem p = decode_problem(q, kc, vc, bt, sl, scale, true);
-  const cuda::DecodePlan plan = cuda::plan_decode(p, max_seq_len, policy_of(mode, value, 64, block_k, "forward", splits, max_seed),
-                                                  q.device_id());
-  return {plan.splits, plan.workspace_bytes};
+  return cuda::plan_decode(p, max_seq_len, policy_of(mode, value, 64, block_k, "forward", splits, max_seed), q.device_id());
 }
 
-void decode_cuda(const Array& q, const Array& kc, const Array& vc, const Array& bt, const Array& sl, MutArray o,
-                 std::optional<MutArray> lse, std::optional<MutArray> counters, std::optional<MutArray> workspace,
-                 float scale, int mode, double value, int block_k, int splits, bool max_seed, int max_seq_len,
+// One decode step with a plan: no allocation, no host query, no synchronisation (graph-capturable).
+void decode_cuda(const cuda::DecodePlan& plan, const Array& q, const Array& kc, const Array& vc, const Array& bt,
+                 const Array& sl, MutArray o, std::optional<MutArray> lse, std::optional<MutArray> counters,
+                 std::optional<MutArray> workspace, float scale, int mode, double value, bool max_seed,
                  std::uintptr_t stream) {
   const DecodeProblem p = decode_problem(q, kc, vc, bt, sl, scale, true);
   Outputs out = decode_outputs(p, o, lse, true);
   if (counters) out.tile_counters = static_cast<std::uint64_t*>(counters->data());
-  const SkipPolicy pol = policy_of(mode, value, 64, block_k, "forward", splits, max_seed);
-  const cuda::DecodePlan plan = cuda::plan_decode(p, max_seq_len, pol, q.device_id());
+  const SkipPolicy pol = policy_of(mode, value, 64, plan.block_k, "forward", plan.splits, max_seed);
   cuda::decode(p, pol, plan, out, workspace ? workspace->data() : nullptr, reinterpret_cast<cudaStream_t>(stream));
 }
 #endif
@@ -209,6 +207,10 @@ NB_MODULE(_C, m) {
   m.def("prefill_cpu", &prefill_cpu);
   m.def("decode_cpu", &decode_cpu);
 #if defined(BLASST_WITH_CUDA)
+  nb::class_<cuda::DecodePlan>(m, "CudaDecodePlan")
+      .def_ro("splits", &cuda::DecodePlan::splits)
+      .def_ro("workspace_bytes", &cuda::DecodePlan::workspace_bytes)
+      .def_ro("max_seq_len", &cuda::DecodePlan::max_seq_len);
   m.def("decode_cuda_plan", &decode_cuda_plan);
   m.def("decode_cuda", &decode_cuda);
   m.attr("with_cuda") = true;

@@ -134,7 +134,7 @@ def test_cuda_decode_matches_cpu_engine(rng):
     assert o.dtype == torch.bfloat16 and o.is_cuda
     # The CPU engine on the same bf16 values with the plan's split count is the oracle.
     bf = lambda x: x.cpu().float().numpy()
-    splits, _ = blasst._C.decode_cuda_plan(qg, kg, vg, btg, slg, 0.0, 1, 16.0, 128, 0, True, 9000)
+    splits = blasst._C.decode_cuda_plan(qg, kg, vg, btg, slg, 0.0, 1, 16.0, 128, 0, True, 9000).splits
     want, want_stats = blasst.decode(bf(qg), bf(kg), bf(vg), bt, sl, scale_factor=16.0, splits=splits,
                                      max_seed=True, return_stats=True)
     assert rel(o.float().cpu().numpy(), want) < 1.2e-2
