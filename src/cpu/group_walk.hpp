@@ -137,8 +137,10 @@ void walk(const WalkParams& p, WalkScratch& w, Loader& loader) {
     const int len = std::min(cut.chunk, p.n_tiles - first);
     const bool from_seed = seeded && k > 0;
     for (int r = 0; r < rp; ++r) w.m[r] = from_seed ? w.seed[r] : -INFINITY;
-    std::fill(w.l.begin(), w.l.begin() + rp, 0.0f);
-    std::fill(w.acc.begin(), w.acc.begin() + static_cast<std::ptrdiff_t>(R) * dvp, 0.0f);
+    if (!decisions_only) {
+      std::fill(w.l.begin(), w.l.begin() + rp, 0.0f);
+      std::fill(w.acc.begin(), w.acc.begin() + static_cast<std::ptrdiff_t>(R) * dvp, 0.0f);
+    }
 
     for (int i = 0; i < len; ++i) {
       const int t = first + visit_tile(p.order, len, i);  // splits > 1 implies forward
