@@ -6,15 +6,15 @@
 # scripts/devbuild.sh); if they do not run there, everything is built on the device, with
 # GoogleTest from .deps/googletest when the device has none.
 #
-#   scripts/gpu-check.sh [tests] [sanitize] [sass] [bench] [bench-quick] [profile] [peers] [peers-quick]
-# (no argument: all of tests sanitize sass bench peers)
+#   scripts/gpu-check.sh [tests] [sanitize] [sass] [bench] [bench-quick] [profile] [peers] [peers-quick] [python]
+# (no argument: all of tests sanitize sass bench peers python)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/blasst-out}
 mkdir -p "$OUT"
 steps=("$@")
 # At most 8 files come back from a device call: keep $OUT to the logs that matter.
-[ ${#steps[@]} -eq 0 ] && steps=(tests sanitize sass bench peers)
+[ ${#steps[@]} -eq 0 ] && steps=(tests sanitize sass bench peers python)
 want() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 {
@@ -71,6 +71,15 @@ if want bench || want bench-quick; then
       tee "$OUT/decode_bench_$layout.log" | tail -80
     want bench-quick || break  # the full sweep runs the HND layout only
   done
+fi
+if want python; then
+  echo "== Python package (built here against this machine's Python and torch)"
+  { cmake -S . -B /tmp/blasst-py -DCMAKE_BUILD_TYPE=Release -DBLASST_BUILD_TESTS=OFF -DBLASST_BUILD_BENCH=OFF &&
+    cmake --build /tmp/blasst-py -j"$(nproc)" --target _C; } > "$OUT/python_build.log" 2>&1 ||
+    { tail -20 "$OUT/python_build.log"; status=1; }
+  PYTHONPATH=/tmp/blasst-py/python python3 -m pytest -q -p no:cacheprovider -rs tests/python_pkg 2>&1 |
+    tee "$OUT/python_tests.log" | tail -15
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 if want profile; then
   echo "== ncu (decode, 32/8, batch 8, 32K)"
