@@ -108,7 +108,9 @@ inline void gemm_block(int K, const float* A, std::int64_t ars, std::int64_t acs
     for (int r = 0; r < MR; ++r) a[r] = vbroadcast(A[r * ars + k * acs]);
     for (int v = 0; v < NV; ++v) {
       vf b = vload(B + k * ldb + v * kW);
+#if defined(__x86_64__)
       asm("" : "+v"(b));  // keep b in a register: folded into each FMA it would be loaded MR times
+#endif
       for (int r = 0; r < MR; ++r) c[r][v] += a[r] * b;
     }
   }
