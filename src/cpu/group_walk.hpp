@@ -79,6 +79,9 @@ struct WalkScratch {
 // Before walk(): scratch.q holds the rows' queries (row-major, dqk), scratch.key_limit their limits.
 // After: scratch.out (rows x dvp) the normalised output, scratch.lse, scratch.dropped (if wanted),
 // scratch.state the decision for each tile.
+// Groups of at most this many rows take the dot-product path for Q K^T (decode's GQA groups).
+constexpr int kSmallRows = 8;
+
 // Q^T from the rows in w.q (once per group, before any tile_logits).
 inline void transpose_queries(const WalkParams& p, WalkScratch& w) {
   for (int c = 0; c < p.dqk; ++c)
@@ -93,7 +96,10 @@ int tile_logits(const WalkParams& p, WalkScratch& w, Loader& loader, int t) {
   const int rp = w.rp, nk = loader.keys(t);
   std::int64_t ldk = 0;
   const float* kr = loader.k_rows(t, w.k.data(), ldk);
-  gemm(nk, rp, p.dqk, kr, ldk, 1, w.qt.data(), rp, w.st.data(), rp, false);
+  if (p.rows <= kSmallRows)
+    key_query_dots(nk, p.rows, rp, p.dqk, kr, ldk, w.q.data(), w.st.data());
+  else
+    gemm(nk, rp, p.dqk, kr, ldk, 1, w.qt.data(), rp, w.st.data(), rp, false);
   const std::int64_t t0 = static_cast<std::int64_t>(t) * p.block_k;
   for (int r = 0; r < rp; ++r)
     w.lim[r] = r < p.rows ? static_cast<std::int32_t>(std::max<std::int64_t>(w.key_limit[r] - t0, -1)) : -1;

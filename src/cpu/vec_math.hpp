@@ -168,6 +168,32 @@ inline vf vexp_nonpos(vf x) {
   return (vf)((vi)result & ~underflow);
 }
 
+inline float hsum(vf v) {
+  float s = 0;
+  for (int i = 0; i < kW; ++i) s += v[i];
+  return s;
+}
+
+// st[j * rp + r] = <K row j, q row r> for j < nk and r < R (R small: decode's few rows), 0 for
+// R <= r < rp. Dot products read each key row once, where a GEMM over 16-row panels would waste
+// most of its lanes.
+inline void key_query_dots(int nk, int R, int rp, int d, const float* K, std::int64_t ldk, const float* q, float* st) {
+  const int dv = d / kW * kW;
+  for (int j = 0; j < nk; ++j) {
+    const float* kr = K + j * ldk;
+    float* out = st + static_cast<std::ptrdiff_t>(j) * rp;
+    for (int r = 0; r < R; ++r) {
+      const float* qr = q + static_cast<std::ptrdiff_t>(r) * d;
+      vf acc{};
+      for (int c = 0; c < dv; c += kW) acc += vload(kr + c) * vload(qr + c);
+      float sum = hsum(acc);
+      for (int c = dv; c < d; ++c) sum += kr[c] * qr[c];
+      out[r] = sum;
+    }
+    for (int r = R; r < rp; ++r) out[r] = 0.0f;
+  }
+}
+
 // Key-major logits st[j * rp + r] (rp a multiple of kW) for keys j < nk: scale them, mask key j
 // for row r unless j <= lim[r] (lim relative to the tile; -1: the row sees none of it), and
 // write each row's maximum (-inf if it sees none) to tile_max[r].
