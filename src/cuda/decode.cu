@@ -1,6 +1,4 @@
 // Host side of the CUDA decode: support checks, the planner and the dispatch over compiled variants.
-#include <cudaTypedefs.h>
-
 #include <algorithm>
 #include <numeric>
 #include <string>
@@ -8,6 +6,7 @@
 #include "blasst/cuda/decode.hpp"
 #include "blasst/cuda/decode/decode_splitkv_sm90.cuh"
 #include "cuda/check.hpp"
+#include "cuda/tensor_map.hpp"
 
 namespace blasst::cuda {
 namespace {
@@ -28,36 +27,12 @@ constexpr int stages_v(int d, int wm) { return d == 64 ? 3 : d == 128 ? (wm >= 4
 template <class T, int D, int WM>
 using TraitsFor = DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), stages_k(D, WM), stages_v(D, WM)>;
 
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    BLASST_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found));
-    if (found != cudaDriverEntryPointSuccess || f == nullptr)
-      throw Error("the CUDA driver has no cuTensorMapEncodeTiled (TMA needs driver 12.0 or newer)");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
 // A paged cache as a 4-D tensor (channel, head, slot, page) with boxes of 64 channels x 1 head x
-// box_rows slots x 1 page, 128-byte swizzled.
+// box_rows slots x 1 page.
 CUtensorMap cache_map(const void* base, DType dt, int d, int hkv, int page_size, int num_pages, std::int64_t sp,
                       std::int64_t ss, std::int64_t sh, int box_rows) {
-  CUtensorMap map{};
-  if (num_pages == 0) return map;  // nothing is ever loaded
-  const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(hkv), cuuint64_t(page_size), cuuint64_t(num_pages)};
-  const cuuint64_t strides[3] = {cuuint64_t(sh) * 2, cuuint64_t(ss) * 2, cuuint64_t(sp) * 2};
-  const cuuint32_t box[4] = {64, 1, cuuint32_t(box_rows), 1};
-  const cuuint32_t elem[4] = {1, 1, 1, 1};
-  const CUresult r = tensor_map_encoder()(
-      &map, dt == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-      const_cast<void*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    throw Error("cannot describe the KV cache to TMA (error " + std::to_string(int(r)) +
-                "): the cache must be 16-byte aligned with 16-byte multiple strides");
-  return map;
+  if (num_pages == 0) return CUtensorMap{};  // nothing is ever loaded
+  return tensor_map_4d(base, dt, {d, hkv, page_size, num_pages}, {sh, ss, sp}, box_rows, "the KV cache");
 }
 
 template <class T, int D, int WM>

@@ -1,0 +1,110 @@
+// Host side of the CUDA prefill: support checks, the plan and the dispatch over compiled variants.
+#include <string>
+
+#include "blasst/cuda/prefill.hpp"
+#include "blasst/cuda/prefill/prefill_mma_sm90.cuh"
+#include "cuda/check.hpp"
+#include "cuda/tensor_map.hpp"
+
+namespace blasst::cuda {
+namespace {
+
+template <class T, int D>
+using PrefillTraitsFor = PrefillTraits<T, D, (D == 64 ? 4 : 3), 2>;
+
+template <class T, int D>
+void launch(const PrefillParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const PrefillPlan& plan,
+            cudaStream_t stream) {
+  using Tr = PrefillTraitsFor<T, D>;
+  auto kernel = prefill_mma_kernel<Tr>;
+  static const bool configured = [&] {
+    BLASST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Tr::kSmemBytes)));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(plan.max_q_tiles, plan.num_heads_q, plan.batch);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
+  BLASST_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void dispatch(int d, const PrefillParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv,
+              const PrefillPlan& plan, cudaStream_t stream) {
+  switch (d) {
+    case 64: return launch<T, 64>(params, tmk, tmv, plan, stream);
+    case 128: return launch<T, 128>(params, tmk, tmv, plan, stream);
+  }
+  throw Error("internal: no prefill variant for head dim " + std::to_string(d));
+}
+
+// Packed [total_k, Hkv, d] as (channel, head, token, 1) with boxes of 64 channels x 128 tokens.
+CUtensorMap packed_map(const void* base, DType dt, int d, int hkv, std::int64_t total_k, std::int64_t st,
+                       std::int64_t sh, const char* what) {
+  if (total_k == 0) return CUtensorMap{};
+  return tensor_map_4d(base, dt, {d, hkv, total_k, 1}, {sh, st, st * total_k}, 128, what);
+}
+
+}  // namespace
+
+std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy& pol) {
+  if (p.dtype == DType::f32) return "the CUDA prefill kernel takes bfloat16 or float16 inputs, not float32";
+  if (p.head_dim_qk != p.head_dim_v) return "the CUDA prefill kernel needs head_dim_qk == head_dim_v";
+  if (p.head_dim_qk != 64 && p.head_dim_qk != 128)
+    return "the CUDA prefill kernel supports head dims 64 and 128 so far, got " + std::to_string(p.head_dim_qk);
+  if (pol.block_q != 64 || pol.block_k != 128)
+    return "the CUDA prefill kernel votes over 64 query rows and 128-key tiles (block_q 64, block_k 128)";
+  if (pol.splits > 1) return "the CUDA prefill kernel has no split-KV";
+  if (pol.max_seed) return "max seeding is a split-KV option (decode)";
+  if (p.total_k > 0x7fffffff || p.total_q > 0x7fffffff) return "more than 2^31 tokens";
+  const auto aligned = [](std::int64_t s) { return s % 8 == 0; };
+  if (!aligned(p.q_stride_token) || !aligned(p.q_stride_head) || !aligned(p.k_stride_token) ||
+      !aligned(p.k_stride_head) || !aligned(p.v_stride_token) || !aligned(p.v_stride_head))
+    return "the CUDA prefill kernel needs strides that are multiples of 8 elements (16-byte rows)";
+  return "";
+}
+
+PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPolicy& pol) {
+  validate_shapes(p);
+  validate(pol);
+  if (const std::string why = prefill_unsupported_reason(p, pol); !why.empty()) throw Error(why);
+  if (max_seqlen_q < 0) throw Error("max_seqlen_q must be >= 0");
+  PrefillPlan plan;
+  plan.batch = p.batch;
+  plan.num_heads_q = p.num_heads_q;
+  plan.max_q_tiles = (max_seqlen_q + 63) / 64;
+  return plan;
+}
+
+void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& plan, const Outputs& out,
+             cudaStream_t stream) {
+  if (p.batch != plan.batch || p.num_heads_q != plan.num_heads_q)
+    throw Error("prefill: the problem does not match its plan (batch or query heads differ)");
+  if (out.o == nullptr && p.total_q > 0) throw Error("prefill: the output O must not be null");
+  if (out.o_dtype != p.dtype) throw Error("prefill: O must have the input dtype on the CUDA backend");
+  if (plan.max_q_tiles == 0 || p.total_q == 0) return;
+  PrefillParams d{};
+  d.cu_seqlens_q = p.cu_seqlens_q, d.cu_seqlens_k = p.cu_seqlens_k;
+  d.total_q = p.total_q, d.total_k = p.total_k;
+  d.batch = p.batch, d.hq = p.num_heads_q, d.hkv = p.num_heads_kv, d.group = p.num_heads_q / p.num_heads_kv;
+  d.q = p.q, d.q_st = p.q_stride_token, d.q_sh = p.q_stride_head;
+  d.causal = p.causal;
+  d.scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
+  d.mode = static_cast<int>(pol.mode), d.value = pol.value, d.order = static_cast<int>(pol.order);
+  d.replay = pol.replay_mask;
+  d.o = out.o, d.o_st = out.o_stride_token, d.o_sh = out.o_stride_head;
+  d.lse = out.lse, d.lse_st = out.lse_stride_token, d.lse_sh = out.lse_stride_head;
+  d.counters = out.tile_counters, d.mask = out.skip_mask;
+  if (out.tile_counters)
+    BLASST_CUDA_CHECK(cudaMemsetAsync(out.tile_counters, 0, std::size_t(p.batch) * p.num_heads_q * 2 * 8, stream));
+  const CUtensorMap tmk = packed_map(p.k, p.dtype, p.head_dim_qk, p.num_heads_kv, p.total_k, p.k_stride_token,
+                                     p.k_stride_head, "K");
+  const CUtensorMap tmv = packed_map(p.v, p.dtype, p.head_dim_v, p.num_heads_kv, p.total_k, p.v_stride_token,
+                                     p.v_stride_head, "V");
+  if (p.dtype == DType::bf16)
+    dispatch<__nv_bfloat16>(p.head_dim_qk, d, tmk, tmv, plan, stream);
+  else
+    dispatch<__half>(p.head_dim_qk, d, tmk, tmv, plan, stream);
+}
+
+}  // namespace blasst::cuda

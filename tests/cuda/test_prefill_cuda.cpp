@@ -1,0 +1,191 @@
+// The CUDA prefill kernel against the CPU engine; every test skips where no sm_90 GPU is present.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "blasst/cuda/prefill.hpp"
+#include "cuda/cuda_test_util.hpp"
+
+namespace blasst::test {
+namespace {
+
+// A packed varlen batch in 16-bit host arrays; query rows are each sequence's last positions.
+struct Packed {
+  int hq = 0, hkv = 0, d = 0;
+  DType dtype = DType::bf16;
+  std::vector<std::int32_t> cu_q{0}, cu_k{0};
+  std::vector<std::uint16_t> q, k, v;
+  int max_q = 0;
+  PrefillProblem problem(const void* qp, const void* kp, const void* vp, const std::int32_t* cq,
+                         const std::int32_t* ck, bool causal) const {
+    PrefillProblem p;
+    p.batch = static_cast<int>(cu_q.size()) - 1, p.cu_seqlens_q = cq, p.cu_seqlens_k = ck;
+    p.total_q = cu_q.back(), p.total_k = cu_k.back();
+    p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = d, p.causal = causal, p.dtype = dtype;
+    p.q = qp, p.k = kp, p.v = vp;
+    p.set_contiguous_strides();
+    return p;
+  }
+};
+
+Packed make_packed(std::uint64_t seed, const std::vector<std::pair<int, int>>& lens, int hq, int hkv, int d,
+                   DType dtype) {
+  Packed x;
+  x.hq = hq, x.hkv = hkv, x.d = d, x.dtype = dtype;
+  for (std::size_t i = 0; i < lens.size(); ++i) {
+    const auto [sq, sk] = lens[i];
+    SyntheticSpec spec;
+    spec.seed = seed + i;
+    const SyntheticQKV s = synthetic_qkv(sq, sk, hq, hkv, d, d, spec);
+    for (float f : s.q) x.q.push_back(to_bits(f, dtype));
+    for (float f : s.k) x.k.push_back(to_bits(f, dtype));
+    for (float f : s.v) x.v.push_back(to_bits(f, dtype));
+    x.cu_q.push_back(x.cu_q.back() + sq), x.cu_k.push_back(x.cu_k.back() + sk);
+    x.max_q = std::max(x.max_q, sq);
+  }
+  return x;
+}
+
+struct Run {
+  std::vector<float> o, lse;
+  std::vector<std::uint16_t> o_bits;
+  std::vector<std::uint8_t> mask;
+  std::vector<std::uint64_t> counters;
+};
+
+Run run_gpu(const Packed& x, bool causal, const SkipPolicy& pol, const std::uint8_t* replay = nullptr) {
+  DeviceBuffer<std::uint16_t> q(x.q), k(x.k), v(x.v);
+  DeviceBuffer<std::int32_t> cq(x.cu_q), ck(x.cu_k);
+  const PrefillProblem p = x.problem(q.ptr, k.ptr, v.ptr, cq.ptr, ck.ptr, causal);
+  const PrefillProblem ph = x.problem(nullptr, nullptr, nullptr, x.cu_q.data(), x.cu_k.data(), causal);
+  const std::int64_t mask_size = skip_mask_layout(ph, 64, 128).size();
+  const cuda::PrefillPlan plan = cuda::plan_prefill(p, x.max_q, pol);
+  const std::size_t rows = std::size_t(p.total_q) * x.hq;
+  DeviceBuffer<std::uint16_t> o(rows * x.d + 1);
+  DeviceBuffer<float> lse(rows + 1);
+  DeviceBuffer<std::uint64_t> counters(std::size_t(p.batch) * x.hq * 2);
+  DeviceBuffer<std::uint8_t> mask(mask_size + 1), rep(mask_size + 1);
+  cudaMemset(o.ptr, 0xff, o.n * 2);
+  cudaMemset(lse.ptr, 0xff, lse.n * 4);
+  cudaMemset(mask.ptr, 0, mask.n);
+  Outputs out;
+  out.set_contiguous_strides(p);
+  out.o = o.ptr, out.o_dtype = x.dtype, out.lse = lse.ptr, out.tile_counters = counters.ptr, out.skip_mask = mask.ptr;
+  SkipPolicy run_pol = pol;
+  if (replay) {
+    std::vector<std::uint8_t> h(replay, replay + mask_size);
+    h.push_back(0);
+    rep.upload(h);
+    run_pol.replay_mask = rep.ptr;
+  }
+  cuda::prefill(p, run_pol, plan, out, nullptr);
+  if (cudaDeviceSynchronize() != cudaSuccess) throw std::runtime_error(cudaGetErrorString(cudaGetLastError()));
+  Run r;
+  r.o_bits = o.download();
+  r.o_bits.resize(rows * x.d);
+  for (auto b : r.o_bits) r.o.push_back(from_bits(b, x.dtype));
+  r.lse = lse.download();
+  r.lse.resize(rows);
+  r.mask = mask.download();
+  r.mask.resize(mask_size);
+  r.counters = counters.download();
+  return r;
+}
+
+Run run_cpu(const Packed& x, bool causal, SkipPolicy pol, const std::uint8_t* replay = nullptr) {
+  const PrefillProblem p = x.problem(x.q.data(), x.k.data(), x.v.data(), x.cu_q.data(), x.cu_k.data(), causal);
+  Run r;
+  r.o.assign(std::size_t(p.total_q) * x.hq * x.d, NAN);
+  r.lse.assign(std::size_t(p.total_q) * x.hq, NAN);
+  r.mask.assign(skip_mask_layout(p, 64, 128).size(), 0);
+  pol.replay_mask = replay;
+  Outputs out;
+  out.set_contiguous_strides(p);
+  out.o = r.o.data(), out.lse = r.lse.data(), out.skip_mask = r.mask.data();
+  cpu::prefill(p, pol, out);
+  return r;
+}
+
+void check(const Packed& x, bool causal, const SkipPolicy& pol, std::uint64_t seed) {
+  char what[160];
+  std::snprintf(what, sizeof what, "seed %llu Hq %d Hkv %d d %d %s causal %d order %s value %g",
+                static_cast<unsigned long long>(seed), x.hq, x.hkv, x.d, to_string(x.dtype), int(causal),
+                to_string(pol.order), pol.value);
+  SCOPED_TRACE(what);
+  const Run g = run_gpu(x, causal, pol);
+  const Run c = run_cpu(x, causal, pol);
+  std::int64_t visited = 0, mism = 0, skipped = 0;
+  for (std::size_t i = 0; i < c.mask.size(); ++i) {
+    visited += c.mask[i] != tile_unvisited;
+    skipped += g.mask[i] == tile_skipped;
+    mism += c.mask[i] != g.mask[i];
+  }
+  EXPECT_LE(mism, std::max<std::int64_t>(1, visited / 1000)) << "of " << visited;
+  std::int64_t cv = 0, cs = 0;
+  for (std::size_t i = 0; i < g.counters.size(); i += 2) cv += g.counters[i], cs += g.counters[i + 1];
+  EXPECT_EQ(cv, visited);
+  EXPECT_EQ(cs, skipped);
+  const Run rep = run_cpu(x, causal, pol, g.mask.data());
+  for (float v : g.o) ASSERT_FALSE(std::isnan(v)) << "an output element was not written";
+  EXPECT_LT(rel_l2(g.o, rep.o), x.dtype == DType::bf16 ? 1.2e-2 : 2.5e-3);
+  for (std::size_t i = 0; i < g.lse.size(); ++i) {
+    if (std::isinf(rep.lse[i]))
+      EXPECT_TRUE(std::isinf(g.lse[i]) && g.lse[i] < 0) << "row " << i;
+    else
+      EXPECT_NEAR(g.lse[i], rep.lse[i], 2e-3 + 1e-4 * std::fabs(rep.lse[i])) << "row " << i;
+  }
+}
+
+SkipPolicy policy(double a, VisitOrder order) {
+  SkipPolicy p = a > 0 ? SkipPolicy::with_scale_factor(a) : SkipPolicy{};
+  p.block_q = 64, p.block_k = 128, p.order = order;
+  return p;
+}
+
+TEST(CudaPrefill, MatchesCpuEngineAcrossShapes) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  for (DType dt : {DType::bf16, DType::f16})
+    for (int d : {64, 128})
+      for (auto [hq, hkv] : std::vector<std::pair<int, int>>{{8, 8}, {8, 2}, {16, 2}, {16, 1}}) {
+        const Packed x = make_packed(seed + d + hq, {{1, 1}, {17, 300}, {0, 40}, {1013, 1013}, {300, 2000}}, hq, hkv,
+                                     d, dt);
+        for (VisitOrder order : {VisitOrder::reverse, VisitOrder::sink_first, VisitOrder::forward}) {
+          check(x, true, policy(0, order), seed);
+          check(x, true, policy(8, order), seed);
+        }
+        check(x, false, policy(8, VisitOrder::reverse), seed);
+      }
+}
+
+TEST(CudaPrefill, LongCausal) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  check(make_packed(seed, {{8192, 8192}}, 8, 2, 128, DType::bf16), true, policy(16, VisitOrder::reverse), seed);
+}
+
+TEST(CudaPrefill, ThresholdZeroIsBitIdenticalAndDeterministic) {
+  REQUIRE_HOPPER();
+  const Packed x = make_packed(fresh_seed(), {{700, 900}, {64, 64}}, 8, 2, 128, DType::bf16);
+  SkipPolicy zero = policy(0, VisitOrder::reverse);
+  zero.mode = SkipPolicy::Mode::threshold;
+  EXPECT_EQ(run_gpu(x, true, policy(0, VisitOrder::reverse)).o_bits, run_gpu(x, true, zero).o_bits);
+  EXPECT_EQ(run_gpu(x, true, policy(8, VisitOrder::reverse)).o_bits, run_gpu(x, true, policy(8, VisitOrder::reverse)).o_bits);
+}
+
+TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
+  const Packed x = make_packed(1, {{10, 10}}, 4, 2, 64, DType::bf16);
+  PrefillProblem p = x.problem(nullptr, nullptr, nullptr, nullptr, nullptr, true);
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
+  SkipPolicy pol = policy(0, VisitOrder::reverse);
+  pol.block_q = 32;
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, pol), "");
+  p.dtype = DType::f32;
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
+  p.dtype = DType::bf16;
+  p.head_dim_qk = p.head_dim_v = 256;
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
+}
+
+}  // namespace
+}  // namespace blasst::test
