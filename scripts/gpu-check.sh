@@ -7,6 +7,7 @@
 # GoogleTest from .deps/googletest when the device has none.
 #
 #   scripts/gpu-check.sh [tests] [sanitize] [sass] [bench] [bench-quick] [profile] [peers] [peers-quick] [python]
+#                        [prefill-bench] [prefill-bench-quick]
 # (no argument: all of tests sanitize sass bench peers python)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,8 @@ if ! "$B/tests/blasst_cuda_tests" --gtest_list_tests >/dev/null 2>&1; then
   [ -f /usr/include/gtest/gtest.h ] || gt=(-DBLASST_GTEST_SOURCE="$PWD/.deps/googletest")
   cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DBLASST_BUILD_BENCH=OFF -DBLASST_CPU_ARCH=native "${gt[@]}" \
     > "$OUT/build.log" 2>&1 &&
-    cmake --build "$B" -j"$(nproc)" --target blasst_cuda_tests blasst_cuda_decode_bench >> "$OUT/build.log" 2>&1 ||
+    cmake --build "$B" -j"$(nproc)" --target blasst_cuda_tests blasst_cuda_decode_bench blasst_cuda_prefill_bench \
+      >> "$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/build.log"; exit 1; }
   [ -f "$B/tests/blasst_cuda_tests" ] || { echo "build produced no test binary"; exit 1; }
   mkdir -p "$B/bench"
@@ -71,6 +73,12 @@ if want bench || want bench-quick; then
       tee "$OUT/decode_bench_$layout.log" | tail -80
     want bench-quick || break  # the full sweep runs the HND layout only
   done
+fi
+if want prefill-bench || want prefill-bench-quick; then
+  echo "== prefill benchmark"
+  q=(); want prefill-bench-quick && q=(--quick)
+  "$B/bench/blasst_cuda_prefill_bench" "${q[@]}" --csv "$OUT/prefill_bench.csv" 2>&1 | tee "$OUT/prefill_bench.log" | tail -50
+  python3 bench/sdpa_prefill_peer.py "${q[@]}" --csv "$OUT/sdpa_prefill.csv" 2>&1 | tee "$OUT/sdpa_prefill.log" | tail -20
 fi
 if want python; then
   echo "== Python package (built here against this machine's Python and torch)"

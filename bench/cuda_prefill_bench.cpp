@@ -1,0 +1,156 @@
+// CUDA prefill benchmark: our kernel dense and with the skip on generated inputs (sinks, locality,
+// needles: include/blasst/synthetic.hpp), bf16, one sequence, Hq/Hkv 32/8. TFLOP/s counts the dense
+// FLOPs (4 Sq Sk d Hq, halved when causal) over the median time. bench/sdpa_prefill_peer.py times
+// PyTorch SDPA (cuDNN, flash) on the same shapes in the same device call.
+//
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "blasst/blasst.hpp"
+#include "blasst/cuda/prefill.hpp"
+#include "blasst/synthetic.hpp"
+
+#define CK(call)                                                                                  \
+  do {                                                                                            \
+    cudaError_t e_ = (call);                                                                      \
+    if (e_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+namespace {
+
+using namespace blasst;
+
+std::uint16_t bf16_bits(float f) {
+  std::uint32_t b;
+  std::memcpy(&b, &f, 4);
+  b += 0x7fffu + ((b >> 16) & 1u);
+  return static_cast<std::uint16_t>(b >> 16);
+}
+
+std::uint16_t* upload(const std::vector<float>& x) {
+  std::vector<std::uint16_t> h(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) h[i] = bf16_bits(x[i]);
+  std::uint16_t* d = nullptr;
+  CK(cudaMalloc(&d, h.size() * 2));
+  CK(cudaMemcpy(d, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+
+// Median of `reps` graph replays of `inner` calls, in ms per call.
+double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::PrefillPlan& plan, const Outputs& out,
+                    int reps, int inner) {
+  cudaStream_t stream;
+  CK(cudaStreamCreate(&stream));
+  cuda::prefill(p, pol, plan, out, stream);
+  CK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < inner; ++i) cuda::prefill(p, pol, plan, out, stream);
+  CK(cudaStreamEndCapture(stream, &graph));
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  CK(cudaGraphLaunch(exec, stream));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaEventRecord(a, stream));
+    CK(cudaGraphLaunch(exec, stream));
+    CK(cudaEventRecord(b, stream));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms / inner);
+  }
+  std::sort(t.begin(), t.end());
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaStreamDestroy(stream);
+  return t[t.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string csv_path;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
+  }
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  std::printf("GPU %s, %d SMs, CUDA runtime %d, driver %d\n", prop.name, prop.multiProcessorCount, runtime, driver);
+  FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
+  if (csv) std::fprintf(csv, "d,len,causal,policy,value,ms,tflops,sparsity,speedup_vs_dense\n");
+  const int hq = 32, hkv = 8;
+  std::vector<std::pair<int, int>> shapes;  // (head dim, length)
+  for (int len : {8192, 32768, 131072}) shapes.push_back({128, len});
+  shapes.push_back({64, 32768});
+  if (quick) shapes = {{128, 8192}};
+  const std::vector<double> factors = {4, 16, 64, 256};
+  std::printf("%-4s %-7s %-7s %-8s %9s %9s %9s %8s\n", "d", "len", "causal", "policy", "ms", "TFLOP/s", "sparsity",
+              "speedup");
+  for (auto [d, len] : shapes) {
+    const SyntheticQKV x = synthetic_qkv(len, len, hq, hkv, d, d, SyntheticSpec{});
+    std::uint16_t *q = upload(x.q), *k = upload(x.k), *v = upload(x.v), *o = nullptr;
+    CK(cudaMalloc(&o, x.q.size() * 2));
+    std::uint64_t* counters = nullptr;
+    CK(cudaMalloc(&counters, std::size_t(hq) * 2 * 8));
+    for (bool causal : {true, false}) {
+      PrefillProblem p;
+      p.total_q = p.total_k = len, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = d;
+      p.causal = causal, p.dtype = DType::bf16, p.q = q, p.k = k, p.v = v;
+      p.set_contiguous_strides();
+      Outputs out;
+      out.set_contiguous_strides(p);
+      out.o = o, out.o_dtype = DType::bf16;
+      const double flops = 4.0 * len * double(len) * d * hq * (causal ? 0.5 : 1.0);
+      const int inner = std::max(1, static_cast<int>(2e12 / flops));
+      double dense_ms = 0;
+      std::vector<double> all = {0.0};
+      all.insert(all.end(), factors.begin(), factors.end());
+      for (double a : all) {
+        SkipPolicy pol = a > 0 ? SkipPolicy::with_scale_factor(a) : SkipPolicy{};
+        pol.block_q = 64, pol.block_k = 128, pol.order = VisitOrder::reverse;
+        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
+        out.tile_counters = counters;
+        cuda::prefill(p, pol, plan, out, nullptr);
+        CK(cudaDeviceSynchronize());
+        std::vector<std::uint64_t> c(std::size_t(hq) * 2);
+        CK(cudaMemcpy(c.data(), counters, c.size() * 8, cudaMemcpyDeviceToHost));
+        double vis = 0, skp = 0;
+        for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
+        out.tile_counters = nullptr;
+        const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20));
+        if (a == 0.0) dense_ms = ms;
+        char name[32];
+        std::snprintf(name, sizeof name, a > 0 ? "a=%g" : "dense", a);
+        const double sparsity = vis > 0 ? skp / vis : 0.0;
+        std::printf("%-4d %-7d %-7s %-8s %9.3f %9.1f %9.3f %8.2f\n", d, len, causal ? "yes" : "no", name, ms,
+                    flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
+        if (csv)
+          std::fprintf(csv, "%d,%d,%d,%s,%g,%.5f,%.2f,%.4f,%.4f\n", d, len, int(causal), name, a, ms,
+                       flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
+      }
+    }
+    for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)counters}) cudaFree(ptr);
+  }
+  if (csv) std::fclose(csv);
+  return 0;
+}
