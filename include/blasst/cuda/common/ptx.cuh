@@ -79,6 +79,13 @@ __device__ __forceinline__ void fence_mbarrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
+// Byte offset of 16-byte chunk `chunk` of row `row` in a TMA stage laid out as [chunk / 8][rows][64]
+// elements (one 128-byte column slice after another), 128-byte swizzled as TMA writes it.
+template <int ROWS>
+__device__ __forceinline__ int stage_offset(int row, int chunk) {
+  return (chunk >> 3) * (ROWS * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+}
+
 // ---- ldmatrix / mma ----------------------------------------------------------------------------
 
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem) {

@@ -65,12 +65,6 @@ struct DecodeTraits {
                 "reduction buffer does not fit");
 };
 
-// Byte offset of 16-byte chunk `chunk` of row `row` in a [NH][BK][64] stage, 128-byte swizzled.
-template <int BK>
-__device__ __forceinline__ int stage_offset(int row, int chunk) {
-  return (chunk >> 3) * (BK * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
-}
-
 // Offset of (sequence b, KV head h, tile 0) in a SkipMaskLayout-ordered decode mask.
 __device__ __forceinline__ std::int64_t decode_mask_base(const DecodeParams& p, int b, int h, int bk) {
   std::int64_t off = 0;
@@ -223,7 +217,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if (valid < wn * KW + KW) {
       for (int c = lane; c < KW * CPR; c += 32) {
         const int key = wn * KW + c / CPR;
-        if (key >= valid) *reinterpret_cast<uint4*>(vst + stage_offset<BK>(key, c % CPR)) = make_uint4(0, 0, 0, 0);
+        if (key >= valid) *reinterpret_cast<uint4*>(vst + ptx::stage_offset<BK>(key, c % CPR)) = make_uint4(0, 0, 0, 0);
       }
       __syncwarp();
     }
@@ -239,7 +233,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
       for (int dp = 0; dp < DT / 2; ++dp) {
         std::uint32_t bv[4];
-        ptx::ldmatrix_x4_trans(bv, vst + stage_offset<BK>(key, 2 * dp + (lane >> 4)));
+        ptx::ldmatrix_x4_trans(bv, vst + ptx::stage_offset<BK>(key, 2 * dp + (lane >> 4)));
         ptx::mma_16816<T>(o[2 * dp], P[ks], bv[0], bv[1]);
         ptx::mma_16816<T>(o[2 * dp + 1], P[ks], bv[2], bv[3]);
       }
@@ -288,7 +282,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int np = 0; np < NT / 2; ++np) {
         const int key = wn * KW + np * 16 + (lane & 7) + 8 * (lane >> 4);
         std::uint32_t bk[4];
-        ptx::ldmatrix_x4(bk, kst + stage_offset<BK>(key, 2 * ks + ((lane >> 3) & 1)));
+        ptx::ldmatrix_x4(bk, kst + ptx::stage_offset<BK>(key, 2 * ks + ((lane >> 3) & 1)));
         if constexpr (Tr::kSplitAcc) {
           float(&acc0)[4] = ks < D / 32 ? s[2 * np] : s2[2 * np];
           float(&acc1)[4] = ks < D / 32 ? s[2 * np + 1] : s2[2 * np + 1];

@@ -69,11 +69,6 @@ __device__ __forceinline__ std::int64_t prefill_mask_base(const PrefillParams& p
   return off + std::int64_t(group) * ((len(p.cu_seqlens_k, p.total_k, b) + bk - 1) / bk);
 }
 
-template <int BK>
-__device__ __forceinline__ int prefill_stage_offset(int row, int chunk) {
-  return (chunk >> 3) * (BK * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
-}
-
 template <class Tr>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     prefill_mma_kernel(const __grid_constant__ PrefillParams p, const __grid_constant__ CUtensorMap tm_k,
@@ -182,7 +177,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #pragma unroll
       for (int dp = 0; dp < DT / 2; ++dp) {
         std::uint32_t bv[4];
-        ptx::ldmatrix_x4_trans(bv, vst + prefill_stage_offset<BK>(key, 2 * dp + (lane >> 4)));
+        ptx::ldmatrix_x4_trans(bv, vst + ptx::stage_offset<BK>(key, 2 * dp + (lane >> 4)));
         ptx::mma_16816<T>(o[2 * dp], pend_p[ks], bv[0], bv[1]);
         ptx::mma_16816<T>(o[2 * dp + 1], pend_p[ks], bv[2], bv[3]);
       }
@@ -206,7 +201,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int np = 0; np < NT / 2; ++np) {
         const int key = np * 16 + (lane & 7) + 8 * (lane >> 4);
         std::uint32_t bk[4];
-        ptx::ldmatrix_x4(bk, kst + prefill_stage_offset<BK>(key, 2 * ks + ((lane >> 3) & 1)));
+        ptx::ldmatrix_x4(bk, kst + ptx::stage_offset<BK>(key, 2 * ks + ((lane >> 3) & 1)));
         ptx::mma_16816<T>(s[2 * np], qa, bk[0], bk[1]);
         ptx::mma_16816<T>(s[2 * np + 1], qa, bk[2], bk[3]);
       }
