@@ -21,26 +21,13 @@
 #include "blasst/blasst.hpp"
 #include "blasst/cuda/decode.hpp"
 #include "blasst/synthetic.hpp"
-
-#define CK(call)                                                                              \
-  do {                                                                                        \
-    cudaError_t e_ = (call);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
+#include "cuda_bench_util.hpp"
 
 namespace {
 
 using namespace blasst;
 
-std::uint16_t bf16_bits(float f) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7fffu + ((b >> 16) & 1u);
-  return static_cast<std::uint16_t>(b >> 16);
-}
+using bench::bf16_bits;
 
 struct Shape {
   int hq, hkv, batch, len;
@@ -148,34 +135,10 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   double visited = 0, skipped = 0;
   for (std::size_t i = 0; i < c.size(); i += 2) visited += c[i], skipped += c[i + 1];
   out.tile_counters = nullptr;  // time the kernel as a server would run it
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < inner; ++i) cuda::decode(st.p, pol, plan, out, ws, stream);
-  CK(cudaStreamEndCapture(stream, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
-  CK(cudaGraphLaunch(exec, stream));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaEventRecord(a, stream));
-    CK(cudaGraphLaunch(exec, stream));
-    CK(cudaEventRecord(b, stream));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms / inner);
-  }
-  std::sort(t.begin(), t.end());
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  const double ms = bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); });
   cudaStreamDestroy(stream);
   if (ws) cudaFree(ws);
-  return {t[t.size() / 2], visited > 0 ? skipped / visited : 0.0, plan.splits};
+  return {ms, visited > 0 ? skipped / visited : 0.0, plan.splits};
 }
 
 }  // namespace

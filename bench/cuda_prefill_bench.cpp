@@ -15,26 +15,13 @@
 #include "blasst/blasst.hpp"
 #include "blasst/cuda/prefill.hpp"
 #include "blasst/synthetic.hpp"
-
-#define CK(call)                                                                                  \
-  do {                                                                                            \
-    cudaError_t e_ = (call);                                                                      \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
+#include "cuda_bench_util.hpp"
 
 namespace {
 
 using namespace blasst;
 
-std::uint16_t bf16_bits(float f) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7fffu + ((b >> 16) & 1u);
-  return static_cast<std::uint16_t>(b >> 16);
-}
+using bench::bf16_bits;
 
 std::uint16_t* upload(const std::vector<float>& x) {
   std::vector<std::uint16_t> h(x.size());
@@ -45,40 +32,16 @@ std::uint16_t* upload(const std::vector<float>& x) {
   return d;
 }
 
-// Median of `reps` graph replays of `inner` calls, in ms per call.
+// Median ms per call of graph replays (after one warm-up call, which configures the kernel).
 double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::PrefillPlan& plan, const Outputs& out,
                     int reps, int inner) {
   cudaStream_t stream;
   CK(cudaStreamCreate(&stream));
   cuda::prefill(p, pol, plan, out, stream);
   CK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < inner; ++i) cuda::prefill(p, pol, plan, out, stream);
-  CK(cudaStreamEndCapture(stream, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
-  CK(cudaGraphLaunch(exec, stream));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    CK(cudaEventRecord(a, stream));
-    CK(cudaGraphLaunch(exec, stream));
-    CK(cudaEventRecord(b, stream));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms / inner);
-  }
-  std::sort(t.begin(), t.end());
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  const double ms = bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::prefill(p, pol, plan, out, s); });
   cudaStreamDestroy(stream);
-  return t[t.size() / 2];
+  return ms;
 }
 
 }  // namespace
