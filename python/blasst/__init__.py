@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import _C
+from . import calibrate  # noqa: E402,F401  (blasst.calibrate.fit / sweep / save)
 
 __all__ = ["prefill", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "with_cuda", "num_threads", "set_num_threads"]
 __version__ = "0.1.0"

@@ -171,6 +171,51 @@ StatsTuple decode_cpu(const Array& q, const Array& kc, const Array& vc, const Ar
   return stats_tuple(stats);
 }
 
+// Calibration sweeps: (visited [batch], skipped [batch][lambdas], kv_len [batch]).
+using SweepTuple = std::tuple<std::vector<std::int64_t>, std::vector<std::int64_t>, std::vector<std::int64_t>>;
+
+SweepTuple sweep_prefill(const Array& q, const Array& k, std::optional<Array> cu_q, std::optional<Array> cu_k,
+                         bool causal, float scale, int block_q, int block_k, const std::string& order,
+                         const std::vector<double>& lambdas) {
+  require(q, "q", 3, false), require(k, "k", 3, false);
+  PrefillProblem p;
+  p.dtype = dtype_of(q.dtype(), "q");
+  if (dtype_of(k.dtype(), "k") != p.dtype) throw nb::type_error("q and k must have the same dtype");
+  if (q.shape(2) != k.shape(2)) throw nb::value_error("q and k disagree in head dim");
+  p.total_q = q.shape(0), p.total_k = k.shape(0);
+  p.num_heads_q = static_cast<int>(q.shape(1)), p.num_heads_kv = static_cast<int>(k.shape(1));
+  p.head_dim_qk = p.head_dim_v = static_cast<int>(q.shape(2));
+  p.causal = causal, p.softmax_scale = scale;
+  p.q = q.data(), p.q_stride_token = q.stride(0), p.q_stride_head = q.stride(1);
+  p.k = k.data(), p.k_stride_token = k.stride(0), p.k_stride_head = k.stride(1);
+  p.v = k.data(), p.v_stride_token = k.stride(0), p.v_stride_head = k.stride(1);  // V plays no part
+  if (cu_q.has_value() != cu_k.has_value()) throw nb::value_error("cu_seqlens_q and cu_seqlens_k go together");
+  if (cu_q) {
+    if (cu_q->ndim() != 1 || cu_k->ndim() != 1 || cu_q->shape(0) != cu_k->shape(0) || cu_q->shape(0) < 2)
+      throw nb::value_error("cu_seqlens_q and cu_seqlens_k must be 1-D with the same batch + 1 entries");
+    p.batch = static_cast<int>(cu_q->shape(0) - 1);
+    p.cu_seqlens_q = int32_data(*cu_q, "cu_seqlens_q");
+    p.cu_seqlens_k = int32_data(*cu_k, "cu_seqlens_k");
+  }
+  CalibrationSweep sw;
+  {
+    nb::gil_scoped_release release;
+    sw = cpu::sweep_prefill(p, policy_of(0, 0.0, block_q, block_k, order, 1, false), lambdas);
+  }
+  return {sw.visited, sw.skipped, sw.kv_len};
+}
+
+SweepTuple sweep_decode(const Array& q, const Array& kc, const Array& bt, const Array& sl, float scale, int block_k,
+                        int splits, bool max_seed, const std::vector<double>& lambdas) {
+  const DecodeProblem p = decode_problem(q, kc, kc, bt, sl, scale, false);
+  CalibrationSweep sw;
+  {
+    nb::gil_scoped_release release;
+    sw = cpu::sweep_decode(p, policy_of(0, 0.0, 64, block_k, "forward", splits, max_seed), lambdas);
+  }
+  return {sw.visited, sw.skipped, sw.kv_len};
+}
+
 #if defined(BLASST_WITH_CUDA)
 // The plan for this batch shape (host-only: the split count, workspace size, kernel variant).
 cuda::DecodePlan decode_cuda_plan(const Array& q, const Array& kc, const Array& vc, const Array& bt, const Array& sl,
@@ -217,6 +262,13 @@ NB_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  m.def("sweep_prefill", &sweep_prefill);
+  m.def("sweep_decode", &sweep_decode);
+  m.def("default_lambdas", &default_lambdas);
+  m.def("fit_scale_factor", [](const std::vector<double>& s, const std::vector<double>& a) {
+    const ScaleFit f = fit_scale_factor(s, a);
+    return std::make_tuple(f.alpha, f.beta, f.r2, f.s_min, f.s_max, f.points);
+  });
   m.def("num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
 }

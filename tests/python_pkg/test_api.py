@@ -186,3 +186,34 @@ def test_cuda_decode_plan_in_a_graph(rng):
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, direct)
+
+
+def test_calibration_sweeps_equal_the_engine(rng):
+    q, k, v, cu_q, cu_k = inputs.varlen_prefill(rng, [300, 700], [300, 700], 4, 2, 32, 32)
+    lambdas = [1e-4, 1e-3, 1e-2, 0.1]
+    points = blasst.calibrate.sweep("prefill", (q, k, cu_q, cu_k), block_q=16, block_k=32, lambdas=lambdas)
+    assert len(points) == 2 * len(lambdas)
+    for i, lam in enumerate(lambdas):
+        _, st = blasst.prefill(q, k, v, causal=True, threshold=lam, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                               block_q=16, block_k=32, return_stats=True)
+        for b in range(2):
+            vis = sum(st.visited[b * 4:(b + 1) * 4])
+            skp = sum(st.skipped[b * 4:(b + 1) * 4])
+            assert points[b * len(lambdas) + i]["sparsity"] == pytest.approx(skp / vis)
+            assert points[b * len(lambdas) + i]["scale_factor"] == pytest.approx(lam * [300, 700][b])
+    qd, kc, vc, bt, sl = inputs.paged_decode(rng, [400, 900], 1, 8, 2, 32, 32, 16)
+    dpts = blasst.calibrate.sweep("decode", (qd, kc, bt, sl), block_k=32, splits=2, max_seed=True, lambdas=lambdas)
+    _, st = blasst.decode(qd, kc, vc, bt, sl, threshold=lambdas[2], block_k=32, splits=2, max_seed=True,
+                          return_stats=True)
+    assert dpts[2]["sparsity"] == pytest.approx(sum(st.skipped[:2]) / sum(st.visited[:2]))
+
+
+def test_calibration_fit_and_runtime_lookup(rng, tmp_path):
+    q, k, _, cu_q, cu_k = inputs.varlen_prefill(rng, [600, 900], [600, 900], 4, 2, 32, 32)
+    cal = blasst.calibrate.fit("prefill", [(q, k, cu_q, cu_k)], block_q=16, block_k=32, model="test")
+    fit = cal["prefill"]
+    assert fit["points"] >= 2 and fit["geometry"]["block_q"] == 16 and fit["model"] == "test"
+    path = tmp_path / "cal.json"
+    blasst.calibrate.save(cal, str(path))
+    s = (fit["s_min"] + fit["s_max"]) / 2
+    assert blasst.scale_factor_for(str(path), "prefill", s) == pytest.approx(fit["alpha"] * np.exp(fit["beta"] * s))

@@ -71,3 +71,19 @@ def test_transformers_backend_matches_sdpa_and_collects_stats():
         model(ids)
     assert set(bt.stats.layers["prefill"]) == {0, 1}
     assert "prefill: sparsity" in str(bt.stats)
+
+
+def test_transformers_capture_feeds_calibration():
+    from blasst.integrations import transformers as bt
+
+    bt.register(capture=[])
+    cfg, model = _tiny_llama()
+    ids = torch.randint(0, 512, (1, 600), generator=torch.Generator().manual_seed(2))
+    model.config._attn_implementation = "blasst"
+    with torch.no_grad():
+        model(ids)
+    caught = bt.settings.capture
+    bt.settings.capture = None
+    assert [c["layer"] for c in caught] == [0, 1] and caught[0]["phase"] == "prefill"
+    points = blasst.calibrate.sweep("prefill", caught[0]["sample"], softmax_scale=caught[0]["scale"], block_k=32)
+    assert points and all(0.0 <= p["sparsity"] <= 1.0 for p in points)

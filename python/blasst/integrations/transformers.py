@@ -27,6 +27,10 @@ class Settings:
     order: str = "reverse"
     max_seed: bool = True
     collect_stats: bool = True
+    # A list to capture calibration samples into (None: off): dicts with layer, phase, scale and
+    # sample, a tuple blasst.calibrate.sweep/fit takes (float32 numpy copies: memory grows with
+    # context length and layers, so capture a few prompts only).
+    capture: Optional[list] = None
 
 
 @dataclass
@@ -128,6 +132,8 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
     B, Hq, S, d = query.shape
     L = key.shape[2]
     scale = float(scaling) if scaling is not None else None
+    if settings.capture is not None:
+        _capture(layer, query, key, scale)
     if S == 1:
         q = query.transpose(1, 2)                  # [B, 1, Hq, d]
         kc, vc = key.transpose(1, 2), value.transpose(1, 2)  # [B, L, Hkv, d]: one page per sequence
@@ -147,3 +153,17 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
             stats.add("prefill", layer, st)
         outs.append(o)
     return torch.stack(outs), None
+
+
+def _capture(layer, query, key, scale):
+    np_ = lambda t: t.detach().float().cpu().contiguous().numpy()
+    B, _, S, _ = query.shape
+    L = key.shape[2]
+    if S == 1:
+        sample = (np_(query.transpose(1, 2)), np_(key.transpose(1, 2)),
+                  torch.arange(B, dtype=torch.int32).view(B, 1).numpy(), torch.full((B,), L, dtype=torch.int32).numpy())
+        settings.capture.append({"layer": layer, "phase": "decode", "scale": scale, "sample": sample})
+        return
+    for b in range(B):
+        sample = (np_(query[b].transpose(0, 1)), np_(key[b].transpose(0, 1)))
+        settings.capture.append({"layer": layer, "phase": "prefill", "scale": scale, "sample": sample})
