@@ -77,10 +77,10 @@ void set_lse(Outputs& out, const std::optional<MutArray>& lse, std::size_t ndim,
   out.lse_stride_head = lse->stride(ndim - 1);
 }
 
-StatsTuple prefill_cpu(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
-                       std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode,
-                       double value, int block_q, int block_k, const std::string& order) {
-  require(q, "q", 3, false), require(k, "k", 3, false), require(v, "v", 3, false), require(o, "out", 3, false);
+// A CPU prefill problem over DLPack arrays (v may be k where V plays no part).
+PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, const std::optional<Array>& cu_q,
+                               const std::optional<Array>& cu_k, bool causal, float scale) {
+  require(q, "q", 3, false), require(k, "k", 3, false), require(v, "v", 3, false);
   PrefillProblem p;
   p.dtype = dtype_of(q.dtype(), "q");
   if (dtype_of(k.dtype(), "k") != p.dtype || dtype_of(v.dtype(), "v") != p.dtype)
@@ -102,6 +102,14 @@ StatsTuple prefill_cpu(const Array& q, const Array& k, const Array& v, MutArray 
     p.cu_seqlens_q = int32_data(*cu_q, "cu_seqlens_q");
     p.cu_seqlens_k = int32_data(*cu_k, "cu_seqlens_k");
   }
+  return p;
+}
+
+StatsTuple prefill_cpu(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
+                       std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode,
+                       double value, int block_q, int block_k, const std::string& order) {
+  require(o, "out", 3, false);
+  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale);
   if (o.shape(0) != q.shape(0) || o.shape(1) != q.shape(1) || o.shape(2) != v.shape(2))
     throw nb::value_error("out must be [total_q, Hq, d_v]");
   Outputs out;
@@ -177,26 +185,7 @@ using SweepTuple = std::tuple<std::vector<std::int64_t>, std::vector<std::int64_
 SweepTuple sweep_prefill(const Array& q, const Array& k, std::optional<Array> cu_q, std::optional<Array> cu_k,
                          bool causal, float scale, int block_q, int block_k, const std::string& order,
                          const std::vector<double>& lambdas) {
-  require(q, "q", 3, false), require(k, "k", 3, false);
-  PrefillProblem p;
-  p.dtype = dtype_of(q.dtype(), "q");
-  if (dtype_of(k.dtype(), "k") != p.dtype) throw nb::type_error("q and k must have the same dtype");
-  if (q.shape(2) != k.shape(2)) throw nb::value_error("q and k disagree in head dim");
-  p.total_q = q.shape(0), p.total_k = k.shape(0);
-  p.num_heads_q = static_cast<int>(q.shape(1)), p.num_heads_kv = static_cast<int>(k.shape(1));
-  p.head_dim_qk = p.head_dim_v = static_cast<int>(q.shape(2));
-  p.causal = causal, p.softmax_scale = scale;
-  p.q = q.data(), p.q_stride_token = q.stride(0), p.q_stride_head = q.stride(1);
-  p.k = k.data(), p.k_stride_token = k.stride(0), p.k_stride_head = k.stride(1);
-  p.v = k.data(), p.v_stride_token = k.stride(0), p.v_stride_head = k.stride(1);  // V plays no part
-  if (cu_q.has_value() != cu_k.has_value()) throw nb::value_error("cu_seqlens_q and cu_seqlens_k go together");
-  if (cu_q) {
-    if (cu_q->ndim() != 1 || cu_k->ndim() != 1 || cu_q->shape(0) != cu_k->shape(0) || cu_q->shape(0) < 2)
-      throw nb::value_error("cu_seqlens_q and cu_seqlens_k must be 1-D with the same batch + 1 entries");
-    p.batch = static_cast<int>(cu_q->shape(0) - 1);
-    p.cu_seqlens_q = int32_data(*cu_q, "cu_seqlens_q");
-    p.cu_seqlens_k = int32_data(*cu_k, "cu_seqlens_k");
-  }
+  const PrefillProblem p = prefill_problem(q, k, k, cu_q, cu_k, causal, scale);  // V plays no part
   CalibrationSweep sw;
   {
     nb::gil_scoped_release release;
