@@ -39,16 +39,9 @@ template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
   using Tr = TraitsFor<T, D, WM>;
-  auto kernel = decode_splitkv_kernel<Tr>;
-  // Once per variant, so later calls (and graph captures) only launch.
-  static const bool configured = [&] {
-    BLASST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(Tr::kSmemBytes)));
-    return true;
-  }();
-  (void)configured;
+  set_smem_limit_once<decode_splitkv_kernel<Tr>>(Tr::kSmemBytes);
   const dim3 grid(plan.splits, plan.num_heads_kv, plan.batch);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
+  decode_splitkv_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
   BLASST_CUDA_CHECK(cudaGetLastError());
   if (plan.splits > 1) {
     const std::int64_t warps = std::int64_t(plan.batch) * plan.num_heads_kv * plan.rows;

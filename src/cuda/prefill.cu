@@ -16,15 +16,9 @@ template <class T, int D>
 void launch(const PrefillParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const PrefillPlan& plan,
             cudaStream_t stream) {
   using Tr = PrefillTraitsFor<T, D>;
-  auto kernel = prefill_mma_kernel<Tr>;
-  static const bool configured = [&] {
-    BLASST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(Tr::kSmemBytes)));
-    return true;
-  }();
-  (void)configured;
+  set_smem_limit_once<prefill_mma_kernel<Tr>>(Tr::kSmemBytes);
   const dim3 grid(plan.max_q_tiles, plan.num_heads_q, plan.batch);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
+  prefill_mma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
   BLASST_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -18,6 +18,19 @@ SkipPolicy geometry(int bq, int bk, VisitOrder order, int splits, bool seed) {
   return g;
 }
 
+// The engine's own statistics for the geometry g run at threshold lambda.
+template <class Problem, class Engine>
+SkipStats stats_at(const Problem& p, SkipPolicy g, double lambda, std::size_t out_elems, Engine engine) {
+  g.mode = SkipPolicy::Mode::threshold, g.value = lambda;
+  std::vector<float> o(out_elems);
+  SkipStats st;
+  Outputs out;
+  out.set_contiguous_strides(p);
+  out.o = o.data(), out.stats = &st;
+  engine(p, g, out);
+  return st;
+}
+
 }  // namespace
 
 TEST(Calibrate, PrefillSweepEqualsTheEngine) {
@@ -47,14 +60,7 @@ TEST(Calibrate, PrefillSweepEqualsTheEngine) {
     ASSERT_EQ(sweep.kv_len, (std::vector<std::int64_t>{300, 0, 1013}));
     bool some_skips = false;
     for (std::size_t l = 0; l < lambdas.size(); ++l) {
-      SkipPolicy pol = g;
-      pol.mode = SkipPolicy::Mode::threshold, pol.value = lambdas[l];
-      std::vector<float> o(q.size());
-      SkipStats st;
-      Outputs out;
-      out.set_contiguous_strides(p);
-      out.o = o.data(), out.stats = &st;
-      cpu::prefill(p, pol, out);
+      const SkipStats st = stats_at(p, g, lambdas[l], q.size(), cpu::prefill);
       for (int b = 0; b < 3; ++b) {
         std::int64_t vis = 0, skp = 0;
         for (int h = 0; h < hq; ++h) vis += st.visited[b * hq + h], skp += st.skipped[b * hq + h];
@@ -96,14 +102,7 @@ TEST(Calibrate, DecodeSweepEqualsTheEngineWithSplitsAndSeeding) {
   const std::vector<double> lambdas = default_lambdas(10);
   const CalibrationSweep sweep = cpu::sweep_decode(p, g, lambdas);
   for (std::size_t l = 0; l < lambdas.size(); ++l) {
-    SkipPolicy pol = g;
-    pol.mode = SkipPolicy::Mode::threshold, pol.value = lambdas[l];
-    std::vector<float> o(q.size());
-    SkipStats st;
-    Outputs out;
-    out.set_contiguous_strides(p);
-    out.o = o.data(), out.stats = &st;
-    cpu::decode(p, pol, out);
+    const SkipStats st = stats_at(p, g, lambdas[l], q.size(), cpu::decode);
     for (int b = 0; b < 2; ++b) {
       EXPECT_EQ(sweep.visited[b], st.visited[b * hkv] + st.visited[b * hkv + 1]);
       EXPECT_EQ(sweep.skipped[b * lambdas.size() + l], st.skipped[b * hkv] + st.skipped[b * hkv + 1]);
