@@ -3,6 +3,9 @@
 // FLOPs (4 Sq Sk d Hq, halved when causal) over the median time. bench/sdpa_prefill_peer.py times
 // PyTorch SDPA (cuDNN, flash) on the same shapes in the same device call.
 //
+// Each shape runs every kernel dense (cuda::PrefillKernel), the default kernel with a threshold
+// that never skips (the cost of the vote alone: "vote-only") and with scale factors swept.
+//
 //   blasst_cuda_prefill_bench [--quick] [--csv FILE]
 #include <cuda_runtime.h>
 
@@ -60,15 +63,15 @@ int main(int argc, char** argv) {
   cudaRuntimeGetVersion(&runtime);
   std::printf("GPU %s, %d SMs, CUDA runtime %d, driver %d\n", prop.name, prop.multiProcessorCount, runtime, driver);
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
-  if (csv) std::fprintf(csv, "d,len,causal,policy,value,ms,tflops,sparsity,speedup_vs_dense\n");
+  if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense\n");
   const int hq = 32, hkv = 8;
   std::vector<std::pair<int, int>> shapes;  // (head dim, length)
   for (int len : {8192, 32768, 131072}) shapes.push_back({128, len});
   shapes.push_back({64, 32768});
   if (quick) shapes = {{128, 8192}};
   const std::vector<double> factors = {4, 16, 64, 256};
-  std::printf("%-4s %-7s %-7s %-8s %9s %9s %9s %8s\n", "d", "len", "causal", "policy", "ms", "TFLOP/s", "sparsity",
-              "speedup");
+  std::printf("%-4s %-7s %-7s %-15s %-9s %9s %9s %9s %8s\n", "d", "len", "causal", "kernel", "policy", "ms", "TFLOP/s",
+              "sparsity", "speedup");
   for (auto [d, len] : shapes) {
     const SyntheticQKV x = synthetic_qkv(len, len, hq, hkv, d, d, SyntheticSpec{});
     std::uint16_t *q = upload(x.q), *k = upload(x.k), *v = upload(x.v), *o = nullptr;
@@ -86,12 +89,25 @@ int main(int argc, char** argv) {
       const double flops = 4.0 * len * double(len) * d * hq * (causal ? 0.5 : 1.0);
       const int inner = std::max(1, static_cast<int>(2e12 / flops));
       double dense_ms = 0;
-      std::vector<double> all = {0.0};
-      all.insert(all.end(), factors.begin(), factors.end());
-      for (double a : all) {
-        SkipPolicy pol = a > 0 ? SkipPolicy::with_scale_factor(a) : SkipPolicy{};
+      struct Case {
+        cuda::PrefillKernel kernel;
+        SkipPolicy pol;
+        std::string name;
+      };
+      std::vector<Case> cases;
+      for (cuda::PrefillKernel k : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma,
+                                    cuda::PrefillKernel::mma_sync})
+        cases.push_back({k, SkipPolicy{}, "dense"});
+      cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-only"});
+      for (double a : factors) {
+        char name[32];
+        std::snprintf(name, sizeof name, "a=%g", a);
+        cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name});
+      }
+      for (Case& cs : cases) {
+        SkipPolicy& pol = cs.pol;
         pol.block_q = 64, pol.block_k = 128, pol.order = VisitOrder::reverse;
-        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
+        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
         out.tile_counters = counters;
         cuda::prefill(p, pol, plan, out, nullptr);
         CK(cudaDeviceSynchronize());
@@ -101,15 +117,14 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
         out.tile_counters = nullptr;
         const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20));
-        if (a == 0.0) dense_ms = ms;
-        char name[32];
-        std::snprintf(name, sizeof name, a > 0 ? "a=%g" : "dense", a);
+        if (dense_ms == 0) dense_ms = ms;  // the default kernel, dense, comes first
         const double sparsity = vis > 0 ? skp / vis : 0.0;
-        std::printf("%-4d %-7d %-7s %-8s %9.3f %9.1f %9.3f %8.2f\n", d, len, causal ? "yes" : "no", name, ms,
-                    flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
+        const char* kname = cuda::to_string(cs.kernel);
+        std::printf("%-4d %-7d %-7s %-15s %-9s %9.3f %9.1f %9.3f %8.2f\n", d, len, causal ? "yes" : "no", kname,
+                    cs.name.c_str(), ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
         if (csv)
-          std::fprintf(csv, "%d,%d,%d,%s,%g,%.5f,%.2f,%.4f,%.4f\n", d, len, int(causal), name, a, ms,
-                       flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
+          std::fprintf(csv, "%d,%d,%d,%s,%s,%g,%.5f,%.2f,%.4f,%.4f\n", d, len, int(causal), kname, cs.name.c_str(),
+                       pol.value, ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
       }
     }
     for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)counters}) cudaFree(ptr);

@@ -3,6 +3,7 @@
 
 #include "blasst/cuda/prefill.hpp"
 #include "blasst/cuda/prefill/prefill_mma_sm90.cuh"
+#include "blasst/cuda/prefill/prefill_wgmma_sm90.cuh"
 #include "cuda/check.hpp"
 #include "cuda/tensor_map.hpp"
 
@@ -12,31 +13,48 @@ namespace {
 template <class T, int D>
 using PrefillTraitsFor = PrefillTraits<T, D, (D == 64 ? 4 : 3), 2>;
 
+struct Maps {
+  CUtensorMap q, k, v;
+};
+
+template <class T, int D, bool PingPong>
+using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, (D == 64 ? 3 : 2), PingPong>;
+
 template <class T, int D>
-void launch(const PrefillParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const PrefillPlan& plan,
-            cudaStream_t stream) {
-  using Tr = PrefillTraitsFor<T, D>;
-  set_smem_limit_once<prefill_mma_kernel<Tr>>(Tr::kSmemBytes);
+void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
   const dim3 grid(plan.max_q_tiles, plan.num_heads_q, plan.batch);
-  prefill_mma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
+  auto wgmma = [&](auto traits) {
+    using Tr = decltype(traits);
+    set_smem_limit_once<prefill_wgmma_kernel<Tr>>(Tr::kSmemBytes);
+    prefill_wgmma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v);
+  };
+  switch (plan.kernel) {
+    case PrefillKernel::wgmma_pingpong: wgmma(WgmmaTraitsFor<T, D, true>{}); break;
+    case PrefillKernel::wgmma: wgmma(WgmmaTraitsFor<T, D, false>{}); break;
+    case PrefillKernel::mma_sync: {
+      using Tr = PrefillTraitsFor<T, D>;
+      set_smem_limit_once<prefill_mma_kernel<Tr>>(Tr::kSmemBytes);
+      prefill_mma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.k, maps.v);
+      break;
+    }
+  }
   BLASST_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T>
-void dispatch(int d, const PrefillParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv,
-              const PrefillPlan& plan, cudaStream_t stream) {
+void dispatch(int d, const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
   switch (d) {
-    case 64: return launch<T, 64>(params, tmk, tmv, plan, stream);
-    case 128: return launch<T, 128>(params, tmk, tmv, plan, stream);
+    case 64: return launch<T, 64>(params, maps, plan, stream);
+    case 128: return launch<T, 128>(params, maps, plan, stream);
   }
   throw Error("internal: no prefill variant for head dim " + std::to_string(d));
 }
 
-// Packed [total_k, Hkv, d] as (channel, head, token, 1) with boxes of 64 channels x 128 tokens.
-CUtensorMap packed_map(const void* base, DType dt, int d, int hkv, std::int64_t total_k, std::int64_t st,
+// Packed [tokens, heads, d] as (channel, head, token, 1) with boxes of 64 channels x 128 tokens.
+CUtensorMap packed_map(const void* base, DType dt, int d, int heads, std::int64_t tokens, std::int64_t st,
                        std::int64_t sh, const char* what) {
-  if (total_k == 0) return CUtensorMap{};
-  return tensor_map_4d(base, dt, {d, hkv, total_k, 1}, {sh, st, st * total_k}, 128, what);
+  if (tokens == 0) return CUtensorMap{};
+  return tensor_map_4d(base, dt, {d, heads, tokens, 1}, {sh, st, st * tokens}, 128, what);
 }
 
 }  // namespace
@@ -58,7 +76,16 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
   return "";
 }
 
-PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPolicy& pol) {
+const char* to_string(PrefillKernel k) {
+  switch (k) {
+    case PrefillKernel::wgmma_pingpong: return "wgmma-pingpong";
+    case PrefillKernel::wgmma: return "wgmma";
+    case PrefillKernel::mma_sync: return "mma-sync";
+  }
+  return "?";
+}
+
+PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPolicy& pol, PrefillKernel kernel) {
   validate_shapes(p);
   validate(pol);
   if (const std::string why = prefill_unsupported_reason(p, pol); !why.empty()) throw Error(why);
@@ -66,7 +93,9 @@ PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPo
   PrefillPlan plan;
   plan.batch = p.batch;
   plan.num_heads_q = p.num_heads_q;
-  plan.max_q_tiles = (max_seqlen_q + 63) / 64;
+  plan.kernel = kernel;
+  const int rows = kernel == PrefillKernel::mma_sync ? 64 : 128;
+  plan.max_q_tiles = (max_seqlen_q + rows - 1) / rows;
   return plan;
 }
 
@@ -91,14 +120,16 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
   d.counters = out.tile_counters, d.mask = out.skip_mask;
   if (out.tile_counters)
     BLASST_CUDA_CHECK(cudaMemsetAsync(out.tile_counters, 0, std::size_t(p.batch) * p.num_heads_q * 2 * 8, stream));
-  const CUtensorMap tmk = packed_map(p.k, p.dtype, p.head_dim_qk, p.num_heads_kv, p.total_k, p.k_stride_token,
-                                     p.k_stride_head, "K");
-  const CUtensorMap tmv = packed_map(p.v, p.dtype, p.head_dim_v, p.num_heads_kv, p.total_k, p.v_stride_token,
-                                     p.v_stride_head, "V");
+  Maps maps;
+  maps.q = plan.kernel == PrefillKernel::mma_sync
+               ? CUtensorMap{}
+               : packed_map(p.q, p.dtype, p.head_dim_qk, p.num_heads_q, p.total_q, p.q_stride_token, p.q_stride_head, "Q");
+  maps.k = packed_map(p.k, p.dtype, p.head_dim_qk, p.num_heads_kv, p.total_k, p.k_stride_token, p.k_stride_head, "K");
+  maps.v = packed_map(p.v, p.dtype, p.head_dim_v, p.num_heads_kv, p.total_k, p.v_stride_token, p.v_stride_head, "V");
   if (p.dtype == DType::bf16)
-    dispatch<__nv_bfloat16>(p.head_dim_qk, d, tmk, tmv, plan, stream);
+    dispatch<__nv_bfloat16>(p.head_dim_qk, d, maps, plan, stream);
   else
-    dispatch<__half>(p.head_dim_qk, d, tmk, tmv, plan, stream);
+    dispatch<__half>(p.head_dim_qk, d, maps, plan, stream);
 }
 
 }  // namespace blasst::cuda

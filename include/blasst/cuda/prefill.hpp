@@ -1,6 +1,9 @@
-// CUDA prefill with the BLASST skip (Hopper, sm_90a): first version, FA2-style tensor-core tiles
-// fed by TMA (include/blasst/cuda/prefill/prefill_mma_sm90.cuh). Vote groups are 64 query rows of
-// one head, key tiles 128. Plan on the host, run on a stream without allocation or synchronisation.
+// CUDA prefill with the BLASST skip (Hopper, sm_90a). The default kernel is FlashAttention-3 class
+// (include/blasst/cuda/prefill/prefill_wgmma_sm90.cuh: TMA, wgmma, a producer warpgroup and two
+// consumer warpgroups taking turns); the first, FA2-style kernel (mma.sync,
+// prefill_mma_sm90.cuh) stays selectable for comparison. Vote groups are 64 query rows of one
+// head, key tiles 128, in both. Plan on the host, run on a stream without allocation or
+// synchronisation.
 #pragma once
 
 #include <string>
@@ -13,16 +16,25 @@
 
 namespace blasst::cuda {
 
+enum class PrefillKernel {
+  wgmma_pingpong,  // default: wgmma, two consumer warpgroups taking turns on the tensor cores
+  wgmma,           // wgmma without the turn-taking (for measurement)
+  mma_sync,        // the FA2-style mma.sync kernel (for measurement)
+};
+const char* to_string(PrefillKernel k);
+
 struct PrefillPlan {
   int batch = 0, num_heads_q = 0;
-  int max_q_tiles = 0;  // ceil(max_seqlen_q / 64)
+  int max_q_tiles = 0;  // query tiles of the longest sequence (128 rows for wgmma, 64 for mma_sync)
+  PrefillKernel kernel = PrefillKernel::wgmma_pingpong;
 };
 
 // Why this problem/policy cannot run on the CUDA prefill kernel, or "" if it can.
 std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy& policy);
 
 // Host-only. max_seqlen_q bounds every sequence's query count (cu_seqlens live on the device).
-PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPolicy& policy);
+PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPolicy& policy,
+                         PrefillKernel kernel = PrefillKernel::wgmma_pingpong);
 
 // Device pointers throughout (cu_seqlens included). out.o takes p.dtype; out.lse,
 // out.tile_counters ([batch * Hq][2]) and out.skip_mask (SkipMaskLayout order; the caller sizes and

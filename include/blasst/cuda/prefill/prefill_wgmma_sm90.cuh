@@ -1,0 +1,312 @@
+// Prefill with the BLASST skip, FlashAttention-3 class (sm_90a): TMA loads, wgmma, one producer
+// warpgroup and two consumer warpgroups per CTA (384 threads, setmaxnreg 40 / 232).
+//
+// A CTA owns BQ = 128 query rows of one query head; each consumer warpgroup owns 64 of them and is
+// its own vote group (block_q = 64 in the contract's terms), so a warpgroup votes alone with one
+// 128-thread bar.red.and and never waits for the other. K and V tiles (BK = 128 keys) arrive by TMA
+// into 128-byte-swizzled stages that wgmma reads through shared-memory descriptors: S = Q K^T with
+// both operands K-major in shared memory, O += P V with P from registers and V MN-major.
+//
+// The CTA walks the tiles visible to its furthest-seeing row in the contract's visit order; a
+// warpgroup whose rows see fewer tiles (causal: at most one fewer) treats the others as unvisited,
+// which leaves its own visit order intact for forward, reverse and sink-first.
+//
+// Per tile, a warpgroup issues S(j) = Q K(j)^T, then O += P(j-1) V(j-1) for the previous tile if
+// it was kept, and overlaps the softmax of S(j) with that product (FA3's intra-warpgroup overlap).
+// With ping-pong on, the two warpgroups take turns issuing their products (named barriers), so one
+// warpgroup's softmax runs while the other's products occupy the tensor cores. A skipped tile costs
+// its S product, the row maxima and the vote; it skips the exponentials, the row sums, the O
+// rescale and the P V product. K rows past a sequence's end (the next sequence's keys, or TMA's
+// zero fill) are masked out of S and meet P = 0 in P V.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cstdint>
+
+#include "blasst/cuda/common/ptx.cuh"
+#include "blasst/cuda/common/wgmma_ops.cuh"
+#include "blasst/cuda/prefill/prefill_params.cuh"
+#include "blasst/skip_vote.hpp"
+
+namespace blasst::cuda {
+
+template <class T_, int D_, int NS_, bool PingPong_>
+struct WgmmaPrefillTraits {
+  using T = T_;
+  static constexpr int D = D_, BQ = 128, BK = 128, NS = NS_, NH = D / 64;
+  static constexpr bool kPingPong = PingPong_;
+  static constexpr int kThreads = 384, kProducerRegs = 40, kConsumerRegs = 232;
+  static_assert(D == 64 || D == 128, "head dims 64 and 128");
+  static constexpr std::size_t kTileBytes = std::size_t(BK) * D * sizeof(T);
+  static constexpr std::size_t kQBytes = std::size_t(BQ) * D * sizeof(T);
+  static constexpr std::size_t kKOffset = kQBytes;
+  static constexpr std::size_t kVOffset = kKOffset + NS * kTileBytes;
+  static constexpr std::size_t kBarOffset = kVOffset + NS * kTileBytes;
+  static constexpr int kBars = 1 + 4 * NS;
+  static constexpr std::size_t kSmemBytes = kBarOffset + kBars * sizeof(std::uint64_t) + 1024;
+};
+
+template <class Tr>
+__global__ void __launch_bounds__(Tr::kThreads, 1)
+    prefill_wgmma_kernel(const __grid_constant__ PrefillParams p, const __grid_constant__ CUtensorMap tm_q,
+                         const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
+  using T = typename Tr::T;
+  constexpr int D = Tr::D, BQ = Tr::BQ, BK = Tr::BK, NS = Tr::NS, NH = Tr::NH;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023));
+  unsigned char* sQ = smem;
+  unsigned char* sK = smem + Tr::kKOffset;
+  unsigned char* sV = smem + Tr::kVOffset;
+  std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem + Tr::kBarOffset);
+  std::uint64_t *full_q = bars, *full_k = bars + 1, *empty_k = full_k + NS, *full_v = empty_k + NS,
+                *empty_v = full_v + NS;
+
+  // Heaviest query tiles first (causal: the last tiles see the most keys).
+  const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const std::int64_t q0 = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
+  const std::int64_t k0 = p.cu_seqlens_k ? p.cu_seqlens_k[b] : 0;
+  const std::int64_t sq = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - q0 : p.total_q;
+  const std::int64_t sk = p.cu_seqlens_k ? p.cu_seqlens_k[b + 1] - k0 : p.total_k;
+  const std::int64_t r0 = std::int64_t(qt) * BQ;
+  if (r0 >= sq) return;
+  const int rows = static_cast<int>(min(std::int64_t(BQ), sq - r0));
+  // Row limits grow with the row: the CTA's last row sees the most tiles.
+  const int n = visible_tiles(row_key_limit(p.causal, r0 + rows - 1, sq, sk), BK);
+  const VisitOrder order = static_cast<VisitOrder>(p.order);
+  const int tid = threadIdx.x, wg = tid / 128;
+
+  if (tid == 0) {
+    ptx::mbar_init(full_q, 1);
+    for (int s = 0; s < NS; ++s) {
+      ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], 8);
+      ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 8);
+    }
+    ptx::fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ---- producer: Q once, then K and V of every tile the CTA visits -----------------------------
+    ptx::setmaxnreg_dec<Tr::kProducerRegs>();
+    if (tid == 0 && n > 0) {
+      ptx::prefetch_tensor_map(&tm_q);
+      ptx::prefetch_tensor_map(&tm_k);
+      ptx::prefetch_tensor_map(&tm_v);
+      const int hkv = h / p.group;
+      ptx::mbar_arrive_expect_tx(full_q, static_cast<std::uint32_t>(Tr::kQBytes));
+      for (int s = 0; s < NH; ++s)
+        ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
+      for (int j = 0; j < n; ++j) {
+        const int st = j % NS;
+        const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
+        if (j >= NS) ptx::mbar_wait(&empty_k[st], ((j / NS) - 1) & 1);
+        ptx::mbar_arrive_expect_tx(&full_k[st], static_cast<std::uint32_t>(Tr::kTileBytes));
+        for (int s = 0; s < NH; ++s)
+          ptx::tma_load_4d(sK + st * Tr::kTileBytes + s * (BK * 128), &tm_k, s * 64, hkv, key, 0, &full_k[st]);
+        if (j >= NS) ptx::mbar_wait(&empty_v[st], ((j / NS) - 1) & 1);
+        ptx::mbar_arrive_expect_tx(&full_v[st], static_cast<std::uint32_t>(Tr::kTileBytes));
+        for (int s = 0; s < NH; ++s)
+          ptx::tma_load_4d(sV + st * Tr::kTileBytes + s * (BK * 128), &tm_v, s * 64, hkv, key, 0, &full_v[st]);
+      }
+    }
+  } else {
+    // ---- consumers: one vote group of 64 rows each ------------------------------------------------
+    ptx::setmaxnreg_inc<Tr::kConsumerRegs>();
+    const int c = wg - 1, t = tid - 128 * wg, warp = t / 32, lane = t % 32;
+    const int rows_g = max(0, min(64, rows - 64 * c));
+    const std::int64_t g0 = r0 + 64 * c;  // the group's first row in its sequence
+    const int n_w = rows_g > 0 ? visible_tiles(row_key_limit(p.causal, g0 + rows_g - 1, sq, sk), BK) : 0;
+    const std::int64_t lim_lo = rows_g > 0 ? row_key_limit(p.causal, g0, sq, sk) : -1;
+    const int lr0 = warp * 16 + lane / 4, lr1 = lr0 + 8;
+    const std::int64_t lim0 = lr0 < rows_g ? row_key_limit(p.causal, g0 + lr0, sq, sk) : -1;
+    const std::int64_t lim1 = lr1 < rows_g ? row_key_limit(p.causal, g0 + lr1, sq, sk) : -1;
+    const float sl2 = p.scale * kLog2e;
+    const float thr = skip_log_threshold(lambda_for(p.mode, p.value, sk), kLog2e);
+    const int group = h * static_cast<int>((sq + 63) / 64) + 2 * qt + c;
+    const std::int64_t mask_base = (p.mask || p.replay) ? prefill_mask_base(p, b, group, 64, BK) : 0;
+    const int vote_bar = 1 + c, my_turn = 3 + c, their_turn = 4 - c;
+    const bool voting = p.replay == nullptr && thr > -INFINITY;  // dense runs without the vote
+
+    // Descriptors: Q rows of this group; K stages K-major; V stages MN-major (64-channel blocks
+    // BK * 128 bytes apart).
+    const std::uint64_t dq = ptx::sw128_desc(sQ + c * (64 * 128), 0, 1024);
+    const std::uint64_t dk = ptx::sw128_desc(sK, 0, 1024);
+    const std::uint64_t dv = ptx::sw128_desc(sV, BK * 128, 1024);
+    auto gemm_s = [&](float (&s)[64], int st) {
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        const std::uint32_t off = (ks / 4) * 128 * 128 + (ks % 4) * 32;  // Q and K stages both have 128 rows
+        ptx::wgmma_ss<T, 128>(s, dq + (off >> 4), dk + ((st * Tr::kTileBytes + off) >> 4), ks > 0 ? 1 : 0);
+      }
+    };
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    std::uint32_t pf[BK / 16][4];
+    auto gemm_pv = [&](int st) {
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; ++kk)
+        ptx::wgmma_rs<T, D>(o, pf[kk], dv + ((st * Tr::kTileBytes + kk * 16 * 128) >> 4), 1);
+    };
+    auto release = [&](std::uint64_t* bar) {
+      __syncwarp();
+      if (lane == 0) ptx::mbar_arrive(bar);
+    };
+
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, sc0 = 1.f, sc1 = 1.f;
+    bool kept_prev = false;
+    int jw = 0, skipped = 0;
+    if (n > 0) ptx::mbar_wait(full_q, 0);
+    if (Tr::kPingPong && c == 1 && n > 0) ptx::named_barrier_arrive(3, 256);
+    float s[64];
+    for (int j = 0; j < n; ++j) {
+      const int tile = visit_tile(order, n, j), st = j % NS, pst = (j + NS - 1) % NS;
+      const bool vis = tile < n_w;
+      ptx::mbar_wait(&full_k[st], (j / NS) & 1);
+      if (Tr::kPingPong) ptx::named_barrier_sync(my_turn, 256);
+      if (vis) {
+        ptx::fence_regs(s);
+        ptx::wgmma_fence();
+        gemm_s(s, st);
+        ptx::wgmma_commit();
+      }
+      if (j > 0) {
+        ptx::mbar_wait(&full_v[pst], ((j - 1) / NS) & 1);
+        if (kept_prev) {
+#pragma unroll
+          for (int i = 0; i < D / 8; ++i) o[4 * i] *= sc0, o[4 * i + 1] *= sc0, o[4 * i + 2] *= sc1, o[4 * i + 3] *= sc1;
+          ptx::fence_regs(o);
+          ptx::fence_regs(pf);
+          ptx::wgmma_fence();
+          gemm_pv(pst);
+          ptx::wgmma_commit();
+        }
+      }
+      if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
+      bool keep = false;
+      if (vis) {
+        if (kept_prev)
+          ptx::wgmma_wait<1>();
+        else
+          ptx::wgmma_wait<0>();
+        ptx::fence_regs(s);
+        release(&empty_k[st]);
+        const std::int64_t t0 = std::int64_t(tile) * BK;
+        if (t0 + BK - 1 > lim_lo) {
+          const std::int64_t rel0 = lim0 - t0 - 2 * (lane & 3), rel1 = lim1 - t0 - 2 * (lane & 3);
+#pragma unroll
+          for (int i = 0; i < 16; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (i * 8 + (e & 1) > (e < 2 ? rel0 : rel1)) s[4 * i + e] = -INFINITY;
+        }
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          mx0 = fmaxf(mx0, fmaxf(s[4 * i], s[4 * i + 1]));
+          mx1 = fmaxf(mx1, fmaxf(s[4 * i + 2], s[4 * i + 3]));
+        }
+#pragma unroll
+        for (int off = 1; off <= 2; off <<= 1) {
+          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+        }
+        const bool agree =
+            row_agrees(lim0 >= t0, mx0 * sl2, m0 * sl2, thr) && row_agrees(lim1 >= t0, mx1 * sl2, m1 * sl2, thr);
+        const bool all = voting && ptx::named_barrier_and(vote_bar, 128, agree);
+        const bool skip = p.replay ? p.replay[mask_base + tile] == tile_skipped : (jw > 0 && all);
+        if (t == 0 && p.mask) p.mask[mask_base + tile] = skip ? tile_skipped : tile_kept;
+        ++jw;
+        skipped += skip;
+        if (!skip) {
+          const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+          const float base0 = mn0 == -INFINITY ? 0.f : mn0 * sl2, base1 = mn1 == -INFINITY ? 0.f : mn1 * sl2;
+          sc0 = ptx::exp2_approx(m0 * sl2 - base0), sc1 = ptx::exp2_approx(m1 * sl2 - base1);
+          float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+          for (int i = 0; i < 16; ++i) {
+            s[4 * i] = ptx::exp2_approx(fmaf(s[4 * i], sl2, -base0));
+            s[4 * i + 1] = ptx::exp2_approx(fmaf(s[4 * i + 1], sl2, -base0));
+            s[4 * i + 2] = ptx::exp2_approx(fmaf(s[4 * i + 2], sl2, -base1));
+            s[4 * i + 3] = ptx::exp2_approx(fmaf(s[4 * i + 3], sl2, -base1));
+            rs0 += s[4 * i] + s[4 * i + 1];
+            rs1 += s[4 * i + 2] + s[4 * i + 3];
+          }
+          l0 = l0 * sc0 + rs0, l1 = l1 * sc1 + rs1;
+          m0 = mn0, m1 = mn1;
+          keep = true;
+        }
+      } else {
+        release(&empty_k[st]);
+      }
+      if (j > 0) {
+        if (kept_prev) {
+          ptx::wgmma_wait<0>();
+          ptx::fence_regs(o);
+          ptx::fence_regs(pf);
+        }
+        release(&empty_v[pst]);
+      }
+      if (keep) {
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+          pf[kk][0] = ptx::pack2<T>(s[8 * kk], s[8 * kk + 1]);
+          pf[kk][1] = ptx::pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+          pf[kk][2] = ptx::pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+          pf[kk][3] = ptx::pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+      }
+      kept_prev = keep;
+    }
+    if (n > 0) {
+      const int pst = (n - 1) % NS;
+      ptx::mbar_wait(&full_v[pst], ((n - 1) / NS) & 1);
+      if (kept_prev) {
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) o[4 * i] *= sc0, o[4 * i + 1] *= sc0, o[4 * i + 2] *= sc1, o[4 * i + 3] *= sc1;
+        ptx::fence_regs(o);
+        ptx::fence_regs(pf);
+        ptx::wgmma_fence();
+        gemm_pv(pst);
+        ptx::wgmma_commit();
+        ptx::wgmma_wait<0>();
+        ptx::fence_regs(o);
+      }
+      release(&empty_v[pst]);
+    }
+
+    if (t == 0 && p.counters && rows_g > 0) {
+      unsigned long long* cnt = reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hq + h) * 2]);
+      atomicAdd(cnt, static_cast<unsigned long long>(jw));
+      atomicAdd(cnt + 1, static_cast<unsigned long long>(skipped));
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+    }
+    const int ch0 = 2 * (lane & 3);
+    auto emit = [&](int lr, int half, float ll, float mm) {
+      if (lr >= rows_g) return;
+      const bool any = ll > 0.f;
+      const float inv = any ? 1.f / ll : 0.f;
+      const std::int64_t tok = q0 + g0 + lr;
+      T* out = static_cast<T*>(p.o) + tok * p.o_st + std::int64_t(h) * p.o_sh;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i)
+        *reinterpret_cast<std::uint32_t*>(out + i * 8 + ch0) =
+            ptx::pack2<T>(o[4 * i + 2 * half] * inv, o[4 * i + 2 * half + 1] * inv);
+      if ((lane & 3) == 0 && p.lse)
+        p.lse[tok * p.lse_st + std::int64_t(h) * p.lse_sh] = any ? (mm * sl2 + __log2f(ll)) * kLn2 : -INFINITY;
+    };
+    emit(lr0, 0, l0, m0);
+    emit(lr1, 1, l1, m1);
+  }
+}
+
+}  // namespace blasst::cuda
