@@ -17,8 +17,11 @@ struct Maps {
   CUtensorMap q, k, v;
 };
 
+#ifndef BLASST_PREFILL_NSK128  // K stages at head dim 128 (an experiment knob; 32 KiB each)
+#define BLASST_PREFILL_NSK128 2
+#endif
 template <class T, int D, bool PingPong>
-using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, (D == 64 ? 3 : 2), PingPong>;
+using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, (D == 64 ? 3 : BLASST_PREFILL_NSK128), (D == 64 ? 3 : 2), PingPong>;
 
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {

@@ -12,7 +12,9 @@
 // which leaves its own visit order intact for forward, reverse and sink-first.
 //
 // Per tile, a warpgroup issues S(j) = Q K(j)^T, then O += P(j-1) V(j-1) for the previous tile if
-// it was kept, and overlaps the softmax of S(j) with that product (FA3's intra-warpgroup overlap).
+// it was kept, and overlaps the softmax of S(j) with that product (FA3's intra-warpgroup overlap);
+// O is rescaled after that product completes, when no wgmma is in flight. One producer thread
+// loads Q and the K ring, another the V ring.
 // With ping-pong on, the two warpgroups take turns issuing their products (named barriers), so one
 // warpgroup's softmax runs while the other's products occupy the tensor cores. A skipped tile costs
 // its S product, the row maxima and the vote; it skips the exponentials, the row sums, the O
@@ -32,19 +34,19 @@
 
 namespace blasst::cuda {
 
-template <class T_, int D_, int NS_, bool PingPong_>
+template <class T_, int D_, int NSK_, int NSV_, bool PingPong_>
 struct WgmmaPrefillTraits {
   using T = T_;
-  static constexpr int D = D_, BQ = 128, BK = 128, NS = NS_, NH = D / 64;
+  static constexpr int D = D_, BQ = 128, BK = 128, NSK = NSK_, NSV = NSV_, NH = D / 64;
   static constexpr bool kPingPong = PingPong_;
   static constexpr int kThreads = 384, kProducerRegs = 40, kConsumerRegs = 232;
   static_assert(D == 64 || D == 128, "head dims 64 and 128");
   static constexpr std::size_t kTileBytes = std::size_t(BK) * D * sizeof(T);
   static constexpr std::size_t kQBytes = std::size_t(BQ) * D * sizeof(T);
   static constexpr std::size_t kKOffset = kQBytes;
-  static constexpr std::size_t kVOffset = kKOffset + NS * kTileBytes;
-  static constexpr std::size_t kBarOffset = kVOffset + NS * kTileBytes;
-  static constexpr int kBars = 1 + 4 * NS;
+  static constexpr std::size_t kVOffset = kKOffset + NSK * kTileBytes;
+  static constexpr std::size_t kBarOffset = kVOffset + NSV * kTileBytes;
+  static constexpr int kBars = 1 + 2 * NSK + 2 * NSV;
   static constexpr std::size_t kSmemBytes = kBarOffset + kBars * sizeof(std::uint64_t) + 1024;
 };
 
@@ -53,7 +55,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     prefill_wgmma_kernel(const __grid_constant__ PrefillParams p, const __grid_constant__ CUtensorMap tm_q,
                          const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
   using T = typename Tr::T;
-  constexpr int D = Tr::D, BQ = Tr::BQ, BK = Tr::BK, NS = Tr::NS, NH = Tr::NH;
+  constexpr int D = Tr::D, BQ = Tr::BQ, BK = Tr::BK, NSK = Tr::NSK, NSV = Tr::NSV, NH = Tr::NH;
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
   extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -63,8 +65,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   unsigned char* sK = smem + Tr::kKOffset;
   unsigned char* sV = smem + Tr::kVOffset;
   std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem + Tr::kBarOffset);
-  std::uint64_t *full_q = bars, *full_k = bars + 1, *empty_k = full_k + NS, *full_v = empty_k + NS,
-                *empty_v = full_v + NS;
+  std::uint64_t *full_q = bars, *full_k = bars + 1, *empty_k = full_k + NSK, *full_v = empty_k + NSK,
+                *empty_v = full_v + NSV;
 
   // Heaviest query tiles first (causal: the last tiles see the most keys).
   const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -82,37 +84,36 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   if (tid == 0) {
     ptx::mbar_init(full_q, 1);
-    for (int s = 0; s < NS; ++s) {
-      ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], 8);
-      ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 8);
-    }
+    for (int s = 0; s < NSK; ++s) ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], 8);
+    for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 8);
     ptx::fence_mbarrier_init();
   }
   __syncthreads();
 
   if (wg == 0) {
-    // ---- producer: Q once, then K and V of every tile the CTA visits -----------------------------
+    // ---- producers: one thread loads Q and K, another V, each waiting only on its own ring -------
     ptx::setmaxnreg_dec<Tr::kProducerRegs>();
+    const int hkv = h / p.group;
+    auto load_ring = [&](const CUtensorMap* tm, unsigned char* ring, std::uint64_t* full, std::uint64_t* empty,
+                         int stages) {
+      ptx::prefetch_tensor_map(tm);
+      for (int j = 0; j < n; ++j) {
+        const int st = j % stages;
+        const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
+        if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
+        ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(Tr::kTileBytes));
+        for (int s = 0; s < NH; ++s)
+          ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128), tm, s * 64, hkv, key, 0, &full[st]);
+      }
+    };
     if (tid == 0 && n > 0) {
       ptx::prefetch_tensor_map(&tm_q);
-      ptx::prefetch_tensor_map(&tm_k);
-      ptx::prefetch_tensor_map(&tm_v);
-      const int hkv = h / p.group;
       ptx::mbar_arrive_expect_tx(full_q, static_cast<std::uint32_t>(Tr::kQBytes));
       for (int s = 0; s < NH; ++s)
         ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
-      for (int j = 0; j < n; ++j) {
-        const int st = j % NS;
-        const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
-        if (j >= NS) ptx::mbar_wait(&empty_k[st], ((j / NS) - 1) & 1);
-        ptx::mbar_arrive_expect_tx(&full_k[st], static_cast<std::uint32_t>(Tr::kTileBytes));
-        for (int s = 0; s < NH; ++s)
-          ptx::tma_load_4d(sK + st * Tr::kTileBytes + s * (BK * 128), &tm_k, s * 64, hkv, key, 0, &full_k[st]);
-        if (j >= NS) ptx::mbar_wait(&empty_v[st], ((j / NS) - 1) & 1);
-        ptx::mbar_arrive_expect_tx(&full_v[st], static_cast<std::uint32_t>(Tr::kTileBytes));
-        for (int s = 0; s < NH; ++s)
-          ptx::tma_load_4d(sV + st * Tr::kTileBytes + s * (BK * 128), &tm_v, s * 64, hkv, key, 0, &full_v[st]);
-      }
+      load_ring(&tm_k, sK, full_k, empty_k, NSK);
+    } else if (tid == 32 && n > 0) {
+      load_ring(&tm_v, sV, full_v, empty_v, NSV);
     }
   } else {
     // ---- consumers: one vote group of 64 rows each ------------------------------------------------
@@ -165,37 +166,33 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if (Tr::kPingPong && c == 1 && n > 0) ptx::named_barrier_arrive(3, 256);
     float s[64];
     for (int j = 0; j < n; ++j) {
-      const int tile = visit_tile(order, n, j), st = j % NS, pst = (j + NS - 1) % NS;
+      const int tile = visit_tile(order, n, j), st = j % NSK, pst = (j + NSV - 1) % NSV;
       const bool vis = tile < n_w;
-      ptx::mbar_wait(&full_k[st], (j / NS) & 1);
+      ptx::mbar_wait(&full_k[st], (j / NSK) & 1);
       if (Tr::kPingPong) ptx::named_barrier_sync(my_turn, 256);
-      if (vis) {
-        ptx::fence_regs(s);
+      // Every wgmma wait runs unconditionally and the one conditional issue (P V of a kept tile)
+      // branches on a warp vote, with its commit group left empty when the tile was skipped:
+      // ptxas serialises all wgmma of a kernel whose waits or issues sit in paths it cannot
+      // prove warp-uniform (warnings C7518 / C7520). S is computed even for a tile this
+      // warpgroup does not see (at most the causal diagonal tile of the upper group).
+      ptx::fence_regs(s);
+      ptx::wgmma_fence();
+      gemm_s(s, st);
+      ptx::wgmma_commit();
+      if (j > 0) ptx::mbar_wait(&full_v[pst], ((j - 1) / NSV) & 1);
+      ptx::fence_regs(o);
+      ptx::fence_regs(pf);
+      if (__all_sync(0xffffffffu, kept_prev)) {
         ptx::wgmma_fence();
-        gemm_s(s, st);
-        ptx::wgmma_commit();
+        gemm_pv(pst);
       }
-      if (j > 0) {
-        ptx::mbar_wait(&full_v[pst], ((j - 1) / NS) & 1);
-        if (kept_prev) {
-#pragma unroll
-          for (int i = 0; i < D / 8; ++i) o[4 * i] *= sc0, o[4 * i + 1] *= sc0, o[4 * i + 2] *= sc1, o[4 * i + 3] *= sc1;
-          ptx::fence_regs(o);
-          ptx::fence_regs(pf);
-          ptx::wgmma_fence();
-          gemm_pv(pst);
-          ptx::wgmma_commit();
-        }
-      }
+      ptx::wgmma_commit();
       if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
+      ptx::wgmma_wait<1>();
+      ptx::fence_regs(s);
+      release(&empty_k[st]);
       bool keep = false;
       if (vis) {
-        if (kept_prev)
-          ptx::wgmma_wait<1>();
-        else
-          ptx::wgmma_wait<0>();
-        ptx::fence_regs(s);
-        release(&empty_k[st]);
         const std::int64_t t0 = std::int64_t(tile) * BK;
         if (t0 + BK - 1 > lim_lo) {
           const std::int64_t rel0 = lim0 - t0 - 2 * (lane & 3), rel1 = lim1 - t0 - 2 * (lane & 3);
@@ -241,18 +238,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           m0 = mn0, m1 = mn1;
           keep = true;
         }
-      } else {
-        release(&empty_k[st]);
       }
-      if (j > 0) {
-        if (kept_prev) {
-          ptx::wgmma_wait<0>();
-          ptx::fence_regs(o);
-          ptx::fence_regs(pf);
-        }
-        release(&empty_v[pst]);
-      }
+      ptx::wgmma_wait<0>();
+      ptx::fence_regs(o);
+      ptx::fence_regs(pf);
+      if (j > 0) release(&empty_v[pst]);
       if (keep) {
+        // O holds the products up to the last kept tile; bring it to this tile's maxima before
+        // P V of this tile is issued (next iteration), while no wgmma is in flight.
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) o[4 * i] *= sc0, o[4 * i + 1] *= sc0, o[4 * i + 2] *= sc1, o[4 * i + 3] *= sc1;
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
           pf[kk][0] = ptx::pack2<T>(s[8 * kk], s[8 * kk + 1]);
@@ -263,22 +258,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
       kept_prev = keep;
     }
-    if (n > 0) {
-      const int pst = (n - 1) % NS;
-      ptx::mbar_wait(&full_v[pst], ((n - 1) / NS) & 1);
-      if (kept_prev) {
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) o[4 * i] *= sc0, o[4 * i + 1] *= sc0, o[4 * i + 2] *= sc1, o[4 * i + 3] *= sc1;
-        ptx::fence_regs(o);
-        ptx::fence_regs(pf);
-        ptx::wgmma_fence();
-        gemm_pv(pst);
-        ptx::wgmma_commit();
-        ptx::wgmma_wait<0>();
-        ptx::fence_regs(o);
-      }
-      release(&empty_v[pst]);
+    const int last = (n + NSV - 1) % NSV;
+    if (n > 0) ptx::mbar_wait(&full_v[last], ((n - 1) / NSV) & 1);
+    ptx::fence_regs(o);
+    ptx::fence_regs(pf);
+    if (__all_sync(0xffffffffu, kept_prev)) {
+      ptx::wgmma_fence();
+      gemm_pv(last);
     }
+    ptx::wgmma_commit();
+    ptx::wgmma_wait<0>();
+    ptx::fence_regs(o);
+    if (n > 0) release(&empty_v[last]);
 
     if (t == 0 && p.counters && rows_g > 0) {
       unsigned long long* cnt = reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hq + h) * 2]);
