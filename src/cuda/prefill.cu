@@ -1,4 +1,5 @@
 // Host side of the CUDA prefill: support checks, the plan and the dispatch over compiled variants.
+#include <cstdio>
 #include <string>
 
 #include "blasst/cuda/prefill.hpp"
@@ -17,11 +18,15 @@ struct Maps {
   CUtensorMap q, k, v;
 };
 
-#ifndef BLASST_PREFILL_NSK128  // K stages at head dim 128 (an experiment knob; 32 KiB each)
+#ifndef BLASST_PREFILL_NSK128  // K and V stages at head dim 128 (experiment knobs; 32 KiB each)
 #define BLASST_PREFILL_NSK128 2
 #endif
+#ifndef BLASST_PREFILL_NSV128
+#define BLASST_PREFILL_NSV128 2
+#endif
 template <class T, int D, bool PingPong>
-using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, (D == 64 ? 3 : BLASST_PREFILL_NSK128), (D == 64 ? 3 : 2), PingPong>;
+using WgmmaTraitsFor =
+    WgmmaPrefillTraits<T, D, (D == 64 ? 3 : BLASST_PREFILL_NSK128), (D == 64 ? 3 : BLASST_PREFILL_NSV128), PingPong>;
 
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
@@ -133,6 +138,25 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
     dispatch<__nv_bfloat16>(p.head_dim_qk, d, maps, plan, stream);
   else
     dispatch<__half>(p.head_dim_qk, d, maps, plan, stream);
+#ifdef BLASST_PREFILL_TRACE
+  cudaStreamCaptureStatus cap{};
+  cudaStreamIsCapturing(stream, &cap);
+  if (cap == cudaStreamCaptureStatusNone && plan.kernel != PrefillKernel::mma_sync) {
+    unsigned tr[2][64][8];
+    BLASST_CUDA_CHECK(cudaStreamSynchronize(stream));
+    BLASST_CUDA_CHECK(cudaMemcpyFromSymbol(tr, g_prefill_trace, sizeof tr));
+    for (int c = 0; c < 2; ++c) {
+      double acc[8] = {};
+      int cnt = 0;
+      for (int j = 8; j < 56; ++j, ++cnt)
+        for (int k = 0; k < 8; ++k) acc[k] += double(tr[c][j][k == 0 ? 0 : k] - tr[c][j][k == 0 ? 0 : k - 1]) * (k > 0);
+      const double period = double(tr[c][55][0] - tr[c][8][0]) / 47;
+      std::printf("trace %s wg%d: period %.0f | kwait %.0f turn %.0f issue %.0f swait %.0f softmax %.0f pvwait %.0f tail %.0f\n",
+                  to_string(plan.kernel), c, period, acc[1] / cnt, acc[2] / cnt, acc[3] / cnt, acc[4] / cnt, acc[5] / cnt,
+                  acc[6] / cnt, acc[7] / cnt);
+    }
+  }
+#endif
 }
 
 }  // namespace blasst::cuda

@@ -34,6 +34,18 @@
 
 namespace blasst::cuda {
 
+// Timing experiments (never in a normal build): BLASST_PREFILL_TRACE records SM clocks at 8 points
+// of the first 64 iterations of both consumer warpgroups of CTA (0, 0, 0), which the host side
+// prints after each uncaptured launch; BLASST_PREFILL_DEBUG_NO_SOFTMAX drops the softmax (P = S)
+// to time the matrix products and the pipeline alone.
+#ifdef BLASST_PREFILL_TRACE
+__device__ unsigned g_prefill_trace[2][64][8];
+#define BLASST_TRACE(k)                                                                            \
+  if (trace && j < 64) g_prefill_trace[c][j][k] = static_cast<unsigned>(clock());
+#else
+#define BLASST_TRACE(k)
+#endif
+
 template <class T_, int D_, int NSK_, int NSV_, bool PingPong_>
 struct WgmmaPrefillTraits {
   using T = T_;
@@ -165,11 +177,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if (n > 0) ptx::mbar_wait(full_q, 0);
     if (Tr::kPingPong && c == 1 && n > 0) ptx::named_barrier_arrive(3, 256);
     float s[64];
+#ifdef BLASST_PREFILL_TRACE
+    const bool trace = t == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
+#endif
     for (int j = 0; j < n; ++j) {
+      BLASST_TRACE(0)
       const int tile = visit_tile(order, n, j), st = j % NSK, pst = (j + NSV - 1) % NSV;
       const bool vis = tile < n_w;
       ptx::mbar_wait(&full_k[st], (j / NSK) & 1);
+      BLASST_TRACE(1)
       if (Tr::kPingPong) ptx::named_barrier_sync(my_turn, 256);
+      BLASST_TRACE(2)
       // Every wgmma wait runs unconditionally and the one conditional issue (P V of a kept tile)
       // branches on a warp vote, with its commit group left empty when the tile was skipped:
       // ptxas serialises all wgmma of a kernel whose waits or issues sit in paths it cannot
@@ -188,8 +206,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       }
       ptx::wgmma_commit();
       if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
+      BLASST_TRACE(3)
       ptx::wgmma_wait<1>();
       ptx::fence_regs(s);
+      BLASST_TRACE(4)
       release(&empty_k[st]);
       bool keep = false;
       if (vis) {
@@ -220,6 +240,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         if (t == 0 && p.mask) p.mask[mask_base + tile] = skip ? tile_skipped : tile_kept;
         ++jw;
         skipped += skip;
+#ifdef BLASST_PREFILL_DEBUG_NO_SOFTMAX  // timing experiment only (see the top of this file)
+        if (true) {
+          keep = true;
+        } else
+#endif
         if (!skip) {
           const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
           const float base0 = mn0 == -INFINITY ? 0.f : mn0 * sl2, base1 = mn1 == -INFINITY ? 0.f : mn1 * sl2;
@@ -239,9 +264,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           keep = true;
         }
       }
+      BLASST_TRACE(5)
       ptx::wgmma_wait<0>();
       ptx::fence_regs(o);
       ptx::fence_regs(pf);
+      BLASST_TRACE(6)
       if (j > 0) release(&empty_v[pst]);
       if (keep) {
         // O holds the products up to the last kept tile; bring it to this tile's maxima before
@@ -257,6 +284,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       }
       kept_prev = keep;
+      BLASST_TRACE(7)
     }
     const int last = (n + NSV - 1) % NSV;
     if (n > 0) ptx::mbar_wait(&full_v[last], ((n - 1) / NSV) & 1);
