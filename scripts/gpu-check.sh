@@ -51,7 +51,7 @@ if want sanitize; then
   echo "== compute-sanitizer"
   for tool in memcheck racecheck; do
     compute-sanitizer --tool "$tool" --error-exitcode 9 "$B/tests/blasst_cuda_tests" \
-      --gtest_filter='CudaDecode.ThresholdZero*:CudaDecode.ReplayedMask*:CudaDecode.PageSizes*:CudaPrefill.ThresholdZero*' \
+      --gtest_filter='CudaDecode.ThresholdZero*:CudaDecode.ReplayedMask*:CudaDecode.PageSizes*:CudaPrefill.ThresholdZero*:CudaPrefill.DenseMatchesFloat64' \
       > "$OUT/sanitizer_$tool.log" 2>&1
     echo "$tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer_$tool.log") clean summaries)"
     grep -m3 -E "ERROR SUMMARY|Invalid|Race|hazard" "$OUT/sanitizer_$tool.log"
@@ -63,6 +63,8 @@ if want sass; then
   if [ -n "$lib" ]; then
     cuobjdump --dump-sass "$lib" > /tmp/blasst.sass 2>/dev/null
     echo "HMMA: $(grep -c HMMA /tmp/blasst.sass)  HGMMA: $(grep -c HGMMA /tmp/blasst.sass)  LDL: $(grep -c 'LDL' /tmp/blasst.sass)  STL: $(grep -c 'STL' /tmp/blasst.sass)" | tee "$OUT/sass.txt"
+    # Per kernel: HGMMA and local-memory (spill) instruction counts.
+    awk '/Function :/{f=$3} /HGMMA/{h[f]++} /LDL|STL/{l[f]++} END{for (k in h) print "  " h[k] " HGMMA, " (l[k]+0) " LDL/STL: " k; for (k in l) if (!(k in h)) print "  0 HGMMA, " l[k] " LDL/STL: " k}' /tmp/blasst.sass | sort -k5 | tee -a "$OUT/sass.txt"
   fi
 fi
 if want bench || want bench-quick; then

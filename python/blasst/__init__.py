@@ -112,16 +112,40 @@ def _float32(ref):
 
 
 def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, threshold=None,
-            cu_seqlens_q=None, cu_seqlens_k=None, block_q=64, block_k=128, order="reverse",
+            cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, block_q=64, block_k=128, order="reverse",
             return_lse=False, return_stats=False):
     """Prefill attention. q [total_q, Hq, d_qk], k [total_k, Hkv, d_qk], v [total_k, Hkv, d_v];
     returns O [total_q, Hq, d_v] in q's dtype, then LSE [total_q, Hq] (float32, natural log) and a
-    SkipStats if asked. CPU arrays only for now: the CUDA prefill kernel is not built yet."""
-    if _is_torch(q) and q.is_cuda:
-        raise NotImplementedError("blasst has no CUDA prefill kernel yet; pass CPU tensors to use the CPU engine")
+    SkipStats if asked.
+
+    numpy arrays and CPU tensors run the CPU engine; CUDA tensors (bfloat16 or float16, head dim 64
+    or 128, block_q 64, block_k 128) run the CUDA kernel on torch's current stream. With
+    ``cu_seqlens`` on the GPU, pass ``max_seqlen_q`` (the longest sequence's query count) to keep
+    the call free of device-to-host reads; ``return_stats`` reads counters back (a synchronisation)."""
     mode, value = _policy(scale_factor, threshold)
     out = _empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
     lse = _empty_like_kind(q, (q.shape[0], q.shape[1]), _float32(q)) if return_lse else None
+    if _is_torch(q) and q.is_cuda:
+        if not with_cuda:
+            raise RuntimeError("this blasst build has no CUDA backend")
+        import torch
+        if cu_seqlens_q is None:
+            batch, max_q = 1, q.shape[0]
+        else:
+            batch = cu_seqlens_q.shape[0] - 1
+            max_q = (int(max_seqlen_q) if max_seqlen_q is not None
+                     else int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max().item()) if batch > 0 else 0)
+        counters = torch.zeros(batch * q.shape[1] * 2, dtype=torch.int64, device=q.device) if return_stats else None
+        _C.prefill_cuda(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, bool(causal), float(softmax_scale or 0.0),
+                        mode, value, int(block_q), int(block_k), str(order), max_q, counters,
+                        torch.cuda.current_stream(q.device).cuda_stream)
+        stats = None
+        if return_stats:
+            c = counters.cpu().tolist()
+            lens = ([k.shape[0]] if cu_seqlens_k is None else
+                    (cu_seqlens_k[1:] - cu_seqlens_k[:-1]).cpu().tolist())
+            stats = SkipStats(batch, q.shape[1], c[0::2], c[1::2], [_lambda(mode, value, n) for n in lens])
+        return _result(out, lse, stats, return_lse, return_stats)
     visited, skipped, lambdas, batch, heads = _C.prefill_cpu(
         q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, bool(causal), float(softmax_scale or 0.0), mode, value,
         int(block_q), int(block_k), str(order))

@@ -15,6 +15,7 @@
 #include "blasst/blasst.hpp"
 #if defined(BLASST_WITH_CUDA)
 #include "blasst/cuda/decode.hpp"
+#include "blasst/cuda/prefill.hpp"
 #endif
 
 namespace nb = nanobind;
@@ -77,10 +78,11 @@ void set_lse(Outputs& out, const std::optional<MutArray>& lse, std::size_t ndim,
   out.lse_stride_head = lse->stride(ndim - 1);
 }
 
-// A CPU prefill problem over DLPack arrays (v may be k where V plays no part).
+// A prefill problem over DLPack arrays (v may be k where V plays no part); cu_seqlens live where
+// q does.
 PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, const std::optional<Array>& cu_q,
-                               const std::optional<Array>& cu_k, bool causal, float scale) {
-  require(q, "q", 3, false), require(k, "k", 3, false), require(v, "v", 3, false);
+                               const std::optional<Array>& cu_k, bool causal, float scale, bool cuda = false) {
+  require(q, "q", 3, cuda), require(k, "k", 3, cuda), require(v, "v", 3, cuda);
   PrefillProblem p;
   p.dtype = dtype_of(q.dtype(), "q");
   if (dtype_of(k.dtype(), "k") != p.dtype || dtype_of(v.dtype(), "v") != p.dtype)
@@ -98,6 +100,7 @@ PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, c
   if (cu_q) {
     if (cu_q->ndim() != 1 || cu_k->ndim() != 1 || cu_q->shape(0) != cu_k->shape(0) || cu_q->shape(0) < 2)
       throw nb::value_error("cu_seqlens_q and cu_seqlens_k must be 1-D with the same batch + 1 entries");
+    require(*cu_q, "cu_seqlens_q", 1, cuda), require(*cu_k, "cu_seqlens_k", 1, cuda);
     p.batch = static_cast<int>(cu_q->shape(0) - 1);
     p.cu_seqlens_q = int32_data(*cu_q, "cu_seqlens_q");
     p.cu_seqlens_k = int32_data(*cu_k, "cu_seqlens_k");
@@ -214,6 +217,31 @@ cuda::DecodePlan decode_cuda_plan(const Array& q, const Array& kc, const Array& 
   return cuda::plan_decode(p, max_seq_len, policy_of(mode, value, 64, block_k, "forward", splits, max_seed), q.device_id());
 }
 
+// Prefill on the CUDA kernel (torch's stream; no allocation, no synchronisation). max_seqlen_q
+// bounds every sequence's query count (cu_seqlens stay on the device).
+void prefill_cuda(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
+                  std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode, double value,
+                  int block_q, int block_k, const std::string& order, int max_seqlen_q,
+                  std::optional<MutArray> counters, std::uintptr_t stream) {
+  require(o, "out", 3, true);
+  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale, true);
+  if (o.shape(0) != q.shape(0) || o.shape(1) != q.shape(1) || o.shape(2) != v.shape(2))
+    throw nb::value_error("out must be [total_q, Hq, d_v]");
+  Outputs out;
+  out.o = o.data(), out.o_dtype = dtype_of(o.dtype(), "out");
+  out.o_stride_token = o.stride(0), out.o_stride_head = o.stride(1);
+  set_lse(out, lse, 2, true);
+  if (counters) {
+    require(*counters, "counters", 1, true);
+    if (counters->shape(0) != std::size_t(p.batch) * p.num_heads_q * 2)
+      throw nb::value_error("counters must have batch * Hq * 2 entries");
+    out.tile_counters = static_cast<std::uint64_t*>(counters->data());
+  }
+  const SkipPolicy pol = policy_of(mode, value, block_q, block_k, order, 1, false);
+  const cuda::PrefillPlan plan = cuda::plan_prefill(p, max_seqlen_q, pol);
+  cuda::prefill(p, pol, plan, out, reinterpret_cast<cudaStream_t>(stream));
+}
+
 // One decode step with a plan: no allocation, no host query, no synchronisation (graph-capturable).
 void decode_cuda(const cuda::DecodePlan& plan, const Array& q, const Array& kc, const Array& vc, const Array& bt,
                  const Array& sl, MutArray o, std::optional<MutArray> lse, std::optional<MutArray> counters,
@@ -247,6 +275,7 @@ NB_MODULE(_C, m) {
       .def_ro("max_seq_len", &cuda::DecodePlan::max_seq_len);
   m.def("decode_cuda_plan", &decode_cuda_plan);
   m.def("decode_cuda", &decode_cuda);
+  m.def("prefill_cuda", &prefill_cuda);
   m.attr("with_cuda") = true;
 #else
   m.attr("with_cuda") = false;

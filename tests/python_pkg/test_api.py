@@ -142,6 +142,53 @@ def test_cuda_decode_matches_cpu_engine(rng):
     assert mism <= max(1, stats.tiles_visited // 1000)
 
 
+@pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
+@pytest.mark.parametrize("d", [64, 128])
+def test_cuda_prefill_matches_cpu_engine(rng, d):
+    q, k, v, cu_q, cu_k = inputs.varlen_prefill(rng, [17, 0, 700, 300], [40, 5, 700, 1300], 8, 2, d, d)
+    dev = lambda x: torch.from_numpy(x).to("cuda", torch.bfloat16)
+    qg, kg, vg = dev(q), dev(k), dev(v)
+    cqg, ckg = torch.from_numpy(cu_q).cuda(), torch.from_numpy(cu_k).cuda()
+    o, lse, stats = blasst.prefill(qg, kg, vg, causal=True, scale_factor=16.0, cu_seqlens_q=cqg, cu_seqlens_k=ckg,
+                                   max_seqlen_q=700, return_lse=True, return_stats=True)
+    torch.cuda.synchronize()
+    assert o.dtype == torch.bfloat16 and o.is_cuda and lse.dtype == torch.float32
+    bf = lambda x: x.cpu().float().numpy()
+    want, want_lse, want_stats = blasst.prefill(bf(qg), bf(kg), bf(vg), causal=True, scale_factor=16.0,
+                                                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, return_lse=True,
+                                                return_stats=True)
+    assert stats.batch == 4 and stats.heads == 8 and stats.lambdas == want_stats.lambdas
+    assert stats.visited == want_stats.visited
+    mism = sum(a != b for a, b in zip(stats.skipped, want_stats.skipped))
+    assert mism <= max(1, stats.tiles_visited // 1000)
+    assert 0.05 < stats.sparsity < 0.95
+    if mism == 0:  # the same decisions: the same attention up to bf16 rounding
+        assert rel(o.float().cpu().numpy(), want) < 1.2e-2
+        finite = np.isfinite(want_lse)
+        assert np.array_equal(finite, np.isfinite(lse.cpu().numpy()))
+        assert np.allclose(lse.cpu().numpy()[finite], want_lse[finite], atol=2e-3, rtol=1e-4)
+    # Dense, without cu_seqlens (one sequence), from strided views: no copy needed.
+    qt = qg[:300].transpose(0, 1).contiguous().transpose(0, 1)  # [300, Hq, d] with token stride d
+    o1 = blasst.prefill(qt, kg[:300], vg[:300], causal=False)
+    want1 = blasst.prefill(bf(qt), bf(kg[:300]), bf(vg[:300]), causal=False)
+    assert rel(o1.float().cpu().numpy(), want1) < 1.2e-2
+
+
+@pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
+def test_cuda_prefill_errors(rng):
+    q, k, v, _, _ = inputs.varlen_prefill(rng, [10], [10], 4, 2, 96, 96)
+    dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
+    with pytest.raises(ValueError, match="head dims 64 and 128"):
+        blasst.prefill(dev(q), dev(k), dev(v))
+    q, k, v, _, _ = inputs.varlen_prefill(rng, [10], [10], 4, 2, 64, 64)
+    with pytest.raises(ValueError, match="bfloat16 or float16"):
+        blasst.prefill(dev(q, torch.float32), dev(k, torch.float32), dev(v, torch.float32))
+    with pytest.raises(ValueError, match="block_q 64, block_k 128"):
+        blasst.prefill(dev(q), dev(k), dev(v), block_q=16)
+    with pytest.raises(ValueError, match="expected a CUDA tensor"):
+        blasst.prefill(dev(q), torch.from_numpy(k), dev(v))
+
+
 def test_scale_factor_from_calibration(tmp_path):
     import json
     import math

@@ -73,6 +73,34 @@ def test_transformers_backend_matches_sdpa_and_collects_stats():
     assert "prefill: sparsity" in str(bt.stats)
 
 
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)),
+                    reason="no sm_90 GPU here")
+def test_transformers_backend_on_cuda_matches_sdpa():
+    from blasst.integrations import transformers as bt
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    bt.register(collect_stats=False, block_q=64, block_k=128)  # dense, no per-layer synchronisation
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    model = LlamaForCausalLM(cfg).eval().to("cuda", torch.bfloat16)  # head dim 64
+    ids = torch.randint(0, 512, (1, 700), generator=torch.Generator().manual_seed(1)).cuda()
+    with torch.no_grad():
+        model.config._attn_implementation = "sdpa"
+        ref = model(ids).logits.float()
+        model.config._attn_implementation = "blasst"
+        got = model(ids).logits.float()
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+    bt.stats.reset()
+    bt.register(prefill_scale_factor=16.0, decode_scale_factor=16.0, collect_stats=True)
+    with torch.no_grad():
+        gen = model.generate(ids[:, :600], max_new_tokens=8, do_sample=False)
+    assert gen.shape == (1, 608)
+    assert set(bt.stats.layers["prefill"]) == {0, 1} and bt.stats.layers["decode"]
+    bt.register(collect_stats=True)
+
+
 def test_transformers_capture_feeds_calibration():
     from blasst.integrations import transformers as bt
 

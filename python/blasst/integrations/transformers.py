@@ -2,9 +2,10 @@
 ``AutoModelForCausalLM.from_pretrained(..., attn_implementation="blasst")`` runs causal prefill and
 decode (dynamic cache) through blasst with per-phase scale factors.
 
-Prefill runs on the CPU engine (CPU tensors; the CUDA prefill kernel is not built yet, so CUDA
-prefill raises). Decode runs on the CPU engine or, for CUDA tensors, the CUDA decode kernel: the
-contiguous cache [B, Hkv, L, d] is viewed as one page of L slots per sequence (no copy). Layers
+CPU tensors run the CPU engine; CUDA tensors run the CUDA kernels (prefill: bfloat16/float16, head
+dim 64 or 128; decode: the contiguous cache [B, Hkv, L, d] is viewed as one page of L slots per
+sequence, no copy). Statistics are collected only while ``collect_stats`` is on (on the GPU each
+collection reads counters back, a synchronisation per layer). Layers
 with a sliding window stay dense through transformers' SDPA and say so once. Batches are taken as
 unpadded (every sequence as long as the key tensor); a padding mask is not applied.
 """
@@ -139,17 +140,20 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
         kc, vc = key.transpose(1, 2), value.transpose(1, 2)  # [B, L, Hkv, d]: one page per sequence
         table = torch.arange(B, dtype=torch.int32, device=query.device).view(B, 1)
         lens = torch.full((B,), L, dtype=torch.int32, device=query.device)
-        out, st = _decode(q, kc, vc, table, lens, softmax_scale=scale, scale_factor=settings.decode_scale_factor,
-                          block_k=settings.block_k, max_seed=settings.max_seed, max_seq_len=L, return_stats=True)
+        res = _decode(q, kc, vc, table, lens, softmax_scale=scale, scale_factor=settings.decode_scale_factor,
+                      block_k=settings.block_k, max_seed=settings.max_seed, max_seq_len=L,
+                      return_stats=settings.collect_stats)
         if settings.collect_stats:
+            res, st = res
             stats.add("decode", layer, st)
-        return out, None
+        return res, None
     outs = []
     for b in range(B):
-        o, st = _prefill(query[b].transpose(0, 1), key[b].transpose(0, 1), value[b].transpose(0, 1), causal=True,
-                         softmax_scale=scale, scale_factor=settings.prefill_scale_factor, block_q=settings.block_q,
-                         block_k=settings.block_k, order=settings.order, return_stats=True)
+        o = _prefill(query[b].transpose(0, 1), key[b].transpose(0, 1), value[b].transpose(0, 1), causal=True,
+                     softmax_scale=scale, scale_factor=settings.prefill_scale_factor, block_q=settings.block_q,
+                     block_k=settings.block_k, order=settings.order, return_stats=settings.collect_stats)
         if settings.collect_stats:
+            o, st = o
             stats.add("prefill", layer, st)
         outs.append(o)
     return torch.stack(outs), None
