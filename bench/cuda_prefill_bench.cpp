@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
   // session can spend on one shape.
   for (int len : {8192, 32768}) shapes.push_back({128, len});
   shapes.push_back({64, 32768});
-  if (quick) shapes = {{128, 8192}};
+  shapes.push_back({256, 32768});
+  if (quick) shapes = {{128, 8192}, {64, 8192}, {256, 8192}};
   const std::vector<double> factors =
       quick ? std::vector<double>{4, 16, 64, 256} : std::vector<double>{16, 64, 256, 1024, 4096};
   std::printf("%-4s %-7s %-7s %-15s %-9s %9s %9s %9s %8s\n", "d", "len", "causal", "kernel", "policy", "ms", "TFLOP/s",
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
       std::vector<Case> cases;
       for (cuda::PrefillKernel k : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma,
                                     cuda::PrefillKernel::mma_sync})
-        if (k != cuda::PrefillKernel::mma_sync || len <= 8192) cases.push_back({k, SkipPolicy{}, "dense"});
+        if (k != cuda::PrefillKernel::mma_sync || (len <= 8192 && d != 256)) cases.push_back({k, SkipPolicy{}, "dense"});
       cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-only"});
       for (double a : factors) {
         char name[32];
@@ -109,7 +110,7 @@ int main(int argc, char** argv) {
       }
       for (Case& cs : cases) {
         SkipPolicy& pol = cs.pol;
-        pol.block_q = 64, pol.block_k = 128, pol.order = VisitOrder::reverse;
+        pol.block_q = 64, pol.block_k = cuda::prefill_block_k(d), pol.order = VisitOrder::reverse;
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
         out.tile_counters = counters;
         cuda::prefill(p, pol, plan, out, nullptr);

@@ -12,7 +12,7 @@ from typing import List, Optional
 from . import _C
 from . import calibrate  # noqa: E402,F401  (blasst.calibrate.fit / sweep / save)
 
-__all__ = ["prefill", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "with_cuda", "num_threads", "set_num_threads"]
+__all__ = ["prefill", "prefill_block_k", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "with_cuda", "num_threads", "set_num_threads"]
 __version__ = "0.1.0"
 
 with_cuda = bool(_C.with_cuda)
@@ -111,18 +111,27 @@ def _float32(ref):
     return np.float32
 
 
+def prefill_block_k(head_dim):
+    """The prefill key tile (block_k) the CUDA kernel needs at this head dim: 128, or 64 at 256."""
+    return 64 if int(head_dim) == 256 else 128
+
+
 def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, threshold=None,
-            cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, block_q=64, block_k=128, order="reverse",
+            cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, block_q=64, block_k=None, order="reverse",
             return_lse=False, return_stats=False):
     """Prefill attention. q [total_q, Hq, d_qk], k [total_k, Hkv, d_qk], v [total_k, Hkv, d_v];
     returns O [total_q, Hq, d_v] in q's dtype, then LSE [total_q, Hq] (float32, natural log) and a
     SkipStats if asked.
 
-    numpy arrays and CPU tensors run the CPU engine; CUDA tensors (bfloat16 or float16, head dim 64
-    or 128, block_q 64, block_k 128) run the CUDA kernel on torch's current stream. With
+    ``block_k=None`` takes the tile the CUDA kernel uses at this head dim (128, or 64 at head dim
+    256) on either backend, so both make the same decisions. numpy arrays and CPU tensors run the
+    CPU engine; CUDA tensors (bfloat16 or float16, head dim 64, 128 or 256, block_q 64) run the CUDA
+    kernel on torch's current stream. With
     ``cu_seqlens`` on the GPU, pass ``max_seqlen_q`` (the longest sequence's query count) to keep
     the call free of device-to-host reads; ``return_stats`` reads counters back (a synchronisation)."""
     mode, value = _policy(scale_factor, threshold)
+    if block_k is None:
+        block_k = prefill_block_k(q.shape[-1])  # (a wrong rank is reported below)
     out = _empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
     lse = _empty_like_kind(q, (q.shape[0], q.shape[1]), _float32(q)) if return_lse else None
     if _is_torch(q) and q.is_cuda:

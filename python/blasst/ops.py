@@ -14,7 +14,7 @@ def prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, sof
             scale_factor: Optional[float], threshold: Optional[float], block_q: int, block_k: int,
             order: str) -> torch.Tensor:
     return _prefill(q, k, v, causal=causal, softmax_scale=softmax_scale or None, scale_factor=scale_factor,
-                    threshold=threshold, block_q=block_q, block_k=block_k, order=order)
+                    threshold=threshold, block_q=block_q, block_k=block_k or None, order=order)
 
 
 @prefill.register_fake

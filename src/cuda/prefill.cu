@@ -18,15 +18,19 @@ struct Maps {
   CUtensorMap q, k, v;
 };
 
-#ifndef BLASST_PREFILL_NSK128  // K and V stages at head dim 128 (experiment knobs; 32 KiB each)
-#define BLASST_PREFILL_NSK128 2
-#endif
-#ifndef BLASST_PREFILL_NSV128
-#define BLASST_PREFILL_NSV128 2
-#endif
+// The wgmma kernel's geometry per head dim: key tile, consumer warpgroups (query rows / 64) and
+// K / V stages. Head dim 64: three warpgroups (192 rows) hide more of the softmax, which there
+// costs as much as the products; head dim 256: 64-key tiles, so that a 64 x 256 O, S and P fit in
+// a warpgroup's registers.
+struct WgmmaGeometry {
+  int bk, nwg, stages;
+};
+constexpr WgmmaGeometry wgmma_geometry(int d) {
+  return d == 64 ? WgmmaGeometry{128, 3, 3} : d == 128 ? WgmmaGeometry{128, 2, 2} : WgmmaGeometry{64, 2, 2};
+}
 template <class T, int D, bool PingPong>
-using WgmmaTraitsFor =
-    WgmmaPrefillTraits<T, D, (D == 64 ? 3 : BLASST_PREFILL_NSK128), (D == 64 ? 3 : BLASST_PREFILL_NSV128), PingPong>;
+using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, wgmma_geometry(D).bk, wgmma_geometry(D).nwg, wgmma_geometry(D).stages,
+                                          wgmma_geometry(D).stages, PingPong>;
 
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
@@ -36,14 +40,17 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
     set_smem_limit_once<prefill_wgmma_kernel<Tr>>(Tr::kSmemBytes);
     prefill_wgmma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v);
   };
-  switch (plan.kernel) {
-    case PrefillKernel::wgmma_pingpong: wgmma(WgmmaTraitsFor<T, D, true>{}); break;
-    case PrefillKernel::wgmma: wgmma(WgmmaTraitsFor<T, D, false>{}); break;
-    case PrefillKernel::mma_sync: {
+  if (plan.kernel == PrefillKernel::wgmma_pingpong) {
+    wgmma(WgmmaTraitsFor<T, D, true>{});
+  } else if (plan.kernel == PrefillKernel::wgmma) {
+    wgmma(WgmmaTraitsFor<T, D, false>{});
+  } else {
+    if constexpr (D != 256) {
       using Tr = PrefillTraitsFor<T, D>;
       set_smem_limit_once<prefill_mma_kernel<Tr>>(Tr::kSmemBytes);
       prefill_mma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.k, maps.v);
-      break;
+    } else {
+      throw Error("internal: the mma_sync prefill kernel has no head dim 256");
     }
   }
   BLASST_CUDA_CHECK(cudaGetLastError());
@@ -54,26 +61,31 @@ void dispatch(int d, const PrefillParams& params, const Maps& maps, const Prefil
   switch (d) {
     case 64: return launch<T, 64>(params, maps, plan, stream);
     case 128: return launch<T, 128>(params, maps, plan, stream);
+    case 256: return launch<T, 256>(params, maps, plan, stream);
   }
   throw Error("internal: no prefill variant for head dim " + std::to_string(d));
 }
 
-// Packed [tokens, heads, d] as (channel, head, token, 1) with boxes of 64 channels x 128 tokens.
+// Packed [tokens, heads, d] as (channel, head, token, 1) with boxes of 64 channels x `rows` tokens.
 CUtensorMap packed_map(const void* base, DType dt, int d, int heads, std::int64_t tokens, std::int64_t st,
-                       std::int64_t sh, const char* what) {
+                       std::int64_t sh, int rows, const char* what) {
   if (tokens == 0) return CUtensorMap{};
-  return tensor_map_4d(base, dt, {d, heads, tokens, 1}, {sh, st, st * tokens}, 128, what);
+  return tensor_map_4d(base, dt, {d, heads, tokens, 1}, {sh, st, st * tokens}, rows, what);
 }
 
 }  // namespace
 
-std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy& pol) {
+std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy& pol, PrefillKernel kernel) {
   if (p.dtype == DType::f32) return "the CUDA prefill kernel takes bfloat16 or float16 inputs, not float32";
   if (p.head_dim_qk != p.head_dim_v) return "the CUDA prefill kernel needs head_dim_qk == head_dim_v";
-  if (p.head_dim_qk != 64 && p.head_dim_qk != 128)
-    return "the CUDA prefill kernel supports head dims 64 and 128 so far, got " + std::to_string(p.head_dim_qk);
-  if (pol.block_q != 64 || pol.block_k != 128)
-    return "the CUDA prefill kernel votes over 64 query rows and 128-key tiles (block_q 64, block_k 128)";
+  const int d = p.head_dim_qk;
+  if (kernel == PrefillKernel::mma_sync ? (d != 64 && d != 128) : (d != 64 && d != 128 && d != 256))
+    return std::string("the CUDA prefill kernel (") + to_string(kernel) + ") supports head dims 64, 128" +
+           (kernel == PrefillKernel::mma_sync ? "" : " and 256") + ", got " + std::to_string(d);
+  const int bk = kernel == PrefillKernel::mma_sync ? 128 : wgmma_geometry(d).bk;
+  if (pol.block_q != 64 || pol.block_k != bk)
+    return "the CUDA prefill kernel at head dim " + std::to_string(d) + " votes over 64 query rows and " +
+           std::to_string(bk) + "-key tiles (block_q 64, block_k " + std::to_string(bk) + ")";
   if (pol.splits > 1) return "the CUDA prefill kernel has no split-KV";
   if (pol.max_seed) return "max seeding is a split-KV option (decode)";
   if (p.total_k > 0x7fffffff || p.total_q > 0x7fffffff) return "more than 2^31 tokens";
@@ -83,6 +95,8 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
     return "the CUDA prefill kernel needs strides that are multiples of 8 elements (16-byte rows)";
   return "";
 }
+
+int prefill_block_k(int head_dim) { return head_dim == 256 ? wgmma_geometry(256).bk : 128; }
 
 const char* to_string(PrefillKernel k) {
   switch (k) {
@@ -96,21 +110,22 @@ const char* to_string(PrefillKernel k) {
 PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPolicy& pol, PrefillKernel kernel) {
   validate_shapes(p);
   validate(pol);
-  if (const std::string why = prefill_unsupported_reason(p, pol); !why.empty()) throw Error(why);
+  if (const std::string why = prefill_unsupported_reason(p, pol, kernel); !why.empty()) throw Error(why);
   if (max_seqlen_q < 0) throw Error("max_seqlen_q must be >= 0");
   PrefillPlan plan;
   plan.batch = p.batch;
   plan.num_heads_q = p.num_heads_q;
   plan.kernel = kernel;
-  const int rows = kernel == PrefillKernel::mma_sync ? 64 : 128;
+  plan.head_dim = p.head_dim_qk;
+  const int rows = kernel == PrefillKernel::mma_sync ? 64 : 64 * wgmma_geometry(p.head_dim_qk).nwg;
   plan.max_q_tiles = (max_seqlen_q + rows - 1) / rows;
   return plan;
 }
 
 void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& plan, const Outputs& out,
              cudaStream_t stream) {
-  if (p.batch != plan.batch || p.num_heads_q != plan.num_heads_q)
-    throw Error("prefill: the problem does not match its plan (batch or query heads differ)");
+  if (p.batch != plan.batch || p.num_heads_q != plan.num_heads_q || p.head_dim_qk != plan.head_dim)
+    throw Error("prefill: the problem does not match its plan (batch, query heads or head dim differ)");
   if (out.o == nullptr && p.total_q > 0) throw Error("prefill: the output O must not be null");
   if (out.o_dtype != p.dtype) throw Error("prefill: O must have the input dtype on the CUDA backend");
   if (plan.max_q_tiles == 0 || p.total_q == 0) return;
@@ -129,11 +144,16 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
   if (out.tile_counters)
     BLASST_CUDA_CHECK(cudaMemsetAsync(out.tile_counters, 0, std::size_t(p.batch) * p.num_heads_q * 2 * 8, stream));
   Maps maps;
-  maps.q = plan.kernel == PrefillKernel::mma_sync
-               ? CUtensorMap{}
-               : packed_map(p.q, p.dtype, p.head_dim_qk, p.num_heads_q, p.total_q, p.q_stride_token, p.q_stride_head, "Q");
-  maps.k = packed_map(p.k, p.dtype, p.head_dim_qk, p.num_heads_kv, p.total_k, p.k_stride_token, p.k_stride_head, "K");
-  maps.v = packed_map(p.v, p.dtype, p.head_dim_v, p.num_heads_kv, p.total_k, p.v_stride_token, p.v_stride_head, "V");
+  const bool mma = plan.kernel == PrefillKernel::mma_sync;
+  const WgmmaGeometry g = wgmma_geometry(p.head_dim_qk);
+  const int bk = mma ? 128 : g.bk;
+  maps.q = mma ? CUtensorMap{}
+               : packed_map(p.q, p.dtype, p.head_dim_qk, p.num_heads_q, p.total_q, p.q_stride_token, p.q_stride_head,
+                            64 * g.nwg, "Q");
+  maps.k = packed_map(p.k, p.dtype, p.head_dim_qk, p.num_heads_kv, p.total_k, p.k_stride_token, p.k_stride_head, bk,
+                      "K");
+  maps.v = packed_map(p.v, p.dtype, p.head_dim_v, p.num_heads_kv, p.total_k, p.v_stride_token, p.v_stride_head, bk,
+                      "V");
   if (p.dtype == DType::bf16)
     dispatch<__nv_bfloat16>(p.head_dim_qk, d, maps, plan, stream);
   else

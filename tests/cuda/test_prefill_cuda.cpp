@@ -62,7 +62,7 @@ Result run_gpu(const Packed& x, bool causal, const SkipPolicy& pol, cuda::Prefil
   DeviceBuffer<std::int32_t> cq(x.cu_q), ck(x.cu_k);
   const PrefillProblem p = x.problem(q.ptr, k.ptr, v.ptr, cq.ptr, ck.ptr, causal);
   const PrefillProblem ph = x.problem(nullptr, nullptr, nullptr, x.cu_q.data(), x.cu_k.data(), causal);
-  const std::int64_t mask_size = skip_mask_layout(ph, 64, 128).size();
+  const std::int64_t mask_size = skip_mask_layout(ph, 64, pol.block_k).size();
   const cuda::PrefillPlan plan = cuda::plan_prefill(p, x.max_q, pol, kernel);
   const std::size_t rows = std::size_t(p.total_q) * x.hq;
   DeviceBuffer<std::uint16_t> o(rows * x.d + 1);
@@ -101,7 +101,7 @@ Result run_cpu(const Packed& x, bool causal, SkipPolicy pol, const std::uint8_t*
   Result r;
   r.o.assign(std::size_t(p.total_q) * x.hq * x.d, NAN);
   r.lse.assign(std::size_t(p.total_q) * x.hq, NAN);
-  r.mask.assign(skip_mask_layout(p, 64, 128).size(), 0);
+  r.mask.assign(skip_mask_layout(p, 64, pol.block_k).size(), 0);
   pol.replay_mask = replay;
   Outputs out;
   out.set_contiguous_strides(p);
@@ -146,7 +146,9 @@ std::vector<double> reference_dense(const Packed& x, bool causal) {
 // against the CPU engine replaying the kernel's own mask.
 void check(const Packed& x, bool causal, const SkipPolicy& pol, std::uint64_t seed) {
   const Result c = run_cpu(x, causal, pol);
+  const PrefillProblem ph = x.problem(nullptr, nullptr, nullptr, x.cu_q.data(), x.cu_k.data(), causal);
   for (cuda::PrefillKernel kernel : kKernels) {
+    if (!cuda::prefill_unsupported_reason(ph, pol, kernel).empty()) continue;  // mma_sync: no head dim 256
     char what[200];
     std::snprintf(what, sizeof what, "kernel %s seed %llu Hq %d Hkv %d d %d %s causal %d order %s value %g",
                   cuda::to_string(kernel), static_cast<unsigned long long>(seed), x.hq, x.hkv, x.d,
@@ -180,9 +182,9 @@ void check(const Packed& x, bool causal, const SkipPolicy& pol, std::uint64_t se
   }
 }
 
-SkipPolicy policy(double a, VisitOrder order) {
+SkipPolicy policy(double a, VisitOrder order, int head_dim = 128) {
   SkipPolicy p = a > 0 ? SkipPolicy::with_scale_factor(a) : SkipPolicy{};
-  p.block_q = 64, p.block_k = 128, p.order = order;
+  p.block_q = 64, p.block_k = cuda::prefill_block_k(head_dim), p.order = order;
   return p;
 }
 
@@ -190,15 +192,15 @@ TEST(CudaPrefill, MatchesCpuEngineAcrossShapes) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
   for (DType dt : {DType::bf16, DType::f16})
-    for (int d : {64, 128})
+    for (int d : {64, 128, 256})
       for (auto [hq, hkv] : std::vector<std::pair<int, int>>{{8, 8}, {8, 2}, {16, 2}, {16, 1}}) {
         const Packed x = make_packed(seed + d + hq, {{1, 1}, {17, 300}, {0, 40}, {1013, 1013}, {300, 2000}, {300, 100}},
                                      hq, hkv, d, dt);
         for (VisitOrder order : {VisitOrder::reverse, VisitOrder::sink_first, VisitOrder::forward}) {
-          check(x, true, policy(0, order), seed);
-          check(x, true, policy(8, order), seed);
+          check(x, true, policy(0, order, d), seed);
+          check(x, true, policy(8, order, d), seed);
         }
-        check(x, false, policy(8, VisitOrder::reverse), seed);
+        check(x, false, policy(8, VisitOrder::reverse, d), seed);
       }
 }
 
@@ -221,14 +223,15 @@ TEST(CudaPrefill, DenseMatchesFloat64) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
   for (DType dt : {DType::bf16, DType::f16})
-    for (int d : {64, 128}) {
+    for (int d : {64, 128, 256}) {
       const Packed x = make_packed(seed + d, {{333, 333}, {70, 1100}, {5, 1}}, 4, 2, d, dt);
       for (bool causal : {true, false}) {
         const std::vector<double> ref = reference_dense(x, causal);
         for (cuda::PrefillKernel kernel : kKernels) {
+          if (kernel == cuda::PrefillKernel::mma_sync && d == 256) continue;
           SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " d " + std::to_string(d) + " " + to_string(dt) +
                        " causal " + std::to_string(causal) + " seed " + std::to_string(seed));
-          const Result g = run_gpu(x, causal, policy(0, VisitOrder::reverse), kernel);
+          const Result g = run_gpu(x, causal, policy(0, VisitOrder::reverse, d), kernel);
           double num = 0, den = 0;
           for (std::size_t i = 0; i < ref.size(); ++i)
             num += (g.o[i] - ref[i]) * (g.o[i] - ref[i]), den += ref[i] * ref[i];
@@ -261,8 +264,13 @@ TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   p.dtype = DType::f32;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
   p.dtype = DType::bf16;
-  p.head_dim_qk = p.head_dim_v = 256;
+  p.head_dim_qk = p.head_dim_v = 256;  // 64-key tiles there
+  EXPECT_EQ(cuda::prefill_block_k(256), 64);
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256)), "");
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256), cuda::PrefillKernel::mma_sync), "");
+  p.head_dim_qk = p.head_dim_v = 96;
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 96)), "");
 }
 
 }  // namespace

@@ -143,7 +143,7 @@ def test_cuda_decode_matches_cpu_engine(rng):
 
 
 @pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 256])
 def test_cuda_prefill_matches_cpu_engine(rng, d):
     q, k, v, cu_q, cu_k = inputs.varlen_prefill(rng, [17, 0, 700, 300], [40, 5, 700, 1300], 8, 2, d, d)
     dev = lambda x: torch.from_numpy(x).to("cuda", torch.bfloat16)
@@ -178,7 +178,7 @@ def test_cuda_prefill_matches_cpu_engine(rng, d):
 def test_cuda_prefill_errors(rng):
     q, k, v, _, _ = inputs.varlen_prefill(rng, [10], [10], 4, 2, 96, 96)
     dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
-    with pytest.raises(ValueError, match="head dims 64 and 128"):
+    with pytest.raises(ValueError, match="head dims 64, 128 and 256"):
         blasst.prefill(dev(q), dev(k), dev(v))
     q, k, v, _, _ = inputs.varlen_prefill(rng, [10], [10], 4, 2, 64, 64)
     with pytest.raises(ValueError, match="bfloat16 or float16"):

@@ -24,7 +24,7 @@ class Settings:
     prefill_scale_factor: Optional[float] = None
     decode_scale_factor: Optional[float] = None
     block_q: int = 64
-    block_k: int = 128
+    block_k: Optional[int] = None  # None: 128, or 64 for prefill at head dim 256 (blasst.prefill_block_k)
     order: str = "reverse"
     max_seed: bool = True
     collect_stats: bool = True
@@ -141,7 +141,7 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
         table = torch.arange(B, dtype=torch.int32, device=query.device).view(B, 1)
         lens = torch.full((B,), L, dtype=torch.int32, device=query.device)
         res = _decode(q, kc, vc, table, lens, softmax_scale=scale, scale_factor=settings.decode_scale_factor,
-                      block_k=settings.block_k, max_seed=settings.max_seed, max_seq_len=L,
+                      block_k=settings.block_k or 128, max_seed=settings.max_seed, max_seq_len=L,
                       return_stats=settings.collect_stats)
         if settings.collect_stats:
             res, st = res

@@ -1,11 +1,13 @@
 // Prefill with the BLASST skip, FlashAttention-3 class (sm_90a): TMA loads, wgmma, one producer
-// warpgroup and two consumer warpgroups per CTA (384 threads, setmaxnreg 40 / 232).
+// warpgroup and NWG consumer warpgroups per CTA (head dims 128 and 256: two, setmaxnreg 40 / 232;
+// head dim 64: three, setmaxnreg 32 / 160, since there the softmax outweighs the products).
 //
-// A CTA owns BQ = 128 query rows of one query head; each consumer warpgroup owns 64 of them and is
-// its own vote group (block_q = 64 in the contract's terms), so a warpgroup votes alone with one
-// 128-thread bar.red.and and never waits for the other. K and V tiles (BK = 128 keys) arrive by TMA
-// into 128-byte-swizzled stages that wgmma reads through shared-memory descriptors: S = Q K^T with
-// both operands K-major in shared memory, O += P V with P from registers and V MN-major.
+// A CTA owns BQ = 64 NWG query rows of one query head; each consumer warpgroup owns 64 of them and
+// is its own vote group (block_q = 64 in the contract's terms), so a warpgroup votes alone with one
+// 128-thread bar.red.and and never waits for another. K and V tiles (BK = 128 keys; 64 at head dim
+// 256, where the registers hold a 64 x 256 O) arrive by TMA into 128-byte-swizzled stages that
+// wgmma reads through shared-memory descriptors: S = Q K^T with both operands K-major in shared
+// memory, O += P V with P from registers and V MN-major.
 //
 // The CTA walks the tiles visible to its furthest-seeing row in the contract's visit order; a
 // warpgroup whose rows see fewer tiles (causal: at most one fewer) treats the others as unvisited,
@@ -15,8 +17,8 @@
 // it was kept, and overlaps the softmax of S(j) with that product (FA3's intra-warpgroup overlap);
 // O is rescaled after that product completes, when no wgmma is in flight. One producer thread
 // loads Q and the K ring, another the V ring.
-// With ping-pong on, the two warpgroups take turns issuing their products (named barriers), so one
-// warpgroup's softmax runs while the other's products occupy the tensor cores. A skipped tile costs
+// With ping-pong on, the warpgroups take turns issuing their products (named barriers, round
+// robin), so one warpgroup's softmax runs while another's products occupy the tensor cores. A skipped tile costs
 // its S product, the row maxima and the vote; it skips the exponentials, the row sums, the O
 // rescale and the P V product. K rows past a sequence's end (the next sequence's keys, or TMA's
 // zero fill) are masked out of S and meet P = 0 in P V.
@@ -39,20 +41,24 @@ namespace blasst::cuda {
 // prints after each uncaptured launch; BLASST_PREFILL_DEBUG_NO_SOFTMAX drops the softmax (P = S)
 // to time the matrix products and the pipeline alone.
 #ifdef BLASST_PREFILL_TRACE
-__device__ unsigned g_prefill_trace[2][64][8];
+__device__ unsigned g_prefill_trace[3][64][8];
 #define BLASST_TRACE(k)                                                                            \
   if (trace && j < 64) g_prefill_trace[c][j][k] = static_cast<unsigned>(clock());
 #else
 #define BLASST_TRACE(k)
 #endif
 
-template <class T_, int D_, int NSK_, int NSV_, bool PingPong_>
+template <class T_, int D_, int BK_, int NWG_, int NSK_, int NSV_, bool PingPong_>
 struct WgmmaPrefillTraits {
   using T = T_;
-  static constexpr int D = D_, BQ = 128, BK = 128, NSK = NSK_, NSV = NSV_, NH = D / 64;
+  static constexpr int D = D_, BK = BK_, NWG = NWG_, BQ = 64 * NWG, NSK = NSK_, NSV = NSV_, NH = D / 64;
   static constexpr bool kPingPong = PingPong_;
-  static constexpr int kThreads = 384, kProducerRegs = 40, kConsumerRegs = 232;
-  static_assert(D == 64 || D == 128, "head dims 64 and 128");
+  static constexpr int kThreads = 128 * (NWG + 1);
+  static constexpr int kProducerRegs = NWG == 2 ? 40 : 32, kConsumerRegs = NWG == 2 ? 232 : 160;
+  static_assert(D == 64 || D == 128 || D == 256, "head dims 64, 128 and 256");
+  static_assert(BK == 64 || BK == 128, "key tiles of 64 or 128");
+  static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
+  static_assert(128 * kProducerRegs + 128 * NWG * kConsumerRegs <= 65536, "register file");
   static constexpr std::size_t kTileBytes = std::size_t(BK) * D * sizeof(T);
   static constexpr std::size_t kQBytes = std::size_t(BQ) * D * sizeof(T);
   static constexpr std::size_t kKOffset = kQBytes;
@@ -96,8 +102,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   if (tid == 0) {
     ptx::mbar_init(full_q, 1);
-    for (int s = 0; s < NSK; ++s) ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], 8);
-    for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 8);
+    for (int s = 0; s < NSK; ++s) ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], 4 * Tr::NWG);
+    for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 4 * Tr::NWG);
     ptx::fence_mbarrier_init();
   }
   __syncthreads();
@@ -134,27 +140,31 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const int rows_g = max(0, min(64, rows - 64 * c));
     const std::int64_t g0 = r0 + 64 * c;  // the group's first row in its sequence
     const int n_w = rows_g > 0 ? visible_tiles(row_key_limit(p.causal, g0 + rows_g - 1, sq, sk), BK) : 0;
-    const std::int64_t lim_lo = rows_g > 0 ? row_key_limit(p.causal, g0, sq, sk) : -1;
+    // Key limits fit in 32 bits (plan_prefill refuses 2^31 tokens); registers are short at NWG 3.
+    const int lim_lo = rows_g > 0 ? static_cast<int>(row_key_limit(p.causal, g0, sq, sk)) : -1;
     const int lr0 = warp * 16 + lane / 4, lr1 = lr0 + 8;
-    const std::int64_t lim0 = lr0 < rows_g ? row_key_limit(p.causal, g0 + lr0, sq, sk) : -1;
-    const std::int64_t lim1 = lr1 < rows_g ? row_key_limit(p.causal, g0 + lr1, sq, sk) : -1;
+    const int lim0 = lr0 < rows_g ? static_cast<int>(row_key_limit(p.causal, g0 + lr0, sq, sk)) : -1;
+    const int lim1 = lr1 < rows_g ? static_cast<int>(row_key_limit(p.causal, g0 + lr1, sq, sk)) : -1;
     const float sl2 = p.scale * kLog2e;
     const float thr = skip_log_threshold(lambda_for(p.mode, p.value, sk), kLog2e);
-    const int group = h * static_cast<int>((sq + 63) / 64) + 2 * qt + c;
-    const std::int64_t mask_base = (p.mask || p.replay) ? prefill_mask_base(p, b, group, 64, BK) : 0;
-    const int vote_bar = 1 + c, my_turn = 3 + c, their_turn = 4 - c;
+    const int group = h * static_cast<int>((sq + 63) / 64) + Tr::NWG * qt + c;
+    // Named barriers: 1..NWG the votes, 4..3+NWG the turns (warpgroup c hands over to c + 1).
+    const int vote_bar = 1 + c, my_turn = 4 + c, their_turn = 4 + (c + 1) % Tr::NWG;
+    // The group's skip-mask offset (tests and replay only) waits in shared memory, not a register.
+    __shared__ std::int64_t s_mask_base[Tr::NWG];
+    if (t == 0) s_mask_base[c] = (p.mask || p.replay) ? prefill_mask_base(p, b, group, 64, BK) : 0;
+    ptx::named_barrier_sync(vote_bar, 128);
     const bool voting = p.replay == nullptr && thr > -INFINITY;  // dense runs without the vote
 
     // Descriptors: Q rows of this group; K stages K-major; V stages MN-major (64-channel blocks
     // BK * 128 bytes apart).
-    const std::uint64_t dq = ptx::sw128_desc(sQ + c * (64 * 128), 0, 1024);
-    const std::uint64_t dk = ptx::sw128_desc(sK, 0, 1024);
-    const std::uint64_t dv = ptx::sw128_desc(sV, BK * 128, 1024);
-    auto gemm_s = [&](float (&s)[64], int st) {
+    // (Descriptors are built where used, from the one shared-memory base: fewer live registers.)
+    auto gemm_s = [&](float (&s)[BK / 2], int st) {
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
-        const std::uint32_t off = (ks / 4) * 128 * 128 + (ks % 4) * 32;  // Q and K stages both have 128 rows
-        ptx::wgmma_ss<T, 128>(s, dq + (off >> 4), dk + ((st * Tr::kTileBytes + off) >> 4), ks > 0 ? 1 : 0);
+        const int qoff = (ks / 4) * BQ * 128 + (ks % 4) * 32, koff = (ks / 4) * BK * 128 + (ks % 4) * 32;
+        ptx::wgmma_ss<T, BK>(s, ptx::sw128_desc(sQ + c * (64 * 128) + qoff, 0, 1024),
+                             ptx::sw128_desc(sK + st * Tr::kTileBytes + koff, 0, 1024), ks > 0 ? 1 : 0);
       }
     };
     float o[D / 2];
@@ -164,7 +174,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     auto gemm_pv = [&](int st) {
 #pragma unroll
       for (int kk = 0; kk < BK / 16; ++kk)
-        ptx::wgmma_rs<T, D>(o, pf[kk], dv + ((st * Tr::kTileBytes + kk * 16 * 128) >> 4), 1);
+        ptx::wgmma_rs<T, D>(o, pf[kk], ptx::sw128_desc(sV + st * Tr::kTileBytes + kk * 16 * 128, BK * 128, 1024), 1);
     };
     auto release = [&](std::uint64_t* bar) {
       __syncwarp();
@@ -175,8 +185,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     bool kept_prev = false;
     int jw = 0, skipped = 0;
     if (n > 0) ptx::mbar_wait(full_q, 0);
-    if (Tr::kPingPong && c == 1 && n > 0) ptx::named_barrier_arrive(3, 256);
-    float s[64];
+    if (Tr::kPingPong && c == Tr::NWG - 1 && n > 0) ptx::named_barrier_arrive(4, 256);  // warpgroup 0 first
+    float s[BK / 2];
 #ifdef BLASST_PREFILL_TRACE
     const bool trace = t == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
 #endif
@@ -213,18 +223,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       release(&empty_k[st]);
       bool keep = false;
       if (vis) {
-        const std::int64_t t0 = std::int64_t(tile) * BK;
+        const int t0 = tile * BK;
         if (t0 + BK - 1 > lim_lo) {
-          const std::int64_t rel0 = lim0 - t0 - 2 * (lane & 3), rel1 = lim1 - t0 - 2 * (lane & 3);
+          const int rel0 = lim0 - t0 - 2 * (lane & 3), rel1 = lim1 - t0 - 2 * (lane & 3);
 #pragma unroll
-          for (int i = 0; i < 16; ++i)
+          for (int i = 0; i < BK / 8; ++i)
 #pragma unroll
             for (int e = 0; e < 4; ++e)
               if (i * 8 + (e & 1) > (e < 2 ? rel0 : rel1)) s[4 * i + e] = -INFINITY;
         }
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
+        for (int i = 0; i < BK / 8; ++i) {
           mx0 = fmaxf(mx0, fmaxf(s[4 * i], s[4 * i + 1]));
           mx1 = fmaxf(mx1, fmaxf(s[4 * i + 2], s[4 * i + 3]));
         }
@@ -236,8 +246,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         const bool agree =
             row_agrees(lim0 >= t0, mx0 * sl2, m0 * sl2, thr) && row_agrees(lim1 >= t0, mx1 * sl2, m1 * sl2, thr);
         const bool all = voting && ptx::named_barrier_and(vote_bar, 128, agree);
-        const bool skip = p.replay ? p.replay[mask_base + tile] == tile_skipped : (jw > 0 && all);
-        if (t == 0 && p.mask) p.mask[mask_base + tile] = skip ? tile_skipped : tile_kept;
+        const bool skip = p.replay ? p.replay[s_mask_base[c] + tile] == tile_skipped : (jw > 0 && all);
+        if (t == 0 && p.mask) p.mask[s_mask_base[c] + tile] = skip ? tile_skipped : tile_kept;
         ++jw;
         skipped += skip;
 #ifdef BLASST_PREFILL_DEBUG_NO_SOFTMAX  // timing experiment only (see the top of this file)
@@ -251,7 +261,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           sc0 = ptx::exp2_approx(m0 * sl2 - base0), sc1 = ptx::exp2_approx(m1 * sl2 - base1);
           float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
-          for (int i = 0; i < 16; ++i) {
+          for (int i = 0; i < BK / 8; ++i) {
             s[4 * i] = ptx::exp2_approx(fmaf(s[4 * i], sl2, -base0));
             s[4 * i + 1] = ptx::exp2_approx(fmaf(s[4 * i + 1], sl2, -base0));
             s[4 * i + 2] = ptx::exp2_approx(fmaf(s[4 * i + 2], sl2, -base1));
