@@ -17,7 +17,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--csv", default="")
     args = ap.parse_args()
-    shapes = [(128, 8192), (128, 32768), (64, 32768), (256, 32768)]
+    shapes = [(128, 8192), (128, 32768), (128, 131072), (64, 32768), (256, 32768)]
     if args.quick:
         shapes = [(128, 8192), (64, 8192), (256, 8192)]
     hq, hkv = 32, 8

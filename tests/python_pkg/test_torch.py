@@ -101,6 +101,46 @@ def test_transformers_backend_on_cuda_matches_sdpa():
     bt.register(collect_stats=True)
 
 
+def test_transformers_refuses_padded_batches():
+    from blasst.integrations import transformers as bt
+
+    bt.register(block_q=64, block_k=128)
+    cfg, model = _tiny_llama()
+    ids = torch.randint(0, 512, (2, 100), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(2, 100, dtype=torch.long)
+    mask[1, :30] = 0  # left padding
+    model.config._attn_implementation = "blasst"
+    with torch.no_grad():
+        model(ids)  # unpadded: fine
+        with pytest.raises(ValueError, match="padded"):
+            model(ids, attention_mask=mask)
+
+
+def test_transformers_gemma3_sliding_layers_stay_dense():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from blasst.integrations import transformers as bt
+
+    bt.register(block_q=64, block_k=128)
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=64, sliding_window=64,
+                           layer_types=["sliding_attention"] * 3 + ["full_attention"], max_position_embeddings=1024)
+    model = Gemma3ForCausalLM(cfg).eval()
+    ids = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.config._attn_implementation = "sdpa"
+        ref = model(ids).logits
+        ref_gen = model.generate(ids[:, :200], max_new_tokens=8, do_sample=False)
+        model.config._attn_implementation = "blasst"
+        with pytest.warns(UserWarning, match="sliding window"):
+            got = model(ids).logits
+        gen = model.generate(ids[:, :200], max_new_tokens=8, do_sample=False)
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+    assert torch.equal(gen, ref_gen)
+    assert set(bt.stats.layers["prefill"]) >= {3}
+
+
 def test_transformers_capture_feeds_calibration():
     from blasst.integrations import transformers as bt
 

@@ -3,11 +3,12 @@
 decode (dynamic cache) through blasst with per-phase scale factors.
 
 CPU tensors run the CPU engine; CUDA tensors run the CUDA kernels (prefill: bfloat16/float16, head
-dim 64 or 128; decode: the contiguous cache [B, Hkv, L, d] is viewed as one page of L slots per
-sequence, no copy). Statistics are collected only while ``collect_stats`` is on (on the GPU each
-collection reads counters back, a synchronisation per layer). Layers
-with a sliding window stay dense through transformers' SDPA and say so once. Batches are taken as
-unpadded (every sequence as long as the key tensor); a padding mask is not applied.
+dim 64, 128 or 256; decode: the contiguous cache [B, Hkv, L, d] is viewed as one page of L slots
+per sequence, no copy). Statistics are collected only while ``collect_stats`` is on (on the GPU
+each collection reads counters back, a synchronisation per layer). Layers with a sliding window
+stay dense through transformers' SDPA and say so once. Batches must be unpadded (every sequence as
+long as the key tensor): a mask that hides keys from the last query row (padding) raises
+ValueError (checked at the first layer of each call: one read-back), as does logit soft-capping.
 """
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class Settings:
     order: str = "reverse"
     max_seed: bool = True
     collect_stats: bool = True
+    check_padding: bool = True  # raise on padded batches (one device read-back per forward, layer 0)
     # A list to capture calibration samples into (None: off): dicts with layer, phase, scale and
     # sample, a tuple blasst.calibrate.sweep/fit takes (float32 numpy copies: memory grows with
     # context length and layers, so capture a few prompts only).
@@ -74,6 +76,7 @@ class Stats:
 settings = Settings()
 stats = Stats()
 _warned: set = set()
+_first_full_layer = None  # the first layer without a sliding window: where padding is checked
 
 
 def _warn_once(key, msg):
@@ -121,8 +124,16 @@ def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration
 def blasst_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
                      **kwargs):
     """query [B, Hq, S, d], key/value [B, Hkv, L, d] (cache included) -> ([B, S, Hq, d], None)."""
+    global _first_full_layer
     layer = getattr(module, "layer_idx", -1)
+    if kwargs.get("softcap"):
+        raise ValueError("blasst attention has no logit soft-capping (attn_logit_softcapping)")
     window = sliding_window or getattr(module, "sliding_window", None)
+    if not window:
+        if _first_full_layer is None:
+            _first_full_layer = layer
+        if settings.check_padding and attention_mask is not None and layer == _first_full_layer:
+            _refuse_padding(attention_mask, key.shape[2])
     if window:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         _warn_once(("window", layer), f"blasst: layer {layer} has a sliding window ({window}); it stays dense (SDPA)")
@@ -157,6 +168,15 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
             stats.add("prefill", layer, st)
         outs.append(o)
     return torch.stack(outs), None
+
+
+def _refuse_padding(mask, L):
+    """A causal mask lets the last query row see every key; anything it hides is padding."""
+    last = mask[..., -1, :L]
+    sees_all = last.all() if last.dtype == torch.bool else (last == 0).all()
+    if not bool(sees_all):
+        raise ValueError("blasst attention does not take padded batches (the attention mask hides keys); "
+                         "run sequences unpadded, one per call or with equal lengths")
 
 
 def _capture(layer, query, key, scale):
