@@ -118,6 +118,12 @@ def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration
             raise ValueError(f"unknown blasst setting '{k}'")
         setattr(settings, k, v)
     AttentionInterface.register("blasst", blasst_attention)
+    # Masks as SDPA gets them (None when purely causal and unpadded), so that padding can be refused
+    # and sliding-window layers get their window; without this transformers passes no mask at all
+    # to an attention it does not know.
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionMaskInterface.register("blasst", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     return settings
 
 
