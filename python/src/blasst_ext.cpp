@@ -108,17 +108,23 @@ PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, c
   return p;
 }
 
-StatsTuple prefill_cpu(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
-                       std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode,
-                       double value, int block_q, int block_k, const std::string& order) {
-  require(o, "out", 3, false);
-  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale);
+// O [total_q, Hq, d_v] and the optional LSE [total_q, Hq] of a prefill.
+Outputs prefill_outputs(const Array& q, const Array& v, MutArray& o, const std::optional<MutArray>& lse, bool cuda) {
+  require(o, "out", 3, cuda);
   if (o.shape(0) != q.shape(0) || o.shape(1) != q.shape(1) || o.shape(2) != v.shape(2))
     throw nb::value_error("out must be [total_q, Hq, d_v]");
   Outputs out;
   out.o = o.data(), out.o_dtype = dtype_of(o.dtype(), "out");
   out.o_stride_token = o.stride(0), out.o_stride_head = o.stride(1);
-  set_lse(out, lse, 2, false);
+  set_lse(out, lse, 2, cuda);
+  return out;
+}
+
+StatsTuple prefill_cpu(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
+                       std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode,
+                       double value, int block_q, int block_k, const std::string& order) {
+  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale);
+  Outputs out = prefill_outputs(q, v, o, lse, false);
   SkipStats stats;
   out.stats = &stats;
   {
@@ -223,14 +229,8 @@ void prefill_cuda(const Array& q, const Array& k, const Array& v, MutArray o, st
                   std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode, double value,
                   int block_q, int block_k, const std::string& order, int max_seqlen_q,
                   std::optional<MutArray> counters, std::uintptr_t stream) {
-  require(o, "out", 3, true);
   const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale, true);
-  if (o.shape(0) != q.shape(0) || o.shape(1) != q.shape(1) || o.shape(2) != v.shape(2))
-    throw nb::value_error("out must be [total_q, Hq, d_v]");
-  Outputs out;
-  out.o = o.data(), out.o_dtype = dtype_of(o.dtype(), "out");
-  out.o_stride_token = o.stride(0), out.o_stride_head = o.stride(1);
-  set_lse(out, lse, 2, true);
+  Outputs out = prefill_outputs(q, v, o, lse, true);
   if (counters) {
     require(*counters, "counters", 1, true);
     if (counters->shape(0) != std::size_t(p.batch) * p.num_heads_q * 2)

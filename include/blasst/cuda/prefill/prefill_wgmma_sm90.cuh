@@ -176,6 +176,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int kk = 0; kk < BK / 16; ++kk)
         ptx::wgmma_rs<T, D>(o, pf[kk], ptx::sw128_desc(sV + st * Tr::kTileBytes + kk * 16 * 128, BK * 128, 1024), 1);
     };
+    // P V of the last tile if it was kept; an empty commit group otherwise (see the loop).
+    auto issue_pv = [&](int st, bool kept) {
+      ptx::fence_regs(o);
+      ptx::fence_regs(pf);
+      if (__all_sync(0xffffffffu, kept)) {
+        ptx::wgmma_fence();
+        gemm_pv(st);
+      }
+      ptx::wgmma_commit();
+    };
     auto release = [&](std::uint64_t* bar) {
       __syncwarp();
       if (lane == 0) ptx::mbar_arrive(bar);
@@ -208,13 +218,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       gemm_s(s, st);
       ptx::wgmma_commit();
       if (j > 0) ptx::mbar_wait(&full_v[pst], ((j - 1) / NSV) & 1);
-      ptx::fence_regs(o);
-      ptx::fence_regs(pf);
-      if (__all_sync(0xffffffffu, kept_prev)) {
-        ptx::wgmma_fence();
-        gemm_pv(pst);
-      }
-      ptx::wgmma_commit();
+      issue_pv(pst, kept_prev);
       if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
       BLASST_TRACE(3)
       ptx::wgmma_wait<1>();
@@ -298,13 +302,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     const int last = (n + NSV - 1) % NSV;
     if (n > 0) ptx::mbar_wait(&full_v[last], ((n - 1) / NSV) & 1);
-    ptx::fence_regs(o);
-    ptx::fence_regs(pf);
-    if (__all_sync(0xffffffffu, kept_prev)) {
-      ptx::wgmma_fence();
-      gemm_pv(last);
-    }
-    ptx::wgmma_commit();
+    issue_pv(last, kept_prev);
     ptx::wgmma_wait<0>();
     ptx::fence_regs(o);
     if (n > 0) release(&empty_v[last]);
