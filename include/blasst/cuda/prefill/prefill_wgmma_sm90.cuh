@@ -157,8 +157,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const bool voting = p.replay == nullptr && thr > -INFINITY;  // dense runs without the vote
 
     // Descriptors: Q rows of this group; K stages K-major; V stages MN-major (64-channel blocks
-    // BK * 128 bytes apart).
-    // (Descriptors are built where used, from the one shared-memory base: fewer live registers.)
+    // BK * 128 bytes apart). They are built where used, from the one shared-memory base: fewer
+    // live registers.
     auto gemm_s = [&](float (&s)[BK / 2], int st) {
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int kk = 0; kk < BK / 16; ++kk)
         ptx::wgmma_rs<T, D>(o, pf[kk], ptx::sw128_desc(sV + st * Tr::kTileBytes + kk * 16 * 128, BK * 128, 1024), 1);
     };
-    // P V of the last tile if it was kept; an empty commit group otherwise (see the loop).
+    // P V of the previous tile if it was kept; an empty commit group otherwise (see the loop).
     auto issue_pv = [&](int st, bool kept) {
       ptx::fence_regs(o);
       ptx::fence_regs(pf);
