@@ -45,8 +45,9 @@ status=0
 if want tests; then
   echo "== CUDA tests"
   # A hang (a kernel waiting on a barrier nobody arrives at) must not eat the whole device call.
-  timeout 420 "$B/tests/blasst_cuda_tests" --gtest_output=xml:"$OUT/cuda_tests.xml" > "$OUT/cuda_tests.log" 2>&1 ||
-    { status=1; echo "CUDA tests failed or timed out (exit $?)"; }
+  timeout 420 "$B/tests/blasst_cuda_tests" --gtest_output=xml:"$OUT/cuda_tests.xml" > "$OUT/cuda_tests.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || { status=1; echo "CUDA tests failed (exit $rc; 124: timed out)"; }
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ splits|tests? ran|Failure|Expected|Which is|of [0-9]+ tiles|seed " "$OUT/cuda_tests.log" | head -60
 fi
 if want sanitize; then
