@@ -8,7 +8,8 @@ per sequence, no copy). Statistics are collected only while ``collect_stats`` is
 each collection reads counters back, a synchronisation per layer). Layers with a sliding window
 stay dense through transformers' SDPA and say so once. Batches must be unpadded (every sequence as
 long as the key tensor): a mask that hides keys from the last query row (padding) raises
-ValueError (checked at the first layer of each call: one read-back), as does logit soft-capping.
+ValueError (checked at the model's first full-attention layer: one read-back per forward), as does
+logit soft-capping.
 """
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ class Settings:
     order: str = "reverse"
     max_seed: bool = True
     collect_stats: bool = True
-    check_padding: bool = True  # raise on padded batches (one device read-back per forward, layer 0)
+    check_padding: bool = True  # raise on padded batches (one device read-back per forward)
     # A list to capture calibration samples into (None: off): dicts with layer, phase, scale and
     # sample, a tuple blasst.calibrate.sweep/fit takes (float32 numpy copies: memory grows with
     # context length and layers, so capture a few prompts only).
@@ -76,7 +77,7 @@ class Stats:
 settings = Settings()
 stats = Stats()
 _warned: set = set()
-_first_full_layer = None  # the first layer without a sliding window: where padding is checked
+_first_full_layer: dict = {}  # per model config: its first layer without a sliding window (padding check)
 
 
 def _warn_once(key, msg):
@@ -130,15 +131,13 @@ def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration
 def blasst_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
                      **kwargs):
     """query [B, Hq, S, d], key/value [B, Hkv, L, d] (cache included) -> ([B, S, Hq, d], None)."""
-    global _first_full_layer
     layer = getattr(module, "layer_idx", -1)
     if kwargs.get("softcap"):
         raise ValueError("blasst attention has no logit soft-capping (attn_logit_softcapping)")
     window = sliding_window or getattr(module, "sliding_window", None)
     if not window:
-        if _first_full_layer is None:
-            _first_full_layer = layer
-        if settings.check_padding and attention_mask is not None and layer == _first_full_layer:
+        first = _first_full_layer.setdefault(id(getattr(module, "config", None)), layer)
+        if settings.check_padding and attention_mask is not None and layer == first:
             _refuse_padding(attention_mask, key.shape[2])
     if window:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
