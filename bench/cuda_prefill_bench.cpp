@@ -110,18 +110,24 @@ int main(int argc, char** argv) {
         std::snprintf(name, sizeof name, "a=%g", a);
         cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name});
       }
-      // Tile sparsity of the default kernel at scale factor a (one launch, counters read back).
-      auto sparsity_at = [&](double a) {
-        SkipPolicy pol = SkipPolicy::with_scale_factor(a);
-        pol.block_q = 64, pol.block_k = cuda::prefill_block_k(d), pol.order = VisitOrder::reverse;
+      auto geometry = [&](SkipPolicy pol) {
+        pol.block_q = 64, pol.block_k = prefill_block_k(d), pol.order = VisitOrder::reverse;
+        return pol;
+      };
+      // Tile sparsity of one launch (counters read back).
+      auto sparsity_of = [&](const SkipPolicy& pol, const cuda::PrefillPlan& plan) {
         out.tile_counters = counters;
-        cuda::prefill(p, pol, cuda::plan_prefill(p, len, pol), out, nullptr);
+        cuda::prefill(p, pol, plan, out, nullptr);
         std::vector<std::uint64_t> c(std::size_t(hq) * 2);
         CK(cudaMemcpy(c.data(), counters, c.size() * 8, cudaMemcpyDeviceToHost));
         out.tile_counters = nullptr;
         double vis = 0, skp = 0;
         for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
         return vis > 0 ? skp / vis : 0.0;
+      };
+      auto sparsity_at = [&](double a) {  // the default kernel at scale factor a
+        const SkipPolicy pol = geometry(SkipPolicy::with_scale_factor(a));
+        return sparsity_of(pol, cuda::plan_prefill(p, len, pol));
       };
       if (!quick)
         for (double target : {0.5, 0.7, 0.9}) {
@@ -141,20 +147,11 @@ int main(int argc, char** argv) {
           cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name});
         }
       for (Case& cs : cases) {
-        SkipPolicy& pol = cs.pol;
-        pol.block_q = 64, pol.block_k = cuda::prefill_block_k(d), pol.order = VisitOrder::reverse;
+        const SkipPolicy pol = geometry(cs.pol);
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
-        out.tile_counters = counters;
-        cuda::prefill(p, pol, plan, out, nullptr);
-        CK(cudaDeviceSynchronize());
-        std::vector<std::uint64_t> c(std::size_t(hq) * 2);
-        CK(cudaMemcpy(c.data(), counters, c.size() * 8, cudaMemcpyDeviceToHost));
-        double vis = 0, skp = 0;
-        for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
-        out.tile_counters = nullptr;
+        const double sparsity = sparsity_of(pol, plan);
         const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20));
         if (dense_ms == 0) dense_ms = ms;  // the default kernel, dense, comes first
-        const double sparsity = vis > 0 ? skp / vis : 0.0;
         const char* kname = cuda::to_string(cs.kernel);
         std::printf("%-4d %-7d %-7s %-15s %-9s %9.3f %9.1f %9.3f %8.2f\n", d, len, causal ? "yes" : "no", kname,
                     cs.name.c_str(), ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);

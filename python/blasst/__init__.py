@@ -113,7 +113,7 @@ def _float32(ref):
 
 def prefill_block_k(head_dim):
     """The prefill key tile (block_k) the CUDA kernel needs at this head dim: 128, or 64 at 256."""
-    return 64 if int(head_dim) == 256 else 128
+    return _C.prefill_block_k(int(head_dim))
 
 
 def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, threshold=None,

@@ -283,6 +283,7 @@ NB_MODULE(_C, m) {
   m.def("sweep_prefill", &sweep_prefill);
   m.def("sweep_decode", &sweep_decode);
   m.def("default_lambdas", &default_lambdas);
+  m.def("prefill_block_k", [](int head_dim) { return prefill_block_k(head_dim); });
   m.def("fit_scale_factor", [](const std::vector<double>& s, const std::vector<double>& a) {
     const ScaleFit f = fit_scale_factor(s, a);
     return std::make_tuple(f.alpha, f.beta, f.r2, f.s_min, f.s_max, f.points);

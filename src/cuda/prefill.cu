@@ -18,18 +18,17 @@ struct Maps {
   CUtensorMap q, k, v;
 };
 
-// The wgmma kernel's geometry per head dim: key tile, consumer warpgroups (query rows / 64) and
-// K / V stages. Head dim 64: three warpgroups (192 rows) hide more of the softmax, which there
-// costs as much as the products; head dim 256: 64-key tiles, so that a 64 x 256 O, S and P fit in
-// a warpgroup's registers.
+// The wgmma kernel's geometry per head dim besides its key tile (prefill_block_k): consumer
+// warpgroups (query rows / 64) and K / V stages. Head dim 64: three warpgroups (192 rows) hide more
+// of the softmax, which there costs as much as the products.
 struct WgmmaGeometry {
-  int bk, nwg, stages;
+  int nwg, stages;
 };
 constexpr WgmmaGeometry wgmma_geometry(int d) {
-  return d == 64 ? WgmmaGeometry{128, 3, 3} : d == 128 ? WgmmaGeometry{128, 2, 2} : WgmmaGeometry{64, 2, 2};
+  return d == 64 ? WgmmaGeometry{3, 3} : WgmmaGeometry{2, 2};
 }
 template <class T, int D, bool PingPong>
-using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, wgmma_geometry(D).bk, wgmma_geometry(D).nwg, wgmma_geometry(D).stages,
+using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, prefill_block_k(D), wgmma_geometry(D).nwg, wgmma_geometry(D).stages,
                                           wgmma_geometry(D).stages, PingPong>;
 
 template <class T, int D>
@@ -82,7 +81,7 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
   if (kernel == PrefillKernel::mma_sync ? (d != 64 && d != 128) : (d != 64 && d != 128 && d != 256))
     return std::string("the CUDA prefill kernel (") + to_string(kernel) + ") supports head dims 64, 128" +
            (kernel == PrefillKernel::mma_sync ? "" : " and 256") + ", got " + std::to_string(d);
-  const int bk = kernel == PrefillKernel::mma_sync ? 128 : wgmma_geometry(d).bk;
+  const int bk = kernel == PrefillKernel::mma_sync ? 128 : prefill_block_k(d);
   if (pol.block_q != 64 || pol.block_k != bk)
     return "the CUDA prefill kernel at head dim " + std::to_string(d) + " votes over 64 query rows and " +
            std::to_string(bk) + "-key tiles (block_q 64, block_k " + std::to_string(bk) + ")";
@@ -95,8 +94,6 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
     return "the CUDA prefill kernel needs strides that are multiples of 8 elements (16-byte rows)";
   return "";
 }
-
-int prefill_block_k(int head_dim) { return head_dim == 256 ? wgmma_geometry(256).bk : 128; }
 
 const char* to_string(PrefillKernel k) {
   switch (k) {
@@ -146,7 +143,7 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
   Maps maps;
   const bool mma = plan.kernel == PrefillKernel::mma_sync;
   const WgmmaGeometry g = wgmma_geometry(p.head_dim_qk);
-  const int bk = mma ? 128 : g.bk;
+  const int bk = mma ? 128 : prefill_block_k(p.head_dim_qk);
   maps.q = mma ? CUtensorMap{}
                : packed_map(p.q, p.dtype, p.head_dim_qk, p.num_heads_q, p.total_q, p.q_stride_token, p.q_stride_head,
                             64 * g.nwg, "Q");

@@ -16,6 +16,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "blasst/cpu/engine.hpp"
@@ -861,6 +862,26 @@ inline double o_max_rel_diff(const OutBuf& a, const OutBuf& b) {
           mb = std::max(mb, std::fabs(y));
         }
   return mb > 0 ? md / mb : md;
+}
+
+// The per-head sums and the totals of a SkipStats agree with its per-(sequence, head) entries;
+// returns the totals (visited, skipped).
+inline std::pair<std::int64_t, std::int64_t> expect_stats_sums(const blasst::SkipStats& st) {
+  std::int64_t v = 0, s = 0;
+  for (int h = 0; h < st.heads; ++h) {
+    std::int64_t vh = 0, sh = 0;
+    for (int b = 0; b < st.batch; ++b) {
+      vh += st.visited[b * st.heads + h];
+      sh += st.skipped[b * st.heads + h];
+    }
+    EXPECT_EQ(st.visited_for_head(h), vh);
+    EXPECT_EQ(st.skipped_for_head(h), sh);
+    v += vh;
+    s += sh;
+  }
+  EXPECT_EQ(st.tiles_visited(), v);
+  EXPECT_EQ(st.tiles_skipped(), s);
+  return {v, s};
 }
 
 }  // namespace bt

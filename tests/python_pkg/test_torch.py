@@ -39,12 +39,14 @@ def test_custom_ops_trace_under_compile():
 transformers = pytest.importorskip("transformers")
 
 
-def _tiny_llama():
+def _tiny_llama(hidden_size=128):
+    """Two layers, 4 query / 2 KV heads: head dim hidden_size / 4."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048)
     return cfg, LlamaForCausalLM(cfg).eval()
 
 
@@ -78,13 +80,9 @@ def test_transformers_backend_matches_sdpa_and_collects_stats():
 def test_transformers_backend_on_cuda_matches_sdpa():
     from blasst.integrations import transformers as bt
 
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     bt.register(collect_stats=False, block_q=64, block_k=128)  # dense, no per-layer synchronisation
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-    model = LlamaForCausalLM(cfg).eval().to("cuda", torch.bfloat16)  # head dim 64
+    _, model = _tiny_llama(256)
+    model = model.to("cuda", torch.bfloat16)  # head dim 64
     ids = torch.randint(0, 512, (1, 700), generator=torch.Generator().manual_seed(1)).cuda()
     with torch.no_grad():
         model.config._attn_implementation = "sdpa"

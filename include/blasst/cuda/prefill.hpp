@@ -2,8 +2,8 @@
 // (include/blasst/cuda/prefill/prefill_wgmma_sm90.cuh: TMA, wgmma, a producer warpgroup and two
 // consumer warpgroups taking turns); the first, FA2-style kernel (mma.sync,
 // prefill_mma_sm90.cuh; head dims 64 and 128) stays selectable for comparison. Vote groups are
-// 64 query rows of one head; key tiles are 128 keys (64 at head dim 256): prefill_block_k(). Plan on the host, run on a stream without allocation or
-// synchronisation.
+// 64 query rows of one head; key tiles are 128 keys (64 at head dim 256: blasst::prefill_block_k).
+// Plan on the host, run on a stream without allocation or synchronisation.
 #pragma once
 
 #include <string>
@@ -32,10 +32,6 @@ struct PrefillPlan {
 // Why this problem/policy cannot run on the CUDA prefill kernel, or "" if it can.
 std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy& policy,
                                        PrefillKernel kernel = PrefillKernel::wgmma_pingpong);
-
-// The key tile (policy.block_k) the default kernel needs at this head dim: 128, or 64 at head dim
-// 256. block_q is always 64.
-int prefill_block_k(int head_dim);
 
 // Host-only. max_seqlen_q bounds every sequence's query count (cu_seqlens live on the device).
 PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPolicy& policy,

@@ -4,6 +4,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -170,6 +171,36 @@ __device__ __forceinline__ float exp2_approx(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
+}
+
+// ---- accumulator fragments ----------------------------------------------------------------------
+
+// Max / sum over the 4 threads of a quad: the threads that hold one row of an mma.sync m16n8 or
+// wgmma accumulator fragment.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// Scales an m16n8 fragment tile (NT blocks of 8 columns; this thread's rows are elements 0-1 and
+// 2-3) by `scale`, sets columns past each row's last visible one (rel0 / rel1, relative to this
+// thread's first column) to -inf, and returns both rows' maxima over the quad.
+template <int NT, class I>
+__device__ __forceinline__ void scale_mask_row_max(float (&s)[NT][4], I rel0, I rel1, float scale, float& mx0,
+                                                   float& mx1) {
+  mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[i][e] = (i * 8 + (e & 1) <= (e < 2 ? rel0 : rel1)) ? s[i][e] * scale : -INFINITY;
+    mx0 = fmaxf(mx0, fmaxf(s[i][0], s[i][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[i][2], s[i][3]));
+  }
+  mx0 = quad_max(mx0), mx1 = quad_max(mx1);
 }
 
 template <class T> __device__ __forceinline__ T from_float(float x);

@@ -306,20 +306,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // Scale, mask (keys past a row's limit, rows beyond the group) and the rows' tile maxima.
     const int key0 = tile * BK + wn * KW + 2 * (lane & 3);
     const int rel0 = lim0 - key0, rel1 = lim1 - key0;  // last visible key offset of each row
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        s[i][e] = (i * 8 + (e & 1) <= (e < 2 ? rel0 : rel1)) ? s[i][e] * p.scale : -INFINITY;
-      mx0 = fmaxf(mx0, fmaxf(s[i][0], s[i][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[i][2], s[i][3]));
-    }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-    }
+    float mx0, mx1;
+    ptx::scale_mask_row_max(s, rel0, rel1, p.scale, mx0, mx1);
     if ((lane & 3) == 0) sRed[wn * RP + r0] = mx0, sRed[wn * RP + r1] = mx1;
     ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
     float tmax0 = sRed[r0], tmax1 = sRed[r1];
@@ -396,11 +384,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
               static_cast<unsigned long long>(skipped));
   }
 
-#pragma unroll
-  for (int off = 1; off <= 2; off <<= 1) {
-    l[0] += __shfl_xor_sync(0xffffffffu, l[0], off);
-    l[1] += __shfl_xor_sync(0xffffffffu, l[1], off);
-  }
+  l[0] = ptx::quad_sum(l[0]), l[1] = ptx::quad_sum(l[1]);
   const int ch0 = 2 * (lane & 3);
   if constexpr (WN == 1) {
 #pragma unroll

@@ -179,20 +179,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
     const std::int64_t key0 = std::int64_t(tile) * BK + 2 * (lane & 3);
     const std::int64_t rel0 = lim0 - key0, rel1 = lim1 - key0;
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        s[i][e] = (i * 8 + (e & 1) <= (e < 2 ? rel0 : rel1)) ? s[i][e] * p.scale : -INFINITY;
-      mx0 = fmaxf(mx0, fmaxf(s[i][0], s[i][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[i][2], s[i][3]));
-    }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-    }
+    float mx0, mx1;
+    ptx::scale_mask_row_max(s, rel0, rel1, p.scale, mx0, mx1);
     const std::int64_t t0 = std::int64_t(tile) * BK;
     const bool agree = row_agrees(lim0 >= t0, mx0, m[0], log_thr) && row_agrees(lim1 >= t0, mx1, m[1], log_thr);
     const bool all = ptx::named_barrier_and(kBarrier, kConsumers, agree);
@@ -240,11 +228,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hq + h) * 2 + 1]),
               static_cast<unsigned long long>(skipped));
   }
-#pragma unroll
-  for (int off = 1; off <= 2; off <<= 1) {
-    l[0] += __shfl_xor_sync(0xffffffffu, l[0], off);
-    l[1] += __shfl_xor_sync(0xffffffffu, l[1], off);
-  }
+  l[0] = ptx::quad_sum(l[0]), l[1] = ptx::quad_sum(l[1]);
   const int ch0 = 2 * (lane & 3);
   auto emit = [&](int lr, const float (&acc)[DT][4], int half, float ll, float mm) {
     if (lr >= rows) return;

@@ -249,11 +249,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           mx0 = fmaxf(mx0, fmaxf(s[4 * i], s[4 * i + 1]));
           mx1 = fmaxf(mx1, fmaxf(s[4 * i + 2], s[4 * i + 3]));
         }
-#pragma unroll
-        for (int off = 1; off <= 2; off <<= 1) {
-          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-        }
+        mx0 = ptx::quad_max(mx0), mx1 = ptx::quad_max(mx1);
         const bool agree =
             row_agrees(lim0 >= t0, mx0 * sl2, m0 * sl2, thr) && row_agrees(lim1 >= t0, mx1 * sl2, m1 * sl2, thr);
         const bool all = voting && ptx::named_barrier_and(vote_bar, 128, agree);
@@ -319,11 +315,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       atomicAdd(cnt, static_cast<unsigned long long>(jw));
       atomicAdd(cnt + 1, static_cast<unsigned long long>(skipped));
     }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      l0 += __shfl_xor_sync(0xffffffffu, l0, off);
-      l1 += __shfl_xor_sync(0xffffffffu, l1, off);
-    }
+    l0 = ptx::quad_sum(l0), l1 = ptx::quad_sum(l1);
     const int ch0 = 2 * (lane & 3);
     auto emit = [&](int lr, int half, float ll, float mm) {
       if (lr >= rows_g) return;
