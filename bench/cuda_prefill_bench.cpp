@@ -9,7 +9,10 @@
 // bisection on log a with the kernel's own counters; a target the inputs cannot reach is
 // reported as missing).
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--one D,LEN,CAUSAL[,A]]
+//
+// --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
+// default kernel: a few plain launches for a profiler (ncu), no timing loop.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -56,9 +59,20 @@ double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::
 int main(int argc, char** argv) {
   bool quick = false;
   std::string csv_path;
+  int one_d = 0, one_len = 0, one_causal = 0;
+  double one_a = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) {
+      if (std::sscanf(argv[++i], "%d,%d,%d,%lf", &one_d, &one_len, &one_causal, &one_a) < 3) {
+        std::fprintf(stderr, "--one takes D,LEN,CAUSAL[,A]\n");
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "unknown argument %s\n", argv[i]);
+      return 2;
+    }
   }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -74,6 +88,7 @@ int main(int argc, char** argv) {
   shapes.push_back({64, 32768});
   shapes.push_back({256, 32768});
   if (quick) shapes = {{128, 8192}, {64, 8192}, {256, 8192}};
+  if (one_d) shapes = {{one_d, one_len}};
   const std::vector<double> factors =
       quick ? std::vector<double>{4, 16, 64, 256} : std::vector<double>{16, 64, 256, 1024, 4096};
   std::printf("%-4s %-7s %-7s %-15s %-9s %9s %9s %9s %8s\n", "d", "len", "causal", "kernel", "policy", "ms", "TFLOP/s",
@@ -85,6 +100,7 @@ int main(int argc, char** argv) {
     std::uint64_t* counters = nullptr;
     CK(cudaMalloc(&counters, std::size_t(hq) * 2 * 8));
     for (bool causal : {true, false}) {
+      if (one_d && causal != bool(one_causal)) continue;
       PrefillProblem p;
       p.total_q = p.total_k = len, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = d;
       p.causal = causal, p.dtype = DType::bf16, p.q = q, p.k = k, p.v = v;
@@ -93,6 +109,15 @@ int main(int argc, char** argv) {
       out.set_contiguous_strides(p);
       out.o = o, out.o_dtype = DType::bf16;
       const double flops = 4.0 * len * double(len) * d * hq * (causal ? 0.5 : 1.0);
+      if (one_d) {
+        SkipPolicy pol = one_a > 0 ? SkipPolicy::with_scale_factor(one_a) : SkipPolicy{};
+        pol.block_q = 64, pol.block_k = prefill_block_k(d), pol.order = VisitOrder::reverse;
+        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
+        for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
+        CK(cudaDeviceSynchronize());
+        std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
+        continue;
+      }
       const int inner = std::max(1, static_cast<int>(2e12 / flops));
       double dense_ms = 0;
       struct Case {

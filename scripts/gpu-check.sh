@@ -7,7 +7,7 @@
 # GoogleTest from .deps/googletest when the device has none.
 #
 #   scripts/gpu-check.sh [tests] [sanitize] [sass] [bench] [bench-quick] [profile] [peers] [peers-quick] [python]
-#                        [prefill-bench] [prefill-bench-quick]
+#                        [prefill-bench] [prefill-bench-quick] [prefill-profile]
 # (no argument: all of tests sanitize sass bench peers python)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -94,18 +94,13 @@ if want python; then
     tee "$OUT/python_tests.log" | tail -15
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
-if want profile; then
-  echo "== ncu (decode, 32/8, batch 8, 32K)"
-  ncu --clock-control none -k regex:decode_splitkv --launch-skip 2 --launch-count 1 \
-    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
-    --section LaunchStats --section Occupancy \
-    "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768 > "$OUT/ncu_decode.txt" 2>&1
-  grep -E "Duration|DRAM Throughput|Warp Cycles Per Issued|Issued Warp|Eligible Warps" "$OUT/ncu_decode.txt" | head -20
-  # Stall samples per SASS instruction: the top 25.
-  ncu --clock-control none -k regex:decode_splitkv --launch-skip 2 --launch-count 1 --section SourceCounters \
-    --section WarpStateStats --page source --print-source sass --csv \
-    "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768 > "$OUT/ncu_source.csv" 2>/dev/null
-  python3 - "$OUT/ncu_source.csv" <<'PY'
+# Stall samples per SASS instruction of one kernel launch: the top 30 (ncu source counters).
+stall_table() {  # kernel-regex csv-out command...
+  local rx=$1 csv=$2
+  shift 2
+  ncu --clock-control none -k "regex:$rx" --launch-skip 2 --launch-count 1 --section SourceCounters \
+    --section WarpStateStats --page source --print-source sass --csv "$@" > "$csv" 2>/dev/null
+  python3 - "$csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(l for l in open(sys.argv[1]) if l.count(',') > 3))
 head = rows[0]
@@ -118,15 +113,35 @@ src, samp = col("Source"), col("Warp Stall Sampling (All Samples)")
 if samp is None:
     print("columns:", head[:40]); sys.exit()
 data = []
-for r in rows[1:]:
+for i, r in enumerate(rows[1:]):
     try:
-        data.append((float(r[samp] or 0), r[src].strip()))
+        data.append((float(r[samp] or 0), i, r[src].strip()))
     except (ValueError, IndexError):
         pass
 tot = sum(d[0] for d in data) or 1
-for v, s in sorted(data, reverse=True)[:25]:
-    print(f"{100*v/tot:5.1f}%  {s[:110]}")
+for v, i, s in sorted(data, reverse=True)[:30]:
+    print(f"{100*v/tot:5.1f}%  #{i:<5d} {s[:110]}")
 PY
+}
+if want profile; then
+  echo "== ncu (decode, 32/8, batch 8, 32K)"
+  ncu --clock-control none -k regex:decode_splitkv --launch-skip 2 --launch-count 1 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+    --section LaunchStats --section Occupancy \
+    "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768 > "$OUT/ncu_decode.txt" 2>&1
+  grep -E "Duration|DRAM Throughput|Warp Cycles Per Issued|Issued Warp|Eligible Warps" "$OUT/ncu_decode.txt" | head -20
+  stall_table decode_splitkv "$OUT/ncu_source.csv" "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768
+fi
+if want prefill-profile; then
+  # PROFILE_ONE: head dim, length, causal[, scale factor] (default: d 128, 8K, non-causal, dense).
+  one=${PROFILE_ONE:-128,8192,0}
+  echo "== ncu (prefill $one)"
+  ncu --clock-control none -k regex:prefill_wgmma --launch-skip 2 --launch-count 1 \
+    --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+    --section InstructionStats --section LaunchStats --section Occupancy \
+    "$B/bench/blasst_cuda_prefill_bench" --one "$one" > "$OUT/ncu_prefill.txt" 2>&1
+  grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Warp Cycles Per Issued|Issued Warp|Eligible Warps|No Eligible|Executed Ipc A|Registers Per" "$OUT/ncu_prefill.txt" | head -20
+  stall_table prefill_wgmma "$OUT/ncu_prefill_source.csv" "$B/bench/blasst_cuda_prefill_bench" --one "$one"
 fi
 if want peers || want peers-quick; then
   echo "== SDPA peers"

@@ -75,10 +75,9 @@ BLASST_HD float skip_log_threshold(double lambda, double units_per_nat = 1.0) {
 // Does row r agree to skip this tile (2.5)? sees_tile: the row sees at least one key of the tile;
 // tile_max: its maximum logit over those keys; running_max: its running max before this tile.
 // A row that sees nothing of the tile never vetoes; a row with no finite running max always does.
+// Written without branches (bitwise operators): kernels evaluate it per row on every tile.
 BLASST_HD bool row_agrees(bool sees_tile, float tile_max, float running_max, float log_threshold) {
-  if (!sees_tile) return true;
-  if (!(running_max > -INFINITY)) return false;
-  return tile_max - running_max < log_threshold;
+  return !sees_tile | ((running_max > -INFINITY) & (tile_max - running_max < log_threshold));
 }
 
 }  // namespace blasst

@@ -147,6 +147,20 @@ __device__ __forceinline__ std::uint64_t sw128_desc(const void* smem, std::uint3
          (std::uint64_t((sbo >> 4) & 0x3FFF) << 32) | (std::uint64_t(1) << 62);
 }
 
+// The same descriptor in two words, for loops that step through a tile: the low word holds the
+// start address / 16 and the leading offset, the high word the stride offset and the swizzle mode.
+// Shared-memory addresses stay below 2^18, so the descriptor of base + off (off a multiple of 16)
+// is the low word plus off / 16 with no carry: one integer add per wgmma instead of rebuilding.
+__device__ __forceinline__ std::uint32_t sw128_desc_lo(const void* smem, std::uint32_t lbo) {
+  return static_cast<std::uint32_t>((smem_addr(smem) & 0x3FFFF) >> 4) | (((lbo >> 4) & 0x3FFF) << 16);
+}
+__host__ __device__ constexpr std::uint32_t sw128_desc_hi(std::uint32_t sbo) {
+  return ((sbo >> 4) & 0x3FFF) | (1u << 30);
+}
+__device__ __forceinline__ std::uint64_t make_desc(std::uint32_t lo, std::uint32_t hi) {
+  return (std::uint64_t(hi) << 32) | lo;
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wgmma_wait() {

@@ -100,7 +100,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // Row limits grow with the row: the CTA's last row sees the most tiles.
   const int n = visible_tiles(row_key_limit(p.causal, r0 + rows - 1, sq, sk), BK);
   const VisitOrder order = static_cast<VisitOrder>(p.order);
-  const int tid = threadIdx.x, wg = tid / 128;
+  const int tid = threadIdx.x;
+  // Broadcast from lane 0: the compiler then knows the warpgroup index is warp-uniform, and the
+  // shared-memory descriptors built from it live in uniform registers.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
 
   if (tid == 0) {
     ptx::mbar_init(full_q, 1);
@@ -148,25 +151,31 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const int lim0 = lr0 < rows_g ? static_cast<int>(row_key_limit(p.causal, g0 + lr0, sq, sk)) : -1;
     const int lim1 = lr1 < rows_g ? static_cast<int>(row_key_limit(p.causal, g0 + lr1, sq, sk)) : -1;
     const float sl2 = p.scale * kLog2e;
-    const float thr = skip_log_threshold(lambda_for(p.mode, p.value, sk), kLog2e);
+    // The vote's threshold; -inf (no vote) when dense or when a recorded mask is replayed.
+    const float thr = p.replay ? -INFINITY : skip_log_threshold(lambda_for(p.mode, p.value, sk), kLog2e);
     const int group = h * static_cast<int>((sq + 63) / 64) + Tr::NWG * qt + c;
     // Named barriers: 1..NWG the votes, 4..3+NWG the turns (warpgroup c hands over to c + 1).
     const int vote_bar = 1 + c, my_turn = 4 + c, their_turn = 4 + (c + 1) % Tr::NWG;
     // The group's skip-mask offset (tests and replay only) waits in shared memory, not a register.
     __shared__ std::int64_t s_mask_base[Tr::NWG];
+    __shared__ int s_rows[Tr::NWG];  // rows_g again for the epilogue: a register less in the loop
     if (t == 0) s_mask_base[c] = (p.mask || p.replay) ? prefill_mask_base(p, b, group, 64, BK) : 0;
+    if (t == 0) s_rows[c] = rows_g;
     ptx::named_barrier_sync(vote_bar, 128);
-    const bool voting = p.replay == nullptr && thr > -INFINITY;  // dense runs without the vote
 
     // Descriptors: Q rows of this group; K stages K-major; V stages MN-major (64-channel blocks
-    // BK * 128 bytes apart). They are built where used, from the one shared-memory base: fewer
-    // live registers.
+    // BK * 128 bytes apart). The low words of the three bases are computed once; each wgmma adds
+    // its offset / 16 (sw128_desc_lo).
+    const std::uint32_t dq = ptx::sw128_desc_lo(sQ + c * (64 * 128), 0), dk = ptx::sw128_desc_lo(sK, 0),
+                        dv = ptx::sw128_desc_lo(sV, BK * 128);
+    constexpr std::uint32_t kDescHi = ptx::sw128_desc_hi(1024);
     auto gemm_s = [&](float (&s)[BK / 2], int st) {
+      const std::uint32_t dks = dk + st * static_cast<std::uint32_t>(Tr::kTileBytes / 16);
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
         const int qoff = (ks / 4) * BQ * 128 + (ks % 4) * 32, koff = (ks / 4) * BK * 128 + (ks % 4) * 32;
-        ptx::wgmma_ss<T, BK>(s, ptx::sw128_desc(sQ + c * (64 * 128) + qoff, 0, 1024),
-                             ptx::sw128_desc(sK + st * Tr::kTileBytes + koff, 0, 1024), ks > 0 ? 1 : 0);
+        ptx::wgmma_ss<T, BK>(s, ptx::make_desc(dq + qoff / 16, kDescHi), ptx::make_desc(dks + koff / 16, kDescHi),
+                             ks > 0 ? 1 : 0);
       }
     };
     float o[D / 2];
@@ -174,9 +183,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
     std::uint32_t pf[BK / 16][4];
     auto gemm_pv = [&](int st) {
+      const std::uint32_t dvs = dv + st * static_cast<std::uint32_t>(Tr::kTileBytes / 16);
 #pragma unroll
       for (int kk = 0; kk < BK / 16; ++kk)
-        ptx::wgmma_rs<T, D>(o, pf[kk], ptx::sw128_desc(sV + st * Tr::kTileBytes + kk * 16 * 128, BK * 128, 1024), 1);
+        ptx::wgmma_rs<T, D>(o, pf[kk], ptx::make_desc(dvs + kk * (16 * 128 / 16), kDescHi), 1);
     };
     // P V of the previous tile if it was kept; an empty commit group otherwise (see the loop).
     auto issue_pv = [&](int st, bool kept) {
@@ -243,18 +253,35 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
             for (int e = 0; e < 4; ++e)
               if (i * 8 + (e & 1) > (e < 2 ? rel0 : rel1)) s[4 * i + e] = -INFINITY;
         }
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+        // Row maxima as interleaved chains (a single chain is BK / 4 dependent FMNMX); two at
+        // head dim 64, where three warpgroups leave 160 registers.
+        constexpr int NC = Tr::NWG == 3 ? 2 : 4;
+        float a0[NC], a1[NC];
 #pragma unroll
-        for (int i = 0; i < BK / 8; ++i) {
-          mx0 = fmaxf(mx0, fmaxf(s[4 * i], s[4 * i + 1]));
-          mx1 = fmaxf(mx1, fmaxf(s[4 * i + 2], s[4 * i + 3]));
+        for (int u = 0; u < NC; ++u) {
+          a0[u] = fmaxf(s[4 * u], s[4 * u + 1]);
+          a1[u] = fmaxf(s[4 * u + 2], s[4 * u + 3]);
         }
+#pragma unroll
+        for (int i = NC; i < BK / 8; ++i) {
+          a0[i % NC] = fmaxf(a0[i % NC], fmaxf(s[4 * i], s[4 * i + 1]));
+          a1[i % NC] = fmaxf(a1[i % NC], fmaxf(s[4 * i + 2], s[4 * i + 3]));
+        }
+#pragma unroll
+        for (int u = 1; u < NC; ++u) a0[0] = fmaxf(a0[0], a0[u]), a1[0] = fmaxf(a1[0], a1[u]);
+        float mx0 = a0[0], mx1 = a1[0];
         mx0 = ptx::quad_max(mx0), mx1 = ptx::quad_max(mx1);
-        const bool agree =
-            row_agrees(lim0 >= t0, mx0 * sl2, m0 * sl2, thr) && row_agrees(lim1 >= t0, mx1 * sl2, m1 * sl2, thr);
-        const bool all = voting && ptx::named_barrier_and(vote_bar, 128, agree);
-        const bool skip = p.replay ? p.replay[s_mask_base[c] + tile] == tile_skipped : (jw > 0 && all);
-        if (t == 0 && p.mask) p.mask[s_mask_base[c] + tile] = skip ? tile_skipped : tile_kept;
+        // The vote (skipped entirely when dense), then the mask's replay or export (tests only).
+        bool skip = false;
+        if (thr > -INFINITY) {
+          const bool agree =
+              row_agrees(lim0 >= t0, mx0 * sl2, m0 * sl2, thr) & row_agrees(lim1 >= t0, mx1 * sl2, m1 * sl2, thr);
+          skip = ptx::named_barrier_and(vote_bar, 128, agree) && jw > 0;
+        }
+        if (p.replay || p.mask) {
+          if (p.replay) skip = p.replay[s_mask_base[c] + tile] == tile_skipped;
+          if (t == 0 && p.mask) p.mask[s_mask_base[c] + tile] = skip ? tile_skipped : tile_kept;
+        }
         ++jw;
         skipped += skip;
 #ifdef BLASST_PREFILL_DEBUG_NO_SOFTMAX  // timing experiment only (see the top of this file)
@@ -266,17 +293,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
           const float base0 = mn0 == -INFINITY ? 0.f : mn0 * sl2, base1 = mn1 == -INFINITY ? 0.f : mn1 * sl2;
           sc0 = ptx::exp2_approx(m0 * sl2 - base0), sc1 = ptx::exp2_approx(m1 * sl2 - base1);
-          float rs0 = 0.f, rs1 = 0.f;
+          constexpr int NS = Tr::NWG == 3 ? 1 : 2;  // interleaved sums per row
+          float r0[NS], r1[NS];
+#pragma unroll
+          for (int u = 0; u < NS; ++u) r0[u] = r1[u] = 0.f;
 #pragma unroll
           for (int i = 0; i < BK / 8; ++i) {
             s[4 * i] = ptx::exp2_approx(fmaf(s[4 * i], sl2, -base0));
             s[4 * i + 1] = ptx::exp2_approx(fmaf(s[4 * i + 1], sl2, -base0));
             s[4 * i + 2] = ptx::exp2_approx(fmaf(s[4 * i + 2], sl2, -base1));
             s[4 * i + 3] = ptx::exp2_approx(fmaf(s[4 * i + 3], sl2, -base1));
-            rs0 += s[4 * i] + s[4 * i + 1];
-            rs1 += s[4 * i + 2] + s[4 * i + 3];
+            r0[i % NS] += s[4 * i] + s[4 * i + 1];
+            r1[i % NS] += s[4 * i + 2] + s[4 * i + 3];
           }
-          l0 = l0 * sc0 + rs0, l1 = l1 * sc1 + rs1;
+#pragma unroll
+          for (int u = 1; u < NS; ++u) r0[0] += r0[u], r1[0] += r1[u];
+          l0 = l0 * sc0 + r0[0], l1 = l1 * sc1 + r1[0];
           m0 = mn0, m1 = mn1;
           keep = true;
         }
@@ -310,7 +342,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     ptx::fence_regs(o);
     if (n > 0) release(&empty_v[last]);
 
-    if (t == 0 && p.counters && rows_g > 0) {
+    const int rows_e = s_rows[c];
+    if (t == 0 && p.counters && rows_e > 0) {
       unsigned long long* cnt = reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hq + h) * 2]);
       atomicAdd(cnt, static_cast<unsigned long long>(jw));
       atomicAdd(cnt + 1, static_cast<unsigned long long>(skipped));
@@ -318,7 +351,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     l0 = ptx::quad_sum(l0), l1 = ptx::quad_sum(l1);
     const int ch0 = 2 * (lane & 3);
     auto emit = [&](int lr, int half, float ll, float mm) {
-      if (lr >= rows_g) return;
+      if (lr >= rows_e) return;
       const bool any = ll > 0.f;
       const float inv = any ? 1.f / ll : 0.f;
       const std::int64_t tok = q0 + g0 + lr;
