@@ -188,16 +188,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int kk = 0; kk < BK / 16; ++kk)
         ptx::wgmma_rs<T, D>(o, pf[kk], ptx::make_desc(dvs + kk * (16 * 128 / 16), kDescHi), 1);
     };
-    // P V of the previous tile if it was kept; an empty commit group otherwise (see the loop).
-    auto issue_pv = [&](int st, bool kept) {
-      ptx::fence_regs(o);
-      ptx::fence_regs(pf);
-      if (__all_sync(0xffffffffu, kept)) {
-        ptx::wgmma_fence();
-        gemm_pv(st);
-      }
-      ptx::wgmma_commit();
-    };
     auto release = [&](std::uint64_t* bar) {
       __syncwarp();
       if (lane == 0) ptx::mbar_arrive(bar);
@@ -225,20 +215,32 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       BLASST_TRACE(1)
       if (Tr::kPingPong) ptx::named_barrier_sync(my_turn, 256);
       BLASST_TRACE(2)
-      // Every wgmma wait runs unconditionally and the one conditional issue (P V of a kept tile)
-      // branches on a warp vote, with its commit group left empty when the tile was skipped:
+      // The one conditional issue (P V of a kept tile) and its wait branch on a warp vote:
       // ptxas serialises all wgmma of a kernel whose waits or issues sit in paths it cannot
-      // prove warp-uniform (warnings C7518 / C7520). S is computed even for a tile this
-      // warpgroup does not see (at most the causal diagonal tile of the upper group).
+      // prove warp-uniform (warnings C7518 / C7520 / C7514, printed with -Xptxas -v). An empty
+      // commit group instead costs a dummy HGMMA per tile that waits on the tensor pipe. S is
+      // computed even for a tile this warpgroup does not see (at most the causal diagonal tile
+      // of the upper group).
       ptx::fence_regs(s);
       ptx::wgmma_fence();
       gemm_s(s, st);
       ptx::wgmma_commit();
       if (j > 0 && waits) ptx::mbar_wait(&full_v[pst], ((j - 1) / NSV) & 1);
-      issue_pv(pst, kept_prev);
-      if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
+      // One branch on the warp vote holds the P V issue, the hand-over and the wait for S(j):
+      // ptxas serialises the wgmma (C7514) when the issue and the wait sit in separate branches.
+      ptx::fence_regs(o);
+      ptx::fence_regs(pf);
+      if (__all_sync(0xffffffffu, kept_prev)) {
+        ptx::wgmma_fence();
+        gemm_pv(pst);
+        ptx::wgmma_commit();
+        if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
+        ptx::wgmma_wait<1>();  // S(j) is the older group
+      } else {
+        if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
+        ptx::wgmma_wait<0>();
+      }
       BLASST_TRACE(3)
-      ptx::wgmma_wait<1>();
       ptx::fence_regs(s);
       BLASST_TRACE(4)
       release(&empty_k[st]);
@@ -337,7 +339,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     const int last = (n + NSV - 1) % NSV;
     if (n > 0) ptx::mbar_wait(&full_v[last], ((n - 1) / NSV) & 1);
-    issue_pv(last, kept_prev);
+    ptx::fence_regs(o);
+    ptx::fence_regs(pf);
+    if (__all_sync(0xffffffffu, kept_prev)) {
+      ptx::wgmma_fence();
+      gemm_pv(last);
+      ptx::wgmma_commit();
+    }
     ptx::wgmma_wait<0>();
     ptx::fence_regs(o);
     if (n > 0) release(&empty_v[last]);
