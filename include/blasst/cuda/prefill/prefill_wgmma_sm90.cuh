@@ -39,9 +39,8 @@ namespace blasst::cuda {
 // Timing experiments (never in a normal build): BLASST_PREFILL_TRACE records SM clocks at 8 points
 // of the first 64 iterations of both consumer warpgroups of CTA (0, 0, 0), which the host side
 // prints after each uncaptured launch; BLASST_PREFILL_DEBUG_NO_SOFTMAX drops the softmax (P = S)
-// to time the matrix products and the pipeline alone; BLASST_PREFILL_LEADER_WAITS lets only
-// warpgroup 0 wait on the K and V barriers under the turns (the others run after it), as FA3 does
-// (not yet measured: docs/PREFILL.md).
+// to time the matrix products and the pipeline alone. (Two of FA3's choices were measured as
+// switches and dropped: docs/PREFILL.md.)
 #ifdef BLASST_PREFILL_TRACE
 __device__ unsigned g_prefill_trace[3][64][8];
 #define BLASST_TRACE(k)                                                                            \
@@ -206,12 +205,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       BLASST_TRACE(0)
       const int tile = visit_tile(order, n, j), st = j % NSK, pst = (j + NSV - 1) % NSV;
       const bool vis = tile < n_w;
-#ifdef BLASST_PREFILL_LEADER_WAITS  // experiment: under the turns only warpgroup 0 waits for K and V
-      const bool waits = !Tr::kPingPong || c == 0;
-#else
-      const bool waits = true;
-#endif
-      if (waits) ptx::mbar_wait(&full_k[st], (j / NSK) & 1);
+      ptx::mbar_wait(&full_k[st], (j / NSK) & 1);
       BLASST_TRACE(1)
       if (Tr::kPingPong) ptx::named_barrier_sync(my_turn, 256);
       BLASST_TRACE(2)
@@ -225,7 +219,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       ptx::wgmma_fence();
       gemm_s(s, st);
       ptx::wgmma_commit();
-      if (j > 0 && waits) ptx::mbar_wait(&full_v[pst], ((j - 1) / NSV) & 1);
+      if (j > 0) ptx::mbar_wait(&full_v[pst], ((j - 1) / NSV) & 1);
       // One branch on the warp vote holds the P V issue, the hand-over and the wait for S(j):
       // ptxas serialises the wgmma (C7514) when the issue and the wait sit in separate branches.
       ptx::fence_regs(o);
