@@ -77,7 +77,7 @@ BLASST_HD float skip_log_threshold(double lambda, double units_per_nat = 1.0) {
 // A row that sees nothing of the tile never vetoes; a row with no finite running max always does.
 // Written without branches (bitwise operators): kernels evaluate it per row on every tile.
 BLASST_HD bool row_agrees(bool sees_tile, float tile_max, float running_max, float log_threshold) {
-  return !sees_tile | ((running_max > -INFINITY) & (tile_max - running_max < log_threshold));
+  return (!sees_tile) | ((running_max > -INFINITY) & (tile_max - running_max < log_threshold));
 }
 
 }  // namespace blasst

@@ -19,6 +19,12 @@ int warps_m_for(int rows) {
   return 0;
 }
 
+// Rows one CTA holds (8 row warps; 2 at head dim 256, where a warp's O takes 128 registers), and
+// the most CTAs a vote group may span (a portable cluster).
+constexpr int max_cta_rows(int d) { return d == 256 ? 32 : 128; }
+constexpr int kMaxChunks = 8;
+int chunks_for(int rows, int d) { return std::max(1, (rows + max_cta_rows(d) - 1) / max_cta_rows(d)); }
+
 // Consumer warps: row warps x key warps 1x4, 2x2, 4x1, 8x1 (one more warp produces; four consumer
 // warps keep the register cap at 255). K and V stages fill shared memory: the K ring sets how far
 // the producer runs ahead, the V ring how long a kept tile's V load has before its P V product.
@@ -39,9 +45,23 @@ template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
   using Tr = TraitsFor<T, D, WM>;
-  set_smem_limit_once<decode_splitkv_kernel<Tr>>(Tr::kSmemBytes);
-  const dim3 grid(plan.splits, plan.num_heads_kv, plan.batch);
-  decode_splitkv_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
+  const dim3 grid(plan.splits * plan.chunks, plan.num_heads_kv, plan.batch);
+  if (plan.chunks == 1) {
+    set_smem_limit_once<decode_splitkv_kernel<Tr, false>>(Tr::kSmemBytes);
+    decode_splitkv_kernel<Tr, false><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
+  } else if constexpr (WM == max_cta_rows(D) / 16) {  // the CTAs of one vote group form a cluster along x
+    set_smem_limit_once<decode_splitkv_kernel<Tr, true>>(Tr::kSmemBytes);
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid, cfg.blockDim = dim3(Tr::kThreads), cfg.dynamicSmemBytes = Tr::kSmemBytes, cfg.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(plan.chunks), attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr, cfg.numAttrs = 1;
+    BLASST_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_splitkv_kernel<Tr, true>, params, tmk, tmv));
+  } else {
+    // chunks > 1 means more rows than one CTA holds, so every CTA but the last is full.
+    throw Error("internal: a cluster of decode CTAs with " + std::to_string(WM) + " row warps");
+  }
   BLASST_CUDA_CHECK(cudaGetLastError());
   if (plan.splits > 1) {
     const std::int64_t warps = std::int64_t(plan.batch) * plan.num_heads_kv * plan.rows;
@@ -91,10 +111,11 @@ std::string decode_unsupported_reason(const DecodeProblem& p, const SkipPolicy& 
            std::to_string(pol.block_k);
   if (pol.order != VisitOrder::forward) return "the CUDA decode kernel visits tiles forward (split-KV)";
   const int rows = p.q_tokens * (p.num_heads_q / std::max(p.num_heads_kv, 1));
-  const int wm = warps_m_for(rows);
-  if (wm == 0 || (p.head_dim_qk == 256 && wm > 2))
+  if (chunks_for(rows, p.head_dim_qk) > kMaxChunks)
     return "vote groups of " + std::to_string(rows) + " rows (q_tokens x Hq/Hkv) exceed the CUDA decode kernel's " +
-           std::to_string(p.head_dim_qk == 256 ? 32 : 128) + " at head dim " + std::to_string(p.head_dim_qk);
+           std::to_string(kMaxChunks * max_cta_rows(p.head_dim_qk)) + " at head dim " +
+           std::to_string(p.head_dim_qk) + " (" + std::to_string(kMaxChunks) + " CTAs of " +
+           std::to_string(max_cta_rows(p.head_dim_qk)) + " rows)";
   const auto strided = [](std::int64_t s) { return s % 8 == 0; };
   if (!strided(p.q_stride_batch) || !strided(p.q_stride_token) || !strided(p.q_stride_head) ||
       !strided(p.k_stride_page) || !strided(p.k_stride_slot) || !strided(p.k_stride_head) ||
@@ -115,7 +136,9 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   plan.rows = p.q_tokens * (p.num_heads_q / p.num_heads_kv);
   plan.max_seq_len = max_seq_len;
   plan.block_k = pol.block_k;
-  plan.warps_m = warps_m_for(plan.rows);
+  plan.chunks = chunks_for(plan.rows, p.head_dim_qk);
+  plan.chunk_rows = (plan.rows + plan.chunks - 1) / plan.chunks;
+  plan.warps_m = warps_m_for(plan.chunk_rows);
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&plan.sm_count, cudaDevAttrMultiProcessorCount, device));
   int smem_per_sm = 0;
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
@@ -124,7 +147,7 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   } else {
     // Fill every SM with resident CTAs, keeping at least two tiles per chunk.
     const int per_sm = std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
-    const int groups = std::max(1, p.batch * p.num_heads_kv);
+    const int groups = std::max(1, p.batch * p.num_heads_kv * plan.chunks);  // CTAs per split
     const int max_tiles = (max_seq_len + pol.block_k - 1) / pol.block_k;
     const int want = std::max(1, plan.sm_count * per_sm / groups);  // one full wave, no tail
     plan.splits = std::clamp(want, 1, std::max(1, max_tiles / 2));
@@ -153,6 +176,7 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& pla
   d.max_pages_per_seq = p.max_pages_per_seq, d.page_size = p.page_size;
   d.batch = p.batch, d.q_tokens = p.q_tokens, d.hkv = p.num_heads_kv;
   d.group = p.num_heads_q / p.num_heads_kv, d.rows = plan.rows;
+  d.chunks = plan.chunks, d.chunk_rows = plan.chunk_rows;
   d.scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
   d.mode = static_cast<int>(pol.mode), d.value = pol.value;
   d.splits = plan.splits, d.max_seed = pol.max_seed, d.replay = pol.replay_mask;

@@ -202,6 +202,37 @@ TEST(CudaDecode, SkipMatchesCpuEngineAcrossShapes) {
     }
 }
 
+// Vote groups with more rows than one CTA holds (128; 32 at head dim 256) run on a cluster of
+// CTAs that exchange their votes: decisions and outputs must match the CPU engine as for one CTA.
+TEST(CudaDecode, LargeVoteGroupsSpanAClusterOfCtas) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  struct Shape { int hq, hkv, q_tokens, d; };
+  // Rows (CTAs x rows each): 256 (2 x 128, MQA and GQA), 160 at d 64 (2 x 80), 129 (65 + 64),
+  // at d 256 40 (2 x 20), 64 (2 x 32) and 256 (8 x 32), 384 at d 64 (a cluster of 3).
+  const Shape shapes[] = {{32, 1, 8, 128}, {64, 2, 8, 128}, {20, 1, 8, 64}, {129, 1, 1, 128}, {8, 1, 5, 256},
+                          {16, 2, 8, 256}, {32, 1, 8, 256}, {96, 1, 4, 64}};
+  for (const Shape& s : shapes) {
+    const DType dt = (s.hq + s.d) % 2 ? DType::f16 : DType::bf16;
+    const PagedBatch x = make_paged(seed ^ (s.hq * 977 + s.q_tokens * 31 + s.d), {1500, 0, 17, 3000}, s.q_tokens,
+                                    s.hq, s.hkv, s.d, 16, dt, true);
+    for (int splits : {1, 3}) {
+      SkipPolicy pol = SkipPolicy::with_scale_factor(8.0);
+      pol.order = VisitOrder::forward;
+      pol.splits = splits;
+      pol.max_seed = splits > 1;
+      check_against_cpu(x, pol, seed);
+    }
+  }
+  // Dense against float64 on the largest group.
+  const PagedBatch x = make_paged(seed + 7, {1, 700, 2049}, 8, 32, 1, 128, 64, DType::bf16, false);
+  SkipPolicy pol;
+  pol.order = VisitOrder::forward;
+  const GpuRun g = run_gpu(x, pol);
+  const std::vector<double> ref = reference_dense(x, 1.0f / std::sqrt(128.0f));
+  EXPECT_LT(rel_l2(g.o, std::vector<float>(ref.begin(), ref.end())), tolerance(DType::bf16));
+}
+
 TEST(CudaDecode, PageSizesAndShuffledTables) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
@@ -334,9 +365,17 @@ TEST(CudaDecode, UnsupportedCombinationsSaySo) {
   p.head_dim_qk = p.head_dim_v = 96;
   EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
   p.head_dim_qk = p.head_dim_v = 128;
-  p.num_heads_q = 64, p.q_tokens = 4;  // 128 rows: fits
+  p.num_heads_q = 64, p.q_tokens = 4;  // 128 rows: one CTA
   EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
-  p.q_tokens = 8;  // 256 rows: too many
+  p.q_tokens = 8;  // 256 rows: a cluster of 2
+  EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
+  p.num_heads_q = 128, p.num_heads_kv = 1, p.q_tokens = 8;  // 1024 rows: a cluster of 8
+  EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
+  p.num_heads_q = 129;  // 1032 rows: more than 8 CTAs
+  EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
+  p.num_heads_q = 32, p.head_dim_qk = p.head_dim_v = 256;  // 256 rows at head dim 256: 8 CTAs
+  EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
+  p.num_heads_q = 33;  // 264
   EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
 }
 

@@ -19,7 +19,9 @@ struct DecodePlan {
   int max_seq_len = 0;                        // the longest sequence run() may see
   int splits = 1;                             // KV chunks per vote group
   int block_k = 128;
-  int warps_m = 1;                            // 16-row warp slices per vote group
+  int warps_m = 1;                            // 16-row warp slices per CTA
+  int chunks = 1;                             // CTAs (a cluster) sharing one vote group's rows
+  int chunk_rows = 0;                         // rows per CTA of the cluster
   int sm_count = 0;
   std::size_t workspace_bytes = 0;            // device scratch run() needs (0 if splits == 1)
 };

@@ -18,6 +18,9 @@ struct DecodeParams {
   int box_rows;  // slots per TMA box: gcd(page_size, block_k)
   int batch, q_tokens, hkv, group;  // group = Hq / Hkv
   int rows;                         // group * q_tokens
+  // Vote groups larger than one CTA's rows are split over a cluster of `chunks` CTAs (consecutive
+  // in grid x), `chunk_rows` rows each, that exchange their votes through shared memory.
+  int chunks, chunk_rows;
   float scale;
 
   // Policy (SkipPolicy::Mode as int, see lambda_for) and geometry.

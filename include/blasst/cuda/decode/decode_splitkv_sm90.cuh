@@ -12,6 +12,13 @@
 //
 // Consumer warps: WM slices of 16 rows times WN slices of BK / WN keys. Rows beyond the group do
 // not vote. V rows past the end of a sequence (stale slots of its last page) are zeroed before P V.
+//
+// A vote group with more rows than one CTA holds (more than 128; 32 at head dim 256) runs on a
+// thread block cluster: CTA r of the cluster holds rows [r * chunk_rows, (r + 1) * chunk_rows) and
+// walks the same tiles. Per tile each CTA votes on its rows, its first consumer thread stores the
+// result into every CTA's vote slot and arrives on that CTA's vote mbarrier (release, cluster
+// scope), and the consumers wait on their own vote mbarrier (acquire) before reading all slots: the
+// whole group decides, every CTA the same. Only rank 0 writes the skip mask and the counters.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -72,7 +79,9 @@ __device__ __forceinline__ std::int64_t decode_mask_base(const DecodeParams& p, 
   return off + std::int64_t(h) * ((p.seq_lens[b] + bk - 1) / bk);
 }
 
-template <class Tr>
+// kCluster: the launch has cluster dimensions (p.chunks CTAs per vote group); a separate variant, so
+// that the one-CTA kernels carry none of its registers.
+template <class Tr, bool kCluster>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     decode_splitkv_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap tm_k,
                           const __grid_constant__ CUtensorMap tm_v) {
@@ -93,15 +102,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   std::uint64_t *full_k = bars, *empty_k = bars + NSK, *full_v = bars + 2 * NSK, *empty_v = bars + 2 * NSK + NSV;
   std::uint64_t* dec_bar = bars + 2 * NSK + 2 * NSV;
 
-  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int chunks = kCluster ? p.chunks : 1;
+  const int split = kCluster ? blockIdx.x / chunks : blockIdx.x, rank = kCluster ? blockIdx.x % chunks : 0;
+  const int h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sk = p.seq_lens[b], R = p.rows, T_ = p.q_tokens;
+  // This CTA's rows of the group: [row0, row0 + Rl).
+  const int row0 = kCluster ? rank * p.chunk_rows : 0, Rl = kCluster ? min(p.chunk_rows, R - row0) : R;
+  __shared__ std::uint8_t s_vote[2][8];            // [tile parity][rank]: that CTA's rows all agree
+  __shared__ __align__(8) std::uint64_t vote_bar[2];  // one arrival per CTA of the cluster
   const int n = visible_tiles(row_key_limit(true, T_ - 1, T_, sk), BK);
   const SplitCut cut = split_cut(n, p.splits);
   const bool direct = p.splits == 1;
 
-  auto emit = [&](int row, int ch, float o0, float o1, float l, float m) {
-    if (row >= R) return;
+  auto emit = [&](int lrow, int ch, float o0, float o1, float l, float m) {  // lrow: this CTA's row
+    if (lrow >= Rl) return;
+    const int row = row0 + lrow;
     const bool any = l > 0.0f;
     const float inv = any ? 1.0f / l : 0.0f;
     const float lse = any ? m + __logf(l) : -INFINITY;
@@ -119,7 +135,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
   if (split >= cut.count) {  // an empty chunk (or a sequence with no visible tile)
     if (split == 0 || !direct)
-      for (int i = tid; i < R * (D / 2); i += kThreads) emit(i / (D / 2), 2 * (i % (D / 2)), 0.f, 0.f, 0.f, 0.f);
+      for (int i = tid; i < Rl * (D / 2); i += kThreads) emit(i / (D / 2), 2 * (i % (D / 2)), 0.f, 0.f, 0.f, 0.f);
     return;
   }
 
@@ -132,19 +148,21 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int s = 0; s < NSK; ++s) ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], Tr::kConsumerWarps);
     for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], Tr::kConsumerWarps);
     for (int s = 0; s < NDEC; ++s) ptx::mbar_init(&dec_bar[s], 1);
+    if constexpr (kCluster) ptx::mbar_init(&vote_bar[0], chunks), ptx::mbar_init(&vote_bar[1], chunks);
     ptx::fence_mbarrier_init();
   }
   // Q rows of the group, zero-padded to RP rows.
   for (int c = tid; c < RP * CPR; c += kThreads) {
     const int row = c / CPR, cc = c % CPR;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (row < R) {
-      const int t = row / p.group, hq = h * p.group + row % p.group;
+    if (row < Rl) {
+      const int t = (row0 + row) / p.group, hq = h * p.group + (row0 + row) % p.group;
       v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + b * p.q_sb + t * p.q_st + hq * p.q_sh + cc * 8);
     }
     *reinterpret_cast<uint4*>(sQ + row * RSQ + cc * 8) = v;
   }
   __syncthreads();
+  if constexpr (kCluster) ptx::cluster_sync();  // every CTA's vote barriers exist before the first vote
 
   if (warp == Tr::kConsumerWarps) {
     // ---- producer ------------------------------------------------------------------------------
@@ -179,6 +197,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if (j >= NSK - 1) serve_decision(j - (NSK - 1));
     }
     for (int d = max(0, steps - (NSK - 1)); d < steps; ++d) serve_decision(d);
+    if constexpr (kCluster) ptx::cluster_sync();  // see the end of the kernel
     return;
   }
 
@@ -191,7 +210,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // Rows this thread holds in its accumulators.
   const int r0 = wm * 16 + (lane >> 2), r1 = r0 + 8;
   auto limit_of = [&](int r) -> int {
-    return r < R ? static_cast<int>(row_key_limit(true, r / p.group, T_, sk)) : -1;
+    return r < Rl ? static_cast<int>(row_key_limit(true, (row0 + r) / p.group, T_, sk)) : -1;
   };
   const int lim0 = limit_of(r0), lim1 = limit_of(r1);
 
@@ -209,17 +228,26 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   int vi = 0, visited = 0, skipped = 0;
 
   // O = O * alpha + P V for the kept tile whose V went into load number v; `valid` rows of it
-  // exist. Each warp reads only its own key slice, so it zeroes that slice's stale rows itself,
-  // then hands the stage back.
+  // exist. Stale rows past `valid` are zeroed first (they may hold anything, and 0 * NaN is NaN):
+  // with several key slices each warp zeroes its own (with 2 x 2 warps the two row warps of a
+  // slice both write the same zeros before reading it: racecheck reports that; see docs/PERF.md);
+  // with one slice (WN 1) all row warps read every key, so the first zeroes the rows and the
+  // others wait for it (the last tile of a sequence only). Then the stage goes back to the
+  // producer.
   auto flush = [&](int v, int valid, const std::uint32_t (&P)[KS][4], const float (&alpha)[2]) {
     ptx::mbar_wait(&full_v[v % NSV], (v / NSV) & 1);
     unsigned char* vst = sV + (v % NSV) * Tr::kTileBytes;
     if (valid < wn * KW + KW) {
-      for (int c = lane; c < KW * CPR; c += 32) {
-        const int key = wn * KW + c / CPR;
-        if (key >= valid) *reinterpret_cast<uint4*>(vst + ptx::stage_offset<BK>(key, c % CPR)) = make_uint4(0, 0, 0, 0);
-      }
-      __syncwarp();
+      constexpr bool kShared = WN == 1 && Tr::WM > 1;
+      if (!kShared || cw == 0)
+        for (int c = lane; c < KW * CPR; c += 32) {
+          const int key = wn * KW + c / CPR;
+          if (key >= valid) *reinterpret_cast<uint4*>(vst + ptx::stage_offset<BK>(key, c % CPR)) = make_uint4(0, 0, 0, 0);
+        }
+      if constexpr (kShared)
+        ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+      else
+        __syncwarp();
     }
     if (alpha[0] != 1.f || alpha[1] != 1.f) {
 #pragma unroll
@@ -317,7 +345,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // The vote: every row of the group must agree (BLASST.md 2.5).
     const int t0 = tile * BK;
     const bool agree = row_agrees(lim0 >= t0, tmax0, m[0], log_thr) && row_agrees(lim1 >= t0, tmax1, m[1], log_thr);
-    const bool all = ptx::named_barrier_and(kConsumerBarrier, kConsumers, agree);
+    bool all = ptx::named_barrier_and(kConsumerBarrier, kConsumers, agree);
+    if constexpr (kCluster) {  // the other CTAs' rows (see the top of this file)
+      const int slot = j & 1;
+      if (ctid == 0)
+        for (int q = 0; q < chunks; ++q) {
+          ptx::st_cluster_u8(ptx::cluster_addr(&s_vote[slot][rank], q), all ? 1u : 0u);
+          ptx::mbar_arrive_cluster(ptx::cluster_addr(&vote_bar[slot], q));
+        }
+      ptx::mbar_wait_cluster(&vote_bar[slot], (j >> 1) & 1);
+      for (int q = 0; q < chunks; ++q) all = all && reinterpret_cast<volatile std::uint8_t*>(s_vote[slot])[q] != 0;
+    }
     const bool seed_step = seeded && j == 0;  // tile 0 only seeds the running max
     const bool skip = seed_step || (p.replay ? p.replay[mask_base + tile] == tile_skipped : (j > 0 && all));
     if (ctid == 0) {
@@ -329,7 +367,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       continue;
     }
     ++visited;
-    if (ctid == 0 && p.mask) p.mask[mask_base + tile] = skip ? tile_skipped : tile_kept;
+    if (ctid == 0 && rank == 0 && p.mask) p.mask[mask_base + tile] = skip ? tile_skipped : tile_kept;
     if (skip) {
       ++skipped;
       continue;
@@ -377,7 +415,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   for (int q = 0; q < QS; ++q)
     if (pq_v[q] >= 0) flush(pq_v[q], pq_valid[q], pq_p[q], pq_a[q]);
 
-  if (ctid == 0 && p.counters) {
+  if (ctid == 0 && rank == 0 && p.counters) {
     atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hkv + h) * 2]),
               static_cast<unsigned long long>(visited));
     atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hkv + h) * 2 + 1]),
@@ -407,7 +445,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       if (wn == 0) sM[r0] = m[0], sM[r1] = m[1];
     }
     ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
-    for (int i = ctid; i < R * (D / 2); i += kConsumers) {
+    for (int i = ctid; i < Rl * (D / 2); i += kConsumers) {
       const int row = i / (D / 2), ch = 2 * (i % (D / 2));
       float a0 = 0.f, a1 = 0.f, ll = 0.f;
 #pragma unroll
@@ -418,6 +456,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       emit(row, ch, a0, a1, ll, sM[row]);
     }
   }
+  // No CTA of a cluster leaves while another may still store a vote into its shared memory.
+  if constexpr (kCluster) ptx::cluster_sync();
 }
 
 // Merges the splits of each row by their LSE: one warp per (sequence, KV head, row). Lanes read 32
