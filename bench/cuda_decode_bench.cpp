@@ -121,7 +121,17 @@ struct Result {
   int splits;
 };
 
-// Median of `reps` graph replays of `inner` back-to-back decode calls.
+// Tile sparsity from the counters of the last decode call that wrote them.
+double counted_sparsity(const Setup& st) {
+  std::vector<std::uint64_t> c(std::size_t(st.s.batch) * st.s.hkv * 2);
+  CK(cudaMemcpy(c.data(), st.counters, c.size() * 8, cudaMemcpyDeviceToHost));
+  double visited = 0, skipped = 0;
+  for (std::size_t i = 0; i < c.size(); i += 2) visited += c[i], skipped += c[i + 1];
+  return visited > 0 ? skipped / visited : 0.0;
+}
+
+// Median of `reps` graph replays of `inner` back-to-back decode calls (after one call with the
+// counters on, which gives the sparsity). reps == 0: that one call only, no timing.
 Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   const cuda::DecodePlan plan = cuda::plan_decode(st.p, st.s.len, pol);
   void* ws = nullptr;
@@ -133,33 +143,18 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   CK(cudaStreamCreate(&stream));
   cuda::decode(st.p, pol, plan, out, ws, stream);
   CK(cudaStreamSynchronize(stream));
-  std::vector<std::uint64_t> c(std::size_t(st.s.batch) * st.s.hkv * 2);
-  CK(cudaMemcpy(c.data(), st.counters, c.size() * 8, cudaMemcpyDeviceToHost));
-  double visited = 0, skipped = 0;
-  for (std::size_t i = 0; i < c.size(); i += 2) visited += c[i], skipped += c[i + 1];
+  const double sparsity = counted_sparsity(st);
   out.tile_counters = nullptr;  // time the kernel as a server would run it
-  const double ms = bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); });
+  const double ms =
+      reps > 0 ? bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); })
+               : 0.0;
   cudaStreamDestroy(stream);
   if (ws) cudaFree(ws);
-  return {ms, visited > 0 ? skipped / visited : 0.0, plan.splits};
+  return {ms, sparsity, plan.splits};
 }
 
-// Tile sparsity of one decode call (counters read back), for the bisection below.
-double sparsity_of(Setup& st, const SkipPolicy& pol) {
-  const cuda::DecodePlan plan = cuda::plan_decode(st.p, st.s.len, pol);
-  void* ws = nullptr;
-  if (plan.workspace_bytes) CK(cudaMalloc(&ws, plan.workspace_bytes));
-  Outputs out;
-  out.set_contiguous_strides(st.p);
-  out.o = st.o, out.o_dtype = DType::bf16, out.tile_counters = st.counters;
-  cuda::decode(st.p, pol, plan, out, ws, nullptr);
-  std::vector<std::uint64_t> c(std::size_t(st.s.batch) * st.s.hkv * 2);
-  CK(cudaMemcpy(c.data(), st.counters, c.size() * 8, cudaMemcpyDeviceToHost));
-  if (ws) cudaFree(ws);
-  double visited = 0, skipped = 0;
-  for (std::size_t i = 0; i < c.size(); i += 2) visited += c[i], skipped += c[i + 1];
-  return visited > 0 ? skipped / visited : 0.0;
-}
+// Tile sparsity of one decode call, for the bisection below.
+double sparsity_of(Setup& st, const SkipPolicy& pol) { return time_policy(st, pol, 0, 0).sparsity; }
 
 }  // namespace
 

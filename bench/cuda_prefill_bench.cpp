@@ -109,15 +109,6 @@ int main(int argc, char** argv) {
       out.set_contiguous_strides(p);
       out.o = o, out.o_dtype = DType::bf16;
       const double flops = 4.0 * len * double(len) * d * hq * (causal ? 0.5 : 1.0);
-      if (one_d) {
-        SkipPolicy pol = one_a > 0 ? SkipPolicy::with_scale_factor(one_a) : SkipPolicy{};
-        pol.block_q = 64, pol.block_k = prefill_block_k(d), pol.order = VisitOrder::reverse;
-        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
-        for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
-        CK(cudaDeviceSynchronize());
-        std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
-        continue;
-      }
       const int inner = std::max(1, static_cast<int>(2e12 / flops));
       double dense_ms = 0;
       struct Case {
@@ -139,6 +130,14 @@ int main(int argc, char** argv) {
         pol.block_q = 64, pol.block_k = prefill_block_k(d), pol.order = VisitOrder::reverse;
         return pol;
       };
+      if (one_d) {
+        const SkipPolicy pol = geometry(one_a > 0 ? SkipPolicy::with_scale_factor(one_a) : SkipPolicy{});
+        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
+        for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
+        CK(cudaDeviceSynchronize());
+        std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
+        continue;
+      }
       // Tile sparsity of one launch (counters read back).
       auto sparsity_of = [&](const SkipPolicy& pol, const cuda::PrefillPlan& plan) {
         out.tile_counters = counters;

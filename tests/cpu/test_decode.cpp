@@ -14,24 +14,6 @@ using namespace bt;
 
 namespace {
 
-std::int64_t mask_size(const DecodeProblem& p, const SkipPolicy& pol) {
-  return static_cast<std::int64_t>(bref::reference_decode(p, dense(1, pol.block_k, VisitOrder::forward)).mask.size());
-}
-
-RunResult check(const DecodeCase& c, const SkipPolicy& pol, Tol tol = {}, int out_pad = 0,
-                DType o_dt = DType::f32) {
-  auto p = c.problem();
-  auto out = make_out(p, mask_size(p, pol), out_pad, o_dt);
-  return run_and_check(p, pol, out, tol);
-}
-
-OutBuf run_only(const DecodeCase& c, const SkipPolicy& pol) {
-  auto p = c.problem();
-  auto out = make_out(p, mask_size(p, pol));
-  run_engine(p, pol, out);
-  return out;
-}
-
 SkipPolicy fwd(double lam, int bk, int splits = 1, bool seed = false) {
   return threshold(lam, 1, bk, VisitOrder::forward, splits, seed);
 }

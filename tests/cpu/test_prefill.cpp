@@ -13,25 +13,6 @@ using namespace bt;
 
 namespace {
 
-std::int64_t mask_size(const PrefillProblem& p, const SkipPolicy& pol) {
-  return static_cast<std::int64_t>(bref::reference_prefill(p, dense(pol.block_q, pol.block_k)).mask.size());
-}
-
-// Runs and checks one case; returns the reference.
-RunResult check(const PrefillCase& c, const SkipPolicy& pol, Tol tol = {}, int out_pad = 0,
-                DType o_dt = DType::f32) {
-  auto p = c.problem();
-  auto out = make_out(p, mask_size(p, pol), out_pad, o_dt);
-  return run_and_check(p, pol, out, tol);
-}
-
-OutBuf run_only(const PrefillCase& c, const SkipPolicy& pol) {
-  auto p = c.problem();
-  auto out = make_out(p, mask_size(p, pol));
-  run_engine(p, pol, out);
-  return out;
-}
-
 // ------------------------------------------------------------------------------------------
 
 TEST(Prefill, DenseMatchesReference) {

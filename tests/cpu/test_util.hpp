@@ -827,6 +827,23 @@ RunResult run_and_check(const Problem& p, const SkipPolicy& pol, OutBuf& out, To
   return rr;
 }
 
+// Mask bytes the engine writes for p under pol's geometry (the reference's layout).
+inline std::int64_t mask_size(const PrefillProblem& p, const SkipPolicy& pol) {
+  return static_cast<std::int64_t>(reference(p, dense(pol.block_q, pol.block_k)).mask.size());
+}
+inline std::int64_t mask_size(const DecodeProblem& p, const SkipPolicy& pol) {
+  return static_cast<std::int64_t>(reference(p, dense(1, pol.block_k, VisitOrder::forward)).mask.size());
+}
+
+// Runs and checks one case (anything with problem(): PrefillCase, DecodeCase) with a mask buffer
+// of its layout's size; returns the reference.
+template <class Case>
+RunResult check(const Case& c, const SkipPolicy& pol, Tol tol = {}, int out_pad = 0, DType o_dt = DType::f32) {
+  auto p = c.problem();
+  auto out = make_out(p, mask_size(p, pol), out_pad, o_dt);
+  return run_and_check(p, pol, out, tol);
+}
+
 inline std::int64_t count_state(const std::vector<std::uint8_t>& m, std::uint8_t s) {
   return std::count(m.begin(), m.end(), s);
 }
@@ -836,6 +853,15 @@ template <class Problem>
 void run_engine(const Problem& p, const SkipPolicy& pol, OutBuf& out) {
   out.poison();
   engine(p, pol, out.outputs());
+}
+
+// Engine-only run of one case, with a mask buffer of its layout's size.
+template <class Case>
+OutBuf run_only(const Case& c, const SkipPolicy& pol) {
+  auto p = c.problem();
+  auto out = make_out(p, mask_size(p, pol));
+  run_engine(p, pol, out);
+  return out;
 }
 
 // Bitwise comparison of two runs' O and LSE.

@@ -172,16 +172,11 @@ template <class T> __device__ __forceinline__ std::uint32_t pack2(float lo, floa
 // writes: rows of 128 bytes, 8-row atoms of 1024 bytes, 1024-byte aligned). lbo/sbo in bytes:
 // K-major: sbo = 1024 between 8-row groups, lbo unused; MN-major: lbo between 64-element column
 // blocks, sbo = 1024 between 8-row (k) groups.
-__device__ __forceinline__ std::uint64_t sw128_desc(const void* smem, std::uint32_t lbo, std::uint32_t sbo) {
-  const std::uint64_t addr = smem_addr(smem);
-  return ((addr & 0x3FFFF) >> 4) | (std::uint64_t((lbo >> 4) & 0x3FFF) << 16) |
-         (std::uint64_t((sbo >> 4) & 0x3FFF) << 32) | (std::uint64_t(1) << 62);
-}
 
-// The same descriptor in two words, for loops that step through a tile: the low word holds the
-// start address / 16 and the leading offset, the high word the stride offset and the swizzle mode.
-// Shared-memory addresses stay below 2^18, so the descriptor of base + off (off a multiple of 16)
-// is the low word plus off / 16 with no carry: one integer add per wgmma instead of rebuilding.
+// Built in two words, for loops that step through a tile: the low word holds the start address / 16
+// and the leading offset, the high word the stride offset and the swizzle mode (make_desc joins
+// them). Shared-memory addresses stay below 2^18, so the descriptor of base + off (off a multiple
+// of 16) is the low word plus off / 16 with no carry: one integer add per wgmma.
 __device__ __forceinline__ std::uint32_t sw128_desc_lo(const void* smem, std::uint32_t lbo) {
   return static_cast<std::uint32_t>((smem_addr(smem) & 0x3FFFF) >> 4) | (((lbo >> 4) & 0x3FFF) << 16);
 }
@@ -246,6 +241,22 @@ __device__ __forceinline__ void scale_mask_row_max(float (&s)[NT][4], I rel0, I 
     mx1 = fmaxf(mx1, fmaxf(s[i][2], s[i][3]));
   }
   mx0 = quad_max(mx0), mx1 = quad_max(mx1);
+}
+
+// The online-softmax step of the same fragment after the row maxima are known: s = exp(s - mn)
+// per row (0 where the row has no finite maximum yet) and each row's sum of this thread's part.
+template <int NT>
+__device__ __forceinline__ void exp_row_sums(float (&s)[NT][4], float mn0, float mn1, float& ls0, float& ls1) {
+  ls0 = 0.f, ls1 = 0.f;
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+    s[i][0] = mn0 == -INFINITY ? 0.f : __expf(s[i][0] - mn0);
+    s[i][1] = mn0 == -INFINITY ? 0.f : __expf(s[i][1] - mn0);
+    s[i][2] = mn1 == -INFINITY ? 0.f : __expf(s[i][2] - mn1);
+    s[i][3] = mn1 == -INFINITY ? 0.f : __expf(s[i][3] - mn1);
+    ls0 += s[i][0] + s[i][1];
+    ls1 += s[i][2] + s[i][3];
+  }
 }
 
 template <class T> __device__ __forceinline__ T from_float(float x);

@@ -198,16 +198,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const float mn0 = fmaxf(m[0], mx0), mn1 = fmaxf(m[1], mx1);
     const float a0 = mn0 == -INFINITY ? 1.f : __expf(m[0] - mn0), a1 = mn1 == -INFINITY ? 1.f : __expf(m[1] - mn1);
     if (pend_v >= 0) flush(pend_v);
-    float ls0 = 0.f, ls1 = 0.f;
-#pragma unroll
-    for (int i = 0; i < NT; ++i) {
-      s[i][0] = mn0 == -INFINITY ? 0.f : __expf(s[i][0] - mn0);
-      s[i][1] = mn0 == -INFINITY ? 0.f : __expf(s[i][1] - mn0);
-      s[i][2] = mn1 == -INFINITY ? 0.f : __expf(s[i][2] - mn1);
-      s[i][3] = mn1 == -INFINITY ? 0.f : __expf(s[i][3] - mn1);
-      ls0 += s[i][0] + s[i][1];
-      ls1 += s[i][2] + s[i][3];
-    }
+    float ls0, ls1;
+    ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
     l[0] = l[0] * a0 + ls0, l[1] = l[1] * a1 + ls1;
     m[0] = mn0, m[1] = mn1;
 #pragma unroll

@@ -187,6 +187,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int kk = 0; kk < BK / 16; ++kk)
         ptx::wgmma_rs<T, D>(o, pf[kk], ptx::make_desc(dvs + kk * (16 * 128 / 16), kDescHi), 1);
     };
+    // P V of a kept tile as its own commit group; callers branch on a warp vote (see the loop).
+    auto issue_pv = [&](int st) {
+      ptx::wgmma_fence();
+      gemm_pv(st);
+      ptx::wgmma_commit();
+    };
     auto release = [&](std::uint64_t* bar) {
       __syncwarp();
       if (lane == 0) ptx::mbar_arrive(bar);
@@ -225,9 +231,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       ptx::fence_regs(o);
       ptx::fence_regs(pf);
       if (__all_sync(0xffffffffu, kept_prev)) {
-        ptx::wgmma_fence();
-        gemm_pv(pst);
-        ptx::wgmma_commit();
+        issue_pv(pst);
         if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
         ptx::wgmma_wait<1>();  // S(j) is the older group
       } else {
@@ -335,11 +339,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if (n > 0) ptx::mbar_wait(&full_v[last], ((n - 1) / NSV) & 1);
     ptx::fence_regs(o);
     ptx::fence_regs(pf);
-    if (__all_sync(0xffffffffu, kept_prev)) {
-      ptx::wgmma_fence();
-      gemm_pv(last);
-      ptx::wgmma_commit();
-    }
+    if (__all_sync(0xffffffffu, kept_prev)) issue_pv(last);
     ptx::wgmma_wait<0>();
     ptx::fence_regs(o);
     if (n > 0) release(&empty_v[last]);
