@@ -5,7 +5,9 @@
 // Cache layouts: nhd = [pages, page_size, Hkv, d] (vLLM's), hnd = [pages, Hkv, page_size, d]
 // (each head's page contiguous, as FlashInfer's HND).
 //
-//   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--csv FILE] [--one HQ,HKV,BATCH,LEN]
+//   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--csv FILE]
+//                            [--one HQ,HKV,BATCH,LEN]
+// --page: page size (default 64); --ordered: pages in order instead of shuffled.
 //
 // Each shape runs dense, a scale-factor sweep with max seeding, and (full run) the scale factors
 // that reach 50, 70 and 90 % tile sparsity ("s=0.7" rows, found by bisection).
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -45,14 +48,16 @@ struct Setup {
   std::size_t bytes = 0;  // dense K + V bytes
 };
 
-constexpr int kD = 128, kPage = 64;
+constexpr int kD = 128;
+int g_page = 64;         // --page
 bool g_hnd = true;
+bool g_shuffle = true;  // --ordered: each sequence's pages in order, sequences one after another
 
 // One generated sequence, uploaded once and copied to every sequence of the batch (its own pages).
 bool make_setup(const Shape& s, Setup& st) {
   st.s = s;
-  const int pages_per = (s.len + kPage - 1) / kPage;
-  const std::size_t slot = std::size_t(s.hkv) * kD, page_elems = std::size_t(kPage) * slot;
+  const int pages_per = (s.len + g_page - 1) / g_page;
+  const std::size_t slot = std::size_t(s.hkv) * kD, page_elems = std::size_t(g_page) * slot;
   const std::size_t total_pages = std::size_t(s.batch) * pages_per;
   st.bytes = std::size_t(s.batch) * s.len * slot * 2 * 2;
   std::size_t free_b = 0, total_b = 0;
@@ -64,7 +69,7 @@ bool make_setup(const Shape& s, Setup& st) {
   for (int j = 0; j < s.len; ++j)
     for (int hh = 0; hh < s.hkv; ++hh) {
       const std::size_t src = (std::size_t(j) * s.hkv + hh) * kD;
-      const std::size_t dst = g_hnd ? (std::size_t(j / kPage) * s.hkv + hh) * kPage * kD + std::size_t(j % kPage) * kD : src;
+      const std::size_t dst = g_hnd ? (std::size_t(j / g_page) * s.hkv + hh) * g_page * kD + std::size_t(j % g_page) * kD : src;
       for (int c = 0; c < kD; ++c) k1[dst + c] = bf16_bits(x.k[src + c]), v1[dst + c] = bf16_bits(x.v[src + c]);
     }
   std::vector<std::uint16_t> q(std::size_t(s.batch) * s.hq * kD);
@@ -73,7 +78,7 @@ bool make_setup(const Shape& s, Setup& st) {
   // Pages of sequence b are a shuffled set; its contents are the generated sequence's pages.
   std::vector<std::int32_t> perm(total_pages);
   std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
+  if (g_shuffle) std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
   CK(cudaMalloc(&st.kc, total_pages * page_elems * 2));
   CK(cudaMalloc(&st.vc, total_pages * page_elems * 2));
   std::uint16_t *k_dev, *v_dev;
@@ -101,12 +106,12 @@ bool make_setup(const Shape& s, Setup& st) {
   DecodeProblem& p = st.p;
   p.batch = s.batch, p.q_tokens = 1, p.num_heads_q = s.hq, p.num_heads_kv = s.hkv;
   p.head_dim_qk = p.head_dim_v = kD, p.dtype = DType::bf16;
-  p.num_pages = static_cast<int>(total_pages), p.page_size = kPage, p.max_pages_per_seq = pages_per;
+  p.num_pages = static_cast<int>(total_pages), p.page_size = g_page, p.max_pages_per_seq = pages_per;
   p.q = st.q, p.k_cache = st.kc, p.v_cache = st.vc, p.block_table = st.table, p.seq_lens = st.lens;
   p.set_contiguous_strides();
   if (g_hnd) {
     p.k_stride_slot = p.v_stride_slot = kD;
-    p.k_stride_head = p.v_stride_head = std::int64_t(kPage) * kD;
+    p.k_stride_head = p.v_stride_head = std::int64_t(g_page) * kD;
   }
   return true;
 }
@@ -166,14 +171,20 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) one = argv[++i];
     else if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) g_hnd = !std::strcmp(argv[++i], "hnd");
+    else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) g_page = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--ordered")) g_shuffle = false;
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", argv[i]);
+      return 2;
+    }
   }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
   int driver = 0, runtime = 0;
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
-  std::printf("GPU %s, %d SMs, CUDA runtime %d, driver %d, cache layout %s\n", prop.name, prop.multiProcessorCount,
-              runtime, driver, g_hnd ? "hnd" : "nhd");
+  std::printf("GPU %s, %d SMs, CUDA runtime %d, driver %d, cache layout %s, page size %d, pages %s\n", prop.name,
+              prop.multiProcessorCount, runtime, driver, g_hnd ? "hnd" : "nhd", g_page, g_shuffle ? "shuffled" : "in order");
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
   if (csv) std::fprintf(csv, "hq,hkv,batch,len,policy,value,splits,ms,tbps,sparsity,speedup_vs_dense\n");
 

@@ -13,6 +13,11 @@
 // Consumer warps: WM slices of 16 rows times WN slices of BK / WN keys. Rows beyond the group do
 // not vote. V rows past the end of a sequence (stale slots of its last page) are zeroed before P V.
 //
+// Dense walks (no threshold, or lambda >= 1 at this sequence's length; no replayed mask) are
+// eager: the producer loads each tile's V right behind its K, every consumer warp runs P V on the
+// tile at once, and the warps never meet per tile: each key slice keeps its own running max and
+// the slices merge by their maxima at the end (as splits do).
+//
 // A vote group with more rows than one CTA holds (more than 128; 32 at head dim 256) runs on a
 // thread block cluster: CTA r of the cluster holds rows [r * chunk_rows, (r + 1) * chunk_rows) and
 // walks the same tiles. Per tile each CTA votes on its rows, its first consumer thread stores the
@@ -25,6 +30,7 @@
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <cstdint>
+#include <type_traits>
 
 #include "blasst/cuda/common/ptx.cuh"
 #include "blasst/cuda/decode/decode_params.cuh"
@@ -61,7 +67,7 @@ struct DecodeTraits {
   static constexpr std::size_t kQOffset = (NSK + NSV) * kTileBytes;
   static constexpr std::size_t kQBytes = std::size_t(RP) * RSQ * sizeof(T);
   static constexpr std::size_t kRedOffset = kQOffset + kQBytes;
-  static constexpr std::size_t kRedBytes = std::size_t(WN) * RP * sizeof(float) + RP * sizeof(float);
+  static constexpr std::size_t kRedBytes = std::size_t(WN) * RP * sizeof(float);
   static constexpr std::size_t kDecOffset = kRedOffset + kRedBytes;
   static constexpr std::size_t kBarOffset = (kDecOffset + NDEC + 15) / 16 * 16;
   static constexpr int kBars = 2 * NSK + 2 * NSV + NDEC;  // full/empty K, full/empty V, decisions
@@ -95,8 +101,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   unsigned char* sK = smem;                           // NSK stages of [NH][BK][64]
   unsigned char* sV = smem + NSK * Tr::kTileBytes;    // NSV stages
   T* sQ = reinterpret_cast<T*>(smem + Tr::kQOffset);  // [RP][RSQ]
-  float* sRed = reinterpret_cast<float*>(smem + Tr::kRedOffset);  // [WN][RP] tile maxima
-  float* sM = sRed + WN * RP;                                     // [RP] final running max
+  float* sRed = reinterpret_cast<float*>(smem + Tr::kRedOffset);  // [WN][RP] tile maxima; at the end running maxima
   std::uint8_t* sDec = smem + Tr::kDecOffset;                     // [NDEC] 1: load V
   std::uint64_t* bars = reinterpret_cast<std::uint64_t*>(smem + Tr::kBarOffset);
   std::uint64_t *full_k = bars, *empty_k = bars + NSK, *full_v = bars + 2 * NSK, *empty_v = bars + 2 * NSK + NSV;
@@ -140,7 +145,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 
   const int first = split * cut.chunk, len = min(cut.chunk, n - first);
-  const bool seeded = p.max_seed && cut.count > 1 && split > 0;
+  // Dense (no threshold, or lambda >= 1 for this sequence's length) and no replayed mask: every tile
+  // is kept, so the producer loads V with K and the consumer warps never synchronise per tile
+  // (each key slice keeps its own running max; the slices merge at the end). Max seeding only
+  // matters when something can be skipped.
+  const float log_thr = skip_log_threshold(lambda_for(p.mode, p.value, sk));
+  const bool eager = log_thr == -INFINITY && !p.replay;
+  const bool seeded = !eager && p.max_seed && cut.count > 1 && split > 0;
   const int steps = len + (seeded ? 1 : 0);
   auto tile_of = [&](int j) { return seeded ? (j == 0 ? 0 : first + j - 1) : first + j; };
 
@@ -194,9 +205,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int j = 0; j < steps; ++j) {
       if (j >= NSK) ptx::mbar_wait(&empty_k[j % NSK], ((j / NSK) - 1) & 1);
       load_tile(&tm_k, sK + (j % NSK) * Tr::kTileBytes, &full_k[j % NSK], tile_of(j));
-      if (j >= NSK - 1) serve_decision(j - (NSK - 1));
+      if (eager) {
+        if (j >= NSV) ptx::mbar_wait(&empty_v[j % NSV], ((j / NSV) - 1) & 1);
+        load_tile(&tm_v, sV + (j % NSV) * Tr::kTileBytes, &full_v[j % NSV], tile_of(j));
+      } else if (j >= NSK - 1) {
+        serve_decision(j - (NSK - 1));
+      }
     }
-    for (int d = max(0, steps - (NSK - 1)); d < steps; ++d) serve_decision(d);
+    if (!eager)
+      for (int d = max(0, steps - (NSK - 1)); d < steps; ++d) serve_decision(d);
     if constexpr (kCluster) ptx::cluster_sync();  // see the end of the kernel
     return;
   }
@@ -204,7 +221,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // ---- consumers -------------------------------------------------------------------------------
   const int ctid = tid, cw = warp;
   const int wm = cw / WN, wn = cw % WN;
-  const float log_thr = skip_log_threshold(lambda_for(p.mode, p.value, sk));
   const std::int64_t mask_base = (p.mask || p.replay) ? decode_mask_base(p, b, h, BK) : 0;
 
   // Rows this thread holds in its accumulators.
@@ -228,45 +244,44 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   int vi = 0, visited = 0, skipped = 0;
 
   // O = O * alpha + P V for the kept tile whose V went into load number v; `valid` rows of it
-  // exist. Stale rows past `valid` are zeroed first (they may hold anything, and 0 * NaN is NaN):
-  // with several key slices each warp zeroes its own (with 2 x 2 warps the two row warps of a
-  // slice both write the same zeros before reading it: racecheck reports that; see docs/PERF.md);
-  // with one slice (WN 1) all row warps read every key, so the first zeroes the rows and the
-  // others wait for it (the last tile of a sequence only). Then the stage goes back to the
-  // producer.
+  // exist. Rows past `valid` (stale slots of the sequence's last page) may hold anything, and
+  // 0 * NaN is NaN: in that tile their V fragments are zeroed in registers (the stage is never
+  // written, so warps that share a key slice need not wait for each other). Then the stage goes
+  // back to the producer.
   auto flush = [&](int v, int valid, const std::uint32_t (&P)[KS][4], const float (&alpha)[2]) {
     ptx::mbar_wait(&full_v[v % NSV], (v / NSV) & 1);
-    unsigned char* vst = sV + (v % NSV) * Tr::kTileBytes;
-    if (valid < wn * KW + KW) {
-      constexpr bool kShared = WN == 1 && Tr::WM > 1;
-      if (!kShared || cw == 0)
-        for (int c = lane; c < KW * CPR; c += 32) {
-          const int key = wn * KW + c / CPR;
-          if (key >= valid) *reinterpret_cast<uint4*>(vst + ptx::stage_offset<BK>(key, c % CPR)) = make_uint4(0, 0, 0, 0);
-        }
-      if constexpr (kShared)
-        ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
-      else
-        __syncwarp();
-    }
+    const unsigned char* vst = sV + (v % NSV) * Tr::kTileBytes;
     if (alpha[0] != 1.f || alpha[1] != 1.f) {
 #pragma unroll
       for (int i = 0; i < DT; ++i) {
         o[i][0] *= alpha[0], o[i][1] *= alpha[0], o[i][2] *= alpha[1], o[i][3] *= alpha[1];
       }
     }
+    // Two copies of the product: the masked one runs on a sequence's last tile only.
+    auto product = [&](auto masked) {
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      const int key = wn * KW + ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+      for (int ks = 0; ks < KS; ++ks) {
+        const int key = wn * KW + ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+        const int k = wn * KW + ks * 16 + 2 * (lane & 3);  // bv[0], bv[2]: keys k, k + 1 (low, high half)
+        if (decltype(masked)::value && k - 2 * (lane & 3) >= valid) break;  // nothing left in the tile
 #pragma unroll
-      for (int dp = 0; dp < DT / 2; ++dp) {
-        std::uint32_t bv[4];
-        ptx::ldmatrix_x4_trans(bv, vst + ptx::stage_offset<BK>(key, 2 * dp + (lane >> 4)));
-        ptx::mma_16816<T>(o[2 * dp], P[ks], bv[0], bv[1]);
-        ptx::mma_16816<T>(o[2 * dp + 1], P[ks], bv[2], bv[3]);
+        for (int dp = 0; dp < DT / 2; ++dp) {
+          std::uint32_t bv[4];
+          ptx::ldmatrix_x4_trans(bv, vst + ptx::stage_offset<BK>(key, 2 * dp + (lane >> 4)));
+          if constexpr (decltype(masked)::value) {  // bv[1], bv[3]: keys k + 8, k + 9
+            const std::uint32_t m0 = (k < valid ? 0xffffu : 0u) | (k + 1 < valid ? 0xffff0000u : 0u);
+            const std::uint32_t m1 = (k + 8 < valid ? 0xffffu : 0u) | (k + 9 < valid ? 0xffff0000u : 0u);
+            bv[0] &= m0, bv[2] &= m0, bv[1] &= m1, bv[3] &= m1;
+          }
+          ptx::mma_16816<T>(o[2 * dp], P[ks], bv[0], bv[1]);
+          ptx::mma_16816<T>(o[2 * dp + 1], P[ks], bv[2], bv[3]);
+        }
       }
-    }
-    ptx::fence_proxy_async_smem();  // this warp's zeroes before the producer refills the stage
+    };
+    if (valid < wn * KW + KW)
+      product(std::true_type{});
+    else
+      product(std::false_type{});
     __syncwarp();
     if (lane == 0) ptx::mbar_arrive(&empty_v[v % NSV]);
   };
@@ -334,15 +349,39 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // Scale, mask (keys past a row's limit, rows beyond the group) and the rows' tile maxima.
     const int key0 = tile * BK + wn * KW + 2 * (lane & 3);
     const int rel0 = lim0 - key0, rel1 = lim1 - key0;  // last visible key offset of each row
-    float mx0, mx1;
-    ptx::scale_mask_row_max(s, rel0, rel1, p.scale, mx0, mx1);
-    if ((lane & 3) == 0) sRed[wn * RP + r0] = mx0, sRed[wn * RP + r1] = mx1;
-    ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
-    float tmax0 = sRed[r0], tmax1 = sRed[r1];
+    float tmax0, tmax1;
+    ptx::scale_mask_row_max(s, rel0, rel1, p.scale, tmax0, tmax1);
+    if (eager) {  // every tile kept; each key slice keeps its own running max
+      ++visited;
+      if (ctid == 0 && rank == 0 && p.mask) p.mask[mask_base + tile] = tile_kept;
+      const float mn0 = fmaxf(m[0], tmax0), mn1 = fmaxf(m[1], tmax1);
+      const float alpha[2] = {mn0 == -INFINITY ? 1.f : __expf(m[0] - mn0), mn1 == -INFINITY ? 1.f : __expf(m[1] - mn1)};
+      float ls0, ls1;
+      ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
+      l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
+      m[0] = mn0, m[1] = mn1;
+      // P goes through the queue's last slot (unused by an eager walk: it shares the registers).
+      std::uint32_t(&pc)[KS][4] = pq_p[QS - 1];
 #pragma unroll
-    for (int w = 1; w < WN; ++w) tmax0 = fmaxf(tmax0, sRed[w * RP + r0]), tmax1 = fmaxf(tmax1, sRed[w * RP + r1]);
+      for (int ks = 0; ks < KS; ++ks) {
+        pc[ks][0] = ptx::pack2<T>(s[2 * ks][0], s[2 * ks][1]);
+        pc[ks][1] = ptx::pack2<T>(s[2 * ks][2], s[2 * ks][3]);
+        pc[ks][2] = ptx::pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+        pc[ks][3] = ptx::pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      }
+      flush(j, min(BK, sk - tile * BK), pc, alpha);  // V j went into load number j
+      continue;
+    }
+    if constexpr (WN > 1) {  // the rows' maxima over every key slice of the tile
+      if ((lane & 3) == 0) sRed[wn * RP + r0] = tmax0, sRed[wn * RP + r1] = tmax1;
+      ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+      tmax0 = sRed[r0], tmax1 = sRed[r1];
+#pragma unroll
+      for (int w = 1; w < WN; ++w) tmax0 = fmaxf(tmax0, sRed[w * RP + r0]), tmax1 = fmaxf(tmax1, sRed[w * RP + r1]);
+    }
 
-    // The vote: every row of the group must agree (BLASST.md 2.5).
+    // The vote: every row of the group must agree (BLASST.md 2.5). The barrier also keeps sRed
+    // from being overwritten by the next tile before every warp has read it.
     const int t0 = tile * BK;
     const bool agree = row_agrees(lim0 >= t0, tmax0, m[0], log_thr) && row_agrees(lim1 >= t0, tmax1, m[1], log_thr);
     bool all = ptx::named_barrier_and(kConsumerBarrier, kConsumers, agree);
@@ -434,18 +473,24 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     }
     if ((lane & 3) == 0) {
       redl[wn * RP + r0] = l[0], redl[wn * RP + r1] = l[1];
-      if (wn == 0) sM[r0] = m[0], sM[r1] = m[1];
+      sRed[wn * RP + r0] = m[0], sRed[wn * RP + r1] = m[1];
     }
     ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+    // The slices' running maxima are equal unless the walk was eager; weights are exactly 1 then.
     for (int i = ctid; i < Rl * (D / 2); i += kConsumers) {
       const int row = i / (D / 2), ch = 2 * (i % (D / 2));
+      float mm = sRed[row];
+#pragma unroll
+      for (int w = 1; w < WN; ++w) mm = fmaxf(mm, sRed[w * RP + row]);
       float a0 = 0.f, a1 = 0.f, ll = 0.f;
 #pragma unroll
       for (int w = 0; w < WN; ++w) {
+        const float mw = sRed[w * RP + row];
+        const float wt = mw == mm ? 1.f : mw == -INFINITY ? 0.f : __expf(mw - mm);
         const float2 v = *reinterpret_cast<const float2*>(red + (w * RP + row) * D + ch);
-        a0 += v.x, a1 += v.y, ll += redl[w * RP + row];
+        a0 += wt * v.x, a1 += wt * v.y, ll += wt * redl[w * RP + row];
       }
-      emit(row, ch, a0, a1, ll, sM[row]);
+      emit(row, ch, a0, a1, ll, mm);
     }
   }
   // No CTA of a cluster leaves while another may still store a vote into its shared memory.
