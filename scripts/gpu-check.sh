@@ -103,6 +103,8 @@ stall_table() {  # kernel-regex csv-out command...
   python3 - "$csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(l for l in open(sys.argv[1]) if l.count(',') > 3))
+# The profiled program's own output may precede ncu's table: start at its header.
+rows = rows[next((i for i, r in enumerate(rows) if any(h.strip() == "Source" for h in r)), 0):]
 head = rows[0]
 def col(name):
     for i, h in enumerate(head):

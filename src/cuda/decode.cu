@@ -38,7 +38,8 @@ using TraitsFor = DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), stages
 CUtensorMap cache_map(const void* base, DType dt, int d, int hkv, int page_size, int num_pages, std::int64_t sp,
                       std::int64_t ss, std::int64_t sh, int box_rows) {
   if (num_pages == 0) return CUtensorMap{};  // nothing is ever loaded
-  return tensor_map_4d(base, dt, {d, hkv, page_size, num_pages}, {sh, ss, sp}, box_rows, "the KV cache");
+  return tensor_map_4d(base, dt, {d, hkv, page_size, num_pages}, {sh, ss, sp}, box_rows, "the KV cache",
+                       CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
 }
 
 template <class T, int D, int WM>

@@ -27,8 +27,11 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 }
 
 // dims: {channels, dim1, dim2, dim3}; strides in elements of dims 1..3; box rows along dim 2.
+// promotion: how much L2 fetches per request. The decode streams each byte once and reads
+// faster (6-9 %) with 128 bytes or none than with 256 (H200, docs/PERF.md).
 inline CUtensorMap tensor_map_4d(const void* base, DType dt, std::array<std::int64_t, 4> dims,
-                                 std::array<std::int64_t, 3> strides, int box_rows, const char* what) {
+                                 std::array<std::int64_t, 3> strides, int box_rows, const char* what,
+                                 CUtensorMapL2promotion promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B) {
   CUtensorMap map{};
   const cuuint64_t gdims[4] = {cuuint64_t(dims[0]), cuuint64_t(dims[1]), cuuint64_t(dims[2]), cuuint64_t(dims[3])};
   const cuuint64_t gstrides[3] = {cuuint64_t(strides[0]) * 2, cuuint64_t(strides[1]) * 2, cuuint64_t(strides[2]) * 2};
@@ -37,7 +40,7 @@ inline CUtensorMap tensor_map_4d(const void* base, DType dt, std::array<std::int
   const CUresult r = tensor_map_encoder()(
       &map, dt == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
       const_cast<void*>(base), gdims, gstrides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     throw Error(std::string("cannot describe ") + what + " to TMA (error " + std::to_string(int(r)) +
                 "): it must be 16-byte aligned with 16-byte multiple strides");
