@@ -9,10 +9,11 @@
 // bisection on log a with the kernel's own counters; a target the inputs cannot reach is
 // reported as missing).
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--one D,LEN,CAUSAL[,A]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--one D,LEN,CAUSAL[,A] [--time]]
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
-// default kernel: a few plain launches for a profiler (ncu), no timing loop.
+// default kernel: a few plain launches for a profiler (ncu), no timing loop; with --time also its
+// median time and tile sparsity.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -57,12 +58,13 @@ double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, one_time = false;
   std::string csv_path;
   int one_d = 0, one_len = 0, one_causal = 0;
   double one_a = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--time")) one_time = true;
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%lf", &one_d, &one_len, &one_causal, &one_a) < 3) {
@@ -136,6 +138,18 @@ int main(int argc, char** argv) {
         for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
         CK(cudaDeviceSynchronize());
         std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
+        if (one_time) {  // --time: also the median time and the sparsity of that one case
+          out.tile_counters = counters;
+          cuda::prefill(p, pol, plan, out, nullptr);
+          std::vector<std::uint64_t> c(std::size_t(hq) * 2);
+          CK(cudaMemcpy(c.data(), counters, c.size() * 8, cudaMemcpyDeviceToHost));
+          out.tile_counters = nullptr;
+          double vis = 0, skp = 0;
+          for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
+          const double ms = time_prefill(p, pol, plan, out, 7, std::min(inner, 20));
+          std::printf("d %d len %d causal %d a %g: sparsity %.3f, %.3f ms, %.1f TFLOP/s\n", d, len, int(causal), one_a,
+                      vis > 0 ? skp / vis : 0.0, ms, flops / (ms * 1e-3) / 1e12);
+        }
         continue;
       }
       // Tile sparsity of one launch (counters read back).
