@@ -65,9 +65,17 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
   }
   BLASST_CUDA_CHECK(cudaGetLastError());
   if (plan.splits > 1) {
-    const std::int64_t warps = std::int64_t(plan.batch) * plan.num_heads_kv * plan.rows;
-    const int threads = 256;
-    decode_combine_kernel<T, D><<<static_cast<unsigned>((warps * 32 + threads - 1) / threads), threads, 0, stream>>>(params);
+    // One CTA per row; a warp per 32 splits, up to 8 (the sum's order is fixed by the split count:
+    // deterministic).
+    const unsigned rows = static_cast<unsigned>(std::int64_t(plan.batch) * plan.num_heads_kv * plan.rows);
+    if (plan.splits > 128)
+      decode_combine_kernel<T, D, 8><<<rows, 256, 0, stream>>>(params);
+    else if (plan.splits > 64)
+      decode_combine_kernel<T, D, 4><<<rows, 128, 0, stream>>>(params);
+    else if (plan.splits > 32)
+      decode_combine_kernel<T, D, 2><<<rows, 64, 0, stream>>>(params);
+    else
+      decode_combine_kernel<T, D, 1><<<rows, 32, 0, stream>>>(params);
     BLASST_CUDA_CHECK(cudaGetLastError());
   }
 }

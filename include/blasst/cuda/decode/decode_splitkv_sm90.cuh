@@ -497,18 +497,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   if constexpr (kCluster) ptx::cluster_sync();
 }
 
-// Merges the splits of each row by their LSE: one warp per (sequence, KV head, row). Lanes read 32
-// splits' LSE at once; the weighted sum then walks the splits in blocks of 32 with the weights
-// passed by shuffle, so the partial outputs' loads are independent and overlap.
-template <class T, int D>
-__global__ void decode_combine_kernel(const DecodeParams p) {
-  const std::int64_t gw = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x & 31;
-  const std::int64_t total = std::int64_t(p.batch) * p.hkv * p.rows;
-  if (gw >= total) return;
-  const int row = static_cast<int>(gw % p.rows);
-  const int h = static_cast<int>((gw / p.rows) % p.hkv);
-  const int b = static_cast<int>(gw / (std::int64_t(p.rows) * p.hkv));
+// Merges the splits of each row by their LSE: one CTA of W warps per (sequence, KV head, row).
+// Every warp finds the largest LSE (lanes read 32 splits at once); warp w then sums the weighted
+// partial outputs of splits w, w + W, ... in blocks of 32 (weights passed by shuffle, so the loads
+// are independent and overlap), and warp 0 adds the W partial sums (shared memory). Many splits
+// (a short batch on a long context) are spread over the warps instead of one warp's latency chain.
+template <class T, int D, int W>
+__global__ void __launch_bounds__(32 * W) decode_combine_kernel(const DecodeParams p) {
+  const std::int64_t gr = blockIdx.x;  // the row
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int row = static_cast<int>(gr % p.rows);
+  const int h = static_cast<int>((gr / p.rows) % p.hkv);
+  const int b = static_cast<int>(gr / (std::int64_t(p.rows) * p.hkv));
   const std::int64_t base = (std::int64_t(b) * p.hkv + h) * p.splits;
   const float* lse = p.part_lse + base * p.rows + row;  // split s at lse[s * rows]
   float mx = -INFINITY;
@@ -519,15 +519,15 @@ __global__ void decode_combine_kernel(const DecodeParams p) {
   float acc[PER] = {};
   float sum = 0.f;
   if (mx > -INFINITY) {
-    for (int s0 = 0; s0 < p.splits; s0 += 32) {
+    for (int s0 = 32 * w; s0 < p.splits; s0 += 32 * W) {
       const int s = s0 + lane;
       const float l = s < p.splits ? lse[std::int64_t(s) * p.rows] : -INFINITY;
-      const float w = l == -INFINITY ? 0.f : __expf(l - mx);
-      sum += w;
+      const float wt = l == -INFINITY ? 0.f : __expf(l - mx);
+      sum += wt;
       const int n = min(32, p.splits - s0);
 #pragma unroll 4
       for (int j = 0; j < n; ++j) {
-        const float wj = __shfl_sync(0xffffffffu, w, j);
+        const float wj = __shfl_sync(0xffffffffu, wt, j);
         const float* po = p.part_o + ((base + s0 + j) * p.rows + row) * D + lane;
 #pragma unroll
         for (int i = 0; i < PER; ++i) acc[i] += wj * po[32 * i];  // wj == 0: a skipped split
@@ -535,6 +535,23 @@ __global__ void decode_combine_kernel(const DecodeParams p) {
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  }
+  if constexpr (W > 1) {
+    __shared__ float s_acc[W - 1][D];
+    __shared__ float s_sum[W - 1];
+    if (w > 0) {
+#pragma unroll
+      for (int i = 0; i < PER; ++i) s_acc[w - 1][lane + 32 * i] = acc[i];
+      if (lane == 0) s_sum[w - 1] = sum;
+    }
+    __syncthreads();
+    if (w > 0) return;
+#pragma unroll
+    for (int v = 0; v < W - 1; ++v) {
+#pragma unroll
+      for (int i = 0; i < PER; ++i) acc[i] += s_acc[v][lane + 32 * i];
+      sum += s_sum[v];
+    }
   }
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
   const int t = row / p.group, hq = h * p.group + row % p.group;
