@@ -9,11 +9,11 @@
 // bisection on log a with the kernel's own counters; a target the inputs cannot reach is
 // reported as missing).
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--one D,LEN,CAUSAL[,A] [--time] [--no-demand-v]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--one D,LEN,CAUSAL[,A] [--time]]
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
 // default kernel: a few plain launches for a profiler (ncu), no timing loop; with --time also its
-// median time and tile sparsity; --no-demand-v: every V tile loaded (PrefillPlan::demand_v off).
+// median time and tile sparsity.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -58,14 +58,13 @@ double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, one_time = false, one_demand = true;
+  bool quick = false, one_time = false;
   std::string csv_path;
   int one_d = 0, one_len = 0, one_causal = 0;
   double one_a = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--time")) one_time = true;
-    else if (!std::strcmp(argv[i], "--no-demand-v")) one_demand = false;
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%lf", &one_d, &one_len, &one_causal, &one_a) < 3) {
@@ -135,12 +134,10 @@ int main(int argc, char** argv) {
       };
       if (one_d) {
         const SkipPolicy pol = geometry(one_a > 0 ? SkipPolicy::with_scale_factor(one_a) : SkipPolicy{});
-        cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
-        plan.demand_v = plan.demand_v && one_demand;
+        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
         for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
         CK(cudaDeviceSynchronize());
-        std::printf("ran d %d, len %d, causal %d, a %g, demand-loaded V %d: 4 launches\n", d, len, int(causal), one_a,
-                    int(plan.demand_v));
+        std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
         if (one_time) {  // --time: also the median time and the sparsity of that one case
           out.tile_counters = counters;
           cuda::prefill(p, pol, plan, out, nullptr);

@@ -27,12 +27,9 @@ struct WgmmaGeometry {
 constexpr WgmmaGeometry wgmma_geometry(int d) {
   return d == 64 ? WgmmaGeometry{3, 3} : WgmmaGeometry{2, 2};
 }
-template <class T, int D, bool PingPong, bool DemandV = false>
+template <class T, int D, bool PingPong>
 using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, prefill_block_k(D), wgmma_geometry(D).nwg, wgmma_geometry(D).stages,
-                                          wgmma_geometry(D).stages, PingPong, DemandV>;
-// Demand-loaded V (PrefillPlan::demand_v): not at head dim 64, whose three warpgroups have no
-// registers for a second P fragment.
-constexpr bool demand_v_possible(int d) { return d == 128 || d == 256; }
+                                          wgmma_geometry(D).stages, PingPong>;
 
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
@@ -42,12 +39,7 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
     set_smem_limit_once<prefill_wgmma_kernel<Tr>>(Tr::kSmemBytes);
     prefill_wgmma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v);
   };
-  if (plan.kernel == PrefillKernel::wgmma_pingpong && plan.demand_v) {
-    if constexpr (demand_v_possible(D))
-      wgmma(WgmmaTraitsFor<T, D, true, true>{});
-    else
-      throw Error("internal: demand-loaded V at head dim " + std::to_string(D));
-  } else if (plan.kernel == PrefillKernel::wgmma_pingpong) {
+  if (plan.kernel == PrefillKernel::wgmma_pingpong) {
     wgmma(WgmmaTraitsFor<T, D, true>{});
   } else if (plan.kernel == PrefillKernel::wgmma) {
     wgmma(WgmmaTraitsFor<T, D, false>{});
@@ -124,8 +116,6 @@ PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPo
   plan.head_dim = p.head_dim_qk;
   const int rows = kernel == PrefillKernel::mma_sync ? 64 : 64 * wgmma_geometry(p.head_dim_qk).nwg;
   plan.max_q_tiles = (max_seqlen_q + rows - 1) / rows;
-  plan.demand_v = kernel == PrefillKernel::wgmma_pingpong && demand_v_possible(p.head_dim_qk) &&
-                  (pol.mode != SkipPolicy::Mode::dense || pol.replay_mask != nullptr);
   return plan;
 }
 
@@ -136,8 +126,6 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
   if (out.o == nullptr && p.total_q > 0) throw Error("prefill: the output O must not be null");
   if (out.o_dtype != p.dtype) throw Error("prefill: O must have the input dtype on the CUDA backend");
   if (plan.max_q_tiles == 0 || p.total_q == 0) return;
-  if (plan.demand_v && (plan.kernel != PrefillKernel::wgmma_pingpong || !demand_v_possible(p.head_dim_qk)))
-    throw Error("prefill: demand_v needs the wgmma-pingpong kernel at head dim 128 or 256");
   PrefillParams d{};
   d.cu_seqlens_q = p.cu_seqlens_q, d.cu_seqlens_k = p.cu_seqlens_k;
   d.total_q = p.total_q, d.total_k = p.total_k;

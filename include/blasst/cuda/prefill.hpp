@@ -27,11 +27,6 @@ struct PrefillPlan {
   int batch = 0, num_heads_q = 0, head_dim = 0;
   int max_q_tiles = 0;  // query tiles of the longest sequence (128 rows for wgmma, 64 for mma_sync)
   PrefillKernel kernel = PrefillKernel::wgmma_pingpong;
-  // The ping-pong kernel at head dims 128 and 256 loads a tile's V only once some warpgroup kept
-  // the tile (the producer learns the decisions; each kept tile's P V waits two iterations for its
-  // V). The planner sets it when the policy can skip (a threshold or a replayed mask); false loads
-  // every V tile ahead of its use.
-  bool demand_v = false;
 };
 
 // Why this problem/policy cannot run on the CUDA prefill kernel, or "" if it can.

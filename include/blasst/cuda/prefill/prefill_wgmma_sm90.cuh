@@ -49,17 +49,11 @@ __device__ unsigned g_prefill_trace[3][64][8];
 #define BLASST_TRACE(k)
 #endif
 
-template <class T_, int D_, int BK_, int NWG_, int NSK_, int NSV_, bool PingPong_, bool DemandV_ = false>
+template <class T_, int D_, int BK_, int NWG_, int NSK_, int NSV_, bool PingPong_>
 struct WgmmaPrefillTraits {
   using T = T_;
   static constexpr int D = D_, BK = BK_, NWG = NWG_, BQ = 64 * NWG, NSK = NSK_, NSV = NSV_, NH = D / 64;
   static constexpr bool kPingPong = PingPong_;
-  // Demand-loaded V (policies with a threshold): the V producer loads a tile's V only if some
-  // warpgroup kept the tile; it learns the decisions through a small ring in shared memory. A kept
-  // tile's P V product then waits two iterations (not one) so that its V has time to arrive: two
-  // P fragments are held in registers.
-  static constexpr bool kDemandV = DemandV_;
-  static constexpr int NDEC = 4;  // decision ring (the consumers run at most two tiles ahead of it)
   static constexpr int kThreads = 128 * (NWG + 1);
   static constexpr int kProducerRegs = NWG == 2 ? 40 : 32, kConsumerRegs = NWG == 2 ? 232 : 160;
   static_assert(D == 64 || D == 128 || D == 256, "head dims 64, 128 and 256");
@@ -110,16 +104,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // shared-memory descriptors built from it live in uniform registers.
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
 
-  // Demand-loaded V: the warpgroups' decisions per tile (1: this warpgroup uses the tile's V) and
-  // one barrier per slot with an arrival per warpgroup. `demand` is false for a sequence whose
-  // lambda is >= 1 (dense): its V tiles are all loaded up front.
-  __shared__ std::uint8_t s_dec[Tr::NDEC][Tr::NWG];
-  __shared__ __align__(8) std::uint64_t dec_bar[Tr::NDEC];
-  const bool demand =
-      Tr::kDemandV && (p.replay || skip_log_threshold(lambda_for(p.mode, p.value, sk), kLog2e) > -INFINITY);
   if (tid == 0) {
-    if constexpr (Tr::kDemandV)
-      for (int s = 0; s < Tr::NDEC; ++s) ptx::mbar_init(&dec_bar[s], Tr::NWG);
     ptx::mbar_init(full_q, 1);
     for (int s = 0; s < NSK; ++s) ptx::mbar_init(&full_k[s], 1), ptx::mbar_init(&empty_k[s], 4 * Tr::NWG);
     for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 4 * Tr::NWG);
@@ -150,27 +135,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
       load_ring(&tm_k, sK, full_k, empty_k, NSK);
     } else if (tid == 32 && n > 0) {
-      if (demand) {  // each V tile once some warpgroup kept it; otherwise the stage is passed on empty
-        ptx::prefetch_tensor_map(&tm_v);
-        for (int j = 0; j < n; ++j) {
-          const int st = j % NSV, sd = j % Tr::NDEC;
-          if (j >= NSV) ptx::mbar_wait(&empty_v[st], ((j / NSV) - 1) & 1);
-          ptx::mbar_wait(&dec_bar[sd], (j / Tr::NDEC) & 1);
-          bool need = false;
-#pragma unroll
-          for (int g = 0; g < Tr::NWG; ++g) need |= reinterpret_cast<volatile std::uint8_t*>(s_dec[sd])[g] != 0;
-          if (need) {
-            const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
-            ptx::mbar_arrive_expect_tx(&full_v[st], static_cast<std::uint32_t>(Tr::kTileBytes));
-            for (int s = 0; s < NH; ++s)
-              ptx::tma_load_4d(sV + st * Tr::kTileBytes + s * (BK * 128), &tm_v, s * 64, hkv, key, 0, &full_v[st]);
-          } else {
-            ptx::mbar_arrive(&full_v[st]);
-          }
-        }
-      } else {
-        load_ring(&tm_v, sV, full_v, empty_v, NSV);
-      }
+      load_ring(&tm_v, sV, full_v, empty_v, NSV);
     }
   } else {
     // ---- consumers: one vote group of 64 rows each ------------------------------------------------
@@ -215,21 +180,18 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     float o[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    // pf: P of the last tile (its P V is issued in the next iteration); demand-loaded V also holds
-    // the tile before (pb) in the queue, and issues P V two iterations later.
-    constexpr int NPB = Tr::kDemandV ? BK / 16 : 1;
-    std::uint32_t pf[BK / 16][4], pb[NPB][4];
-    // P V of a kept tile as its own commit group; callers branch on a warp vote (see the loop).
-    auto issue_pv = [&](const std::uint32_t(&pr)[BK / 16][4], int st) {
-      ptx::wgmma_fence();
+    std::uint32_t pf[BK / 16][4];
+    auto gemm_pv = [&](int st) {
       const std::uint32_t dvs = dv + st * static_cast<std::uint32_t>(Tr::kTileBytes / 16);
 #pragma unroll
       for (int kk = 0; kk < BK / 16; ++kk)
-        ptx::wgmma_rs<T, D>(o, pr[kk], ptx::make_desc(dvs + kk * (16 * 128 / 16), kDescHi), 1);
-      ptx::wgmma_commit();
+        ptx::wgmma_rs<T, D>(o, pf[kk], ptx::make_desc(dvs + kk * (16 * 128 / 16), kDescHi), 1);
     };
-    auto pv_operand = [&]() -> const std::uint32_t(&)[BK / 16][4] {
-      if constexpr (Tr::kDemandV) return pb; else return pf;
+    // P V of a kept tile as its own commit group; callers branch on a warp vote (see the loop).
+    auto issue_pv = [&](int st) {
+      ptx::wgmma_fence();
+      gemm_pv(st);
+      ptx::wgmma_commit();
     };
     auto release = [&](std::uint64_t* bar) {
       __syncwarp();
@@ -237,8 +199,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     };
 
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, sc0 = 1.f, sc1 = 1.f;
-    float sa0 = 1.f, sa1 = 1.f;  // demand-loaded V: the rescale of the last kept tile, still to apply
-    bool kept_prev = false, kept_pp = false;  // the last tile and (demand-loaded V) the one before
+    bool kept_prev = false;
     int jw = 0, skipped = 0;
     if (n > 0) ptx::mbar_wait(full_q, 0);
     if (Tr::kPingPong && c == Tr::NWG - 1 && n > 0) ptx::named_barrier_arrive(4, 256);  // warpgroup 0 first
@@ -248,7 +209,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #endif
     for (int j = 0; j < n; ++j) {
       BLASST_TRACE(0)
-      const int tile = visit_tile(order, n, j), st = j % NSK;
+      const int tile = visit_tile(order, n, j), st = j % NSK, pst = (j + NSV - 1) % NSV;
       const bool vis = tile < n_w;
       ptx::mbar_wait(&full_k[st], (j / NSK) & 1);
       BLASST_TRACE(1)
@@ -264,17 +225,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       ptx::wgmma_fence();
       gemm_s(s, st);
       ptx::wgmma_commit();
-      // The P V in the queue's head: tile j - 1 (j - 2 with demand-loaded V), in V stage vst.
-      constexpr int kLag = Tr::kDemandV ? 2 : 1;
-      const int vst = (j + 2 * NSV - kLag) % NSV;
-      if (j >= kLag) ptx::mbar_wait(&full_v[vst], ((j - kLag) / NSV) & 1);
+      if (j > 0) ptx::mbar_wait(&full_v[pst], ((j - 1) / NSV) & 1);
       // One branch on the warp vote holds the P V issue, the hand-over and the wait for S(j):
       // ptxas serialises the wgmma (C7514) when the issue and the wait sit in separate branches.
       ptx::fence_regs(o);
       ptx::fence_regs(pf);
-      if constexpr (Tr::kDemandV) ptx::fence_regs(pb);
-      if (__all_sync(0xffffffffu, Tr::kDemandV ? kept_pp : kept_prev)) {
-        issue_pv(pv_operand(), vst);
+      if (__all_sync(0xffffffffu, kept_prev)) {
+        issue_pv(pst);
         if (Tr::kPingPong) ptx::named_barrier_arrive(their_turn, 256);
         ptx::wgmma_wait<1>();  // S(j) is the older group
       } else {
@@ -327,10 +284,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
         ++jw;
         skipped += skip;
-        if (demand && t == 0) {  // the V producer learns whether this warpgroup uses V of tile j
-          s_dec[j % Tr::NDEC][c] = skip ? 0 : 1;
-          ptx::mbar_arrive(&dec_bar[j % Tr::NDEC]);
-        }
 #ifdef BLASST_PREFILL_DEBUG_NO_SOFTMAX  // timing experiment only (see the top of this file)
         if (true) {
           keep = true;
@@ -359,40 +312,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           m0 = mn0, m1 = mn1;
           keep = true;
         }
-      } else if (demand && t == 0) {  // a tile this warpgroup does not see: its V is not needed here
-        s_dec[j % Tr::NDEC][c] = 0;
-        ptx::mbar_arrive(&dec_bar[j % Tr::NDEC]);
       }
       BLASST_TRACE(5)
       ptx::wgmma_wait<0>();
       ptx::fence_regs(o);
       ptx::fence_regs(pf);
-      if constexpr (Tr::kDemandV) ptx::fence_regs(pb);
       BLASST_TRACE(6)
-      if (j >= kLag) release(&empty_v[vst]);
-      if constexpr (Tr::kDemandV) {
-        // The queue moves on: tile j - 1 becomes the head (O takes its rescale now, while no wgmma
-        // is in flight), tile j (if kept) the tail.
-        if (kept_prev) {
-#pragma unroll
-          for (int i = 0; i < D / 8; ++i) o[4 * i] *= sa0, o[4 * i + 1] *= sa0, o[4 * i + 2] *= sa1, o[4 * i + 3] *= sa1;
-#pragma unroll
-          for (int kk = 0; kk < BK / 16; ++kk)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) pb[kk % NPB][e] = pf[kk][e];
-        }
-        kept_pp = kept_prev;
-        if (keep) {
-          sa0 = sc0, sa1 = sc1;
-#pragma unroll
-          for (int kk = 0; kk < BK / 16; ++kk) {
-            pf[kk][0] = ptx::pack2<T>(s[8 * kk], s[8 * kk + 1]);
-            pf[kk][1] = ptx::pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
-            pf[kk][2] = ptx::pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
-            pf[kk][3] = ptx::pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
-          }
-        }
-      } else if (keep) {
+      if (j > 0) release(&empty_v[pst]);
+      if (keep) {
         // O holds the products up to the last kept tile; bring it to this tile's maxima before
         // P V of this tile is issued (next iteration), while no wgmma is in flight.
 #pragma unroll
@@ -408,25 +335,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       kept_prev = keep;
       BLASST_TRACE(7)
     }
-    if constexpr (Tr::kDemandV) {  // the queue's head (tile n - 2, already rescaled for)
-      const int vst = (n + 2 * NSV - 2) % NSV;
-      if (n >= 2) ptx::mbar_wait(&full_v[vst], ((n - 2) / NSV) & 1);
-      ptx::fence_regs(o);
-      ptx::fence_regs(pb);
-      if (__all_sync(0xffffffffu, kept_pp)) issue_pv(pb, vst);
-      ptx::wgmma_wait<0>();
-      ptx::fence_regs(o);
-      if (n >= 2) release(&empty_v[vst]);
-      if (kept_prev) {
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) o[4 * i] *= sa0, o[4 * i + 1] *= sa0, o[4 * i + 2] *= sa1, o[4 * i + 3] *= sa1;
-      }
-    }
     const int last = (n + NSV - 1) % NSV;
     if (n > 0) ptx::mbar_wait(&full_v[last], ((n - 1) / NSV) & 1);
     ptx::fence_regs(o);
     ptx::fence_regs(pf);
-    if (__all_sync(0xffffffffu, kept_prev)) issue_pv(pf, last);
+    if (__all_sync(0xffffffffu, kept_prev)) issue_pv(last);
     ptx::wgmma_wait<0>();
     ptx::fence_regs(o);
     if (n > 0) release(&empty_v[last]);
