@@ -75,7 +75,8 @@ bool make_setup(const Shape& s, Setup& st) {
   std::vector<std::uint16_t> q(std::size_t(s.batch) * s.hq * kD);
   for (int b = 0; b < s.batch; ++b)
     for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i) q[b * std::size_t(s.hq) * kD + i] = bf16_bits(x.q[i]);
-  // Pages of sequence b are a shuffled set; its contents are the generated sequence's pages.
+  // Pages of sequence b are a shuffled set (in order with --ordered); its contents are the
+  // generated sequence's pages.
   std::vector<std::int32_t> perm(total_pages);
   std::iota(perm.begin(), perm.end(), 0);
   if (g_shuffle) std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
@@ -171,7 +172,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) one = argv[++i];
     else if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) g_hnd = !std::strcmp(argv[++i], "hnd");
-    else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) g_page = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) g_page = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--ordered")) g_shuffle = false;
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);

@@ -132,26 +132,6 @@ int main(int argc, char** argv) {
         pol.block_q = 64, pol.block_k = prefill_block_k(d), pol.order = VisitOrder::reverse;
         return pol;
       };
-      if (one_d) {
-        const SkipPolicy pol = geometry(one_a > 0 ? SkipPolicy::with_scale_factor(one_a) : SkipPolicy{});
-        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
-        for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
-        CK(cudaDeviceSynchronize());
-        std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
-        if (one_time) {  // --time: also the median time and the sparsity of that one case
-          out.tile_counters = counters;
-          cuda::prefill(p, pol, plan, out, nullptr);
-          std::vector<std::uint64_t> c(std::size_t(hq) * 2);
-          CK(cudaMemcpy(c.data(), counters, c.size() * 8, cudaMemcpyDeviceToHost));
-          out.tile_counters = nullptr;
-          double vis = 0, skp = 0;
-          for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
-          const double ms = time_prefill(p, pol, plan, out, 7, std::min(inner, 20));
-          std::printf("d %d len %d causal %d a %g: sparsity %.3f, %.3f ms, %.1f TFLOP/s\n", d, len, int(causal), one_a,
-                      vis > 0 ? skp / vis : 0.0, ms, flops / (ms * 1e-3) / 1e12);
-        }
-        continue;
-      }
       // Tile sparsity of one launch (counters read back).
       auto sparsity_of = [&](const SkipPolicy& pol, const cuda::PrefillPlan& plan) {
         out.tile_counters = counters;
@@ -163,6 +143,20 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
         return vis > 0 ? skp / vis : 0.0;
       };
+      if (one_d) {
+        const SkipPolicy pol = geometry(one_a > 0 ? SkipPolicy::with_scale_factor(one_a) : SkipPolicy{});
+        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
+        for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
+        CK(cudaDeviceSynchronize());
+        std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
+        if (one_time) {  // --time: also the median time and the sparsity of that one case
+          const double sparsity = sparsity_of(pol, plan);
+          const double ms = time_prefill(p, pol, plan, out, 7, std::min(inner, 20));
+          std::printf("d %d len %d causal %d a %g: sparsity %.3f, %.3f ms, %.1f TFLOP/s\n", d, len, int(causal), one_a,
+                      sparsity, ms, flops / (ms * 1e-3) / 1e12);
+        }
+        continue;
+      }
       auto sparsity_at = [&](double a) {  // the default kernel at scale factor a
         const SkipPolicy pol = geometry(SkipPolicy::with_scale_factor(a));
         return sparsity_of(pol, cuda::plan_prefill(p, len, pol));

@@ -11,7 +11,8 @@
 // Stages are handed back through "empty" mbarriers, so the producer runs up to NSK tiles ahead.
 //
 // Consumer warps: WM slices of 16 rows times WN slices of BK / WN keys. Rows beyond the group do
-// not vote. V rows past the end of a sequence (stale slots of its last page) are zeroed before P V.
+// not vote. V rows past the end of a sequence (stale slots of its last page) are masked to zero in
+// registers before P V.
 //
 // Dense walks (no threshold, or lambda >= 1 at this sequence's length; no replayed mask) are
 // eager: the producer loads each tile's V right behind its K, every consumer warp runs P V on the
@@ -499,9 +500,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 
 // Merges the splits of each row by their LSE: one CTA of W warps per (sequence, KV head, row).
 // Every warp finds the largest LSE (lanes read 32 splits at once); warp w then sums the weighted
-// partial outputs of splits w, w + W, ... in blocks of 32 (weights passed by shuffle, so the loads
-// are independent and overlap), and warp 0 adds the W partial sums (shared memory). Many splits
-// (a short batch on a long context) are spread over the warps instead of one warp's latency chain.
+// partial outputs of the blocks of 32 splits w, w + W, ... (weights passed by shuffle, so the
+// loads are independent and overlap), and warp 0 adds the W partial sums (shared memory). Many
+// splits (a short batch on a long context) are spread over the warps instead of one warp's
+// latency chain.
 template <class T, int D, int W>
 __global__ void __launch_bounds__(32 * W) decode_combine_kernel(const DecodeParams p) {
   const std::int64_t gr = blockIdx.x;  // the row
