@@ -28,6 +28,18 @@ inline std::uint16_t bf16_bits(float f) {
   return static_cast<std::uint16_t>(b >> 16);
 }
 
+// One line about device 0 and the CUDA versions (the first line of every benchmark's output),
+// with `extra` appended.
+inline void print_gpu(const char* extra) {
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  int driver = 0, runtime = 0;
+  CK(cudaDriverGetVersion(&driver));
+  CK(cudaRuntimeGetVersion(&runtime));
+  std::printf("GPU %s, %d SMs, CUDA runtime %d, driver %d%s\n", prop.name, prop.multiProcessorCount, runtime, driver,
+              extra);
+}
+
 // Median ms per call over `reps` replays of a graph holding `inner` calls of enqueue(stream).
 template <class Enqueue>
 double time_graph(cudaStream_t stream, int reps, int inner, Enqueue&& enqueue) {

@@ -179,13 +179,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
-  int driver = 0, runtime = 0;
-  cudaDriverGetVersion(&driver);
-  cudaRuntimeGetVersion(&runtime);
-  std::printf("GPU %s, %d SMs, CUDA runtime %d, driver %d, cache layout %s, page size %d, pages %s\n", prop.name,
-              prop.multiProcessorCount, runtime, driver, g_hnd ? "hnd" : "nhd", g_page, g_shuffle ? "shuffled" : "in order");
+  char setup[96];
+  std::snprintf(setup, sizeof setup, ", cache layout %s, page size %d, pages %s", g_hnd ? "hnd" : "nhd", g_page,
+                g_shuffle ? "shuffled" : "in order");
+  bench::print_gpu(setup);
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
   if (csv) std::fprintf(csv, "hq,hkv,batch,len,policy,value,splits,ms,tbps,sparsity,speedup_vs_dense\n");
 
