@@ -262,6 +262,28 @@ TEST(CudaDecode, SplitsAndMaxSeed) {
   }
 }
 
+// The split combine runs 1, 2, 4 or 8 warps per row (up to 32, 64, 128 and more splits): each
+// against the CPU engine with the skip, and dense against float64; the short sequence leaves
+// splits empty at the larger counts.
+TEST(CudaDecode, ManySplitsCombine) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  const PagedBatch x = make_paged(seed, {65536, 5000}, 1, 8, 1, 128, 64, DType::bf16, true);
+  for (int splits : {20, 50, 100, 200}) {
+    SkipPolicy pol = SkipPolicy::with_scale_factor(16.0);
+    pol.order = VisitOrder::forward;
+    pol.splits = splits;
+    pol.max_seed = true;
+    check_against_cpu(x, pol, seed);
+    SkipPolicy dense;
+    dense.order = VisitOrder::forward;
+    dense.splits = splits;
+    const GpuRun g = run_gpu(x, dense);
+    const std::vector<double> ref = reference_dense(x, 1.0f / std::sqrt(128.0f));
+    EXPECT_LT(rel_l2(g.o, std::vector<float>(ref.begin(), ref.end())), tolerance(DType::bf16)) << "splits " << splits;
+  }
+}
+
 TEST(CudaDecode, LongSequence128K) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
