@@ -279,20 +279,7 @@ TEST(Decode, ReplayWithSplitsAndModifiedMask) {
     // Flip kept tiles (never tile 0) to skipped, with a high rate so that some splits lose every
     // tile and merge as empty.
     auto mod = mask;
-    const auto R = bref::reference_decode(p, pol);
-    std::int64_t flipped = 0;
-    for (int b = 0; b < R.batch; ++b)
-      for (int g = 0; g < R.groups[b]; ++g) {
-        if (R.tiles_k[b] > 0) mod[R.mask_index(b, g, 0)] = 1;  // every row keeps a key
-        for (int t = 1; t < R.tiles_k[b]; ++t) {
-          auto& x = mod[R.mask_index(b, g, t)];
-          if (x == 1 && rng.uniform() < 0.7) {
-            x = 2;
-            ++flipped;
-          }
-        }
-      }
-    ASSERT_GT(flipped, 0);
+    ASSERT_GT(flip_kept_tiles(mod, bref::reference_decode(p, pol), rng, 0.7).flipped, 0);
     auto rm = pol;
     rm.replay_mask = mod.data();
     auto out = make_out(p, mod.size());

@@ -355,31 +355,14 @@ TEST(Prefill, ReplayReproducesAndModifiedMaskMatchesReference) {
     // Modified mask: tile 0 (which every row that sees a key sees) kept in every group, about a
     // third of the other kept tiles flipped to skipped; the engine must follow it exactly.
     auto mod = mask;
-    const auto R = bref::reference_prefill(p, pol);
-    std::int64_t flipped = 0, unflipped = 0;
-    for (int b = 0; b < R.batch; ++b)
-      for (int g = 0; g < R.groups[b]; ++g) {
-        if (R.tiles_k[b] == 0) continue;
-        auto& x0 = mod[R.mask_index(b, g, 0)];
-        if (x0 == 2) {
-          x0 = 1;
-          ++unflipped;
-        }
-        for (int t = 1; t < R.tiles_k[b]; ++t) {
-          auto& x = mod[R.mask_index(b, g, t)];
-          if (x == 1 && rng.uniform() < 0.35) {
-            x = 2;
-            ++flipped;
-          }
-        }
-      }
-    ASSERT_GT(flipped, 0);
+    const MaskFlips f = flip_kept_tiles(mod, bref::reference_prefill(p, pol), rng, 0.35);
+    ASSERT_GT(f.flipped, 0);
     auto rp = pol;
     rp.replay_mask = mod.data();
     auto out = make_out(p, mod.size());
     auto rr = run_and_check(p, rp, out);
     EXPECT_EQ(out.mask_copy(), mod);
-    EXPECT_EQ(rr.ref.total_skipped(), count_state(mask, 2) + flipped - unflipped);
+    EXPECT_EQ(rr.ref.total_skipped(), count_state(mask, 2) + f.flipped - f.unflipped);
   }
 }
 

@@ -848,6 +848,27 @@ inline std::int64_t count_state(const std::vector<std::uint8_t>& m, std::uint8_t
   return std::count(m.begin(), m.end(), s);
 }
 
+// A modified skip mask for the replay tests: in every group tile 0 kept (every row that sees a
+// key sees it; `unflipped` counts the ones that were skipped) and each other kept tile flipped to
+// skipped with probability `rate` (`flipped` counts them).
+struct MaskFlips {
+  std::int64_t flipped = 0, unflipped = 0;
+};
+inline MaskFlips flip_kept_tiles(std::vector<std::uint8_t>& mask, const RefResult& r, Rng& rng, double rate) {
+  MaskFlips f;
+  for (int b = 0; b < r.batch; ++b)
+    for (int g = 0; g < r.groups[b]; ++g) {
+      if (r.tiles_k[b] == 0) continue;
+      auto& x0 = mask[r.mask_index(b, g, 0)];
+      if (x0 == 2) x0 = 1, ++f.unflipped;
+      for (int t = 1; t < r.tiles_k[b]; ++t) {
+        auto& x = mask[r.mask_index(b, g, t)];
+        if (x == 1 && rng.uniform() < rate) x = 2, ++f.flipped;
+      }
+    }
+  return f;
+}
+
 // Engine-only run (no reference), with poisoning and the written check skipped.
 template <class Problem>
 void run_engine(const Problem& p, const SkipPolicy& pol, OutBuf& out) {
