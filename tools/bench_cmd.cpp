@@ -93,7 +93,7 @@ int cmd_bench(int argc, char** argv) {
   if (phase != "prefill" && phase != "decode") throw UsageError("--phase must be prefill or decode");
   const int n = positive(a, "seq-len", 4096), hq = positive(a, "heads-q", 32), hkv = positive(a, "heads-kv", 8);
   const int d = positive(a, "head-dim", 128, 1024), repeats = positive(a, "repeats", 3, 1000);
-  if (a.has("threads")) cpu::set_num_threads(positive(a, "threads", 1, 4096));
+  apply_threads(a);
   std::vector<double> factors = parse_list(a.get("scale-factors", "4,16,64,256"));
   SyntheticSpec spec;
   spec.seed = static_cast<std::uint64_t>(a.get_int("seed", 1));

@@ -82,13 +82,6 @@ float softmax_scale_from(const Args& a) {
   return static_cast<float>(s);
 }
 
-void apply_threads(const Args& a) {
-  if (!a.has("threads")) return;
-  const long long n = a.get_int("threads", 0);
-  if (n < 1 || n > 4096) throw Error("--threads must be between 1 and 4096");
-  cpu::set_num_threads(static_cast<int>(n));
-}
-
 const char* mode_name(SkipPolicy::Mode m) {
   switch (m) {
     case SkipPolicy::Mode::dense: return "dense";

@@ -156,11 +156,7 @@ int cmd_calibrate(int argc, char** argv) {
   if (g.splits < 1) throw Error("--splits must be >= 1");
   const long long nl = a.get_int("lambdas", 20);
   if (nl < 2 || nl > 1000) throw Error("--lambdas must be between 2 and 1000");
-  if (a.has("threads")) {
-    const long long t = a.get_int("threads", 1);
-    if (t < 1 || t > 4096) throw Error("--threads must be between 1 and 4096");
-    cpu::set_num_threads(static_cast<int>(t));
-  }
+  apply_threads(a);
   const double scale = a.get_double("softmax-scale", 0.0);
   if (a.has("softmax-scale") && !(scale > 0)) throw Error("--softmax-scale must be > 0");
   const std::vector<double> lambdas = default_lambdas(static_cast<int>(nl));

@@ -1,5 +1,6 @@
 #include "cli_util.hpp"
 
+#include "blasst/cpu/engine.hpp"
 #include "blasst/npy.hpp"
 
 #include <cerrno>
@@ -225,6 +226,13 @@ void require_int32(const std::string& flag, const npy::Array& a) {
 int as_int(const std::string& what, std::int64_t v) {
   if (v > 0x7fffffff) throw Error(what + " is too large (" + std::to_string(v) + ")");
   return static_cast<int>(v);
+}
+
+void apply_threads(const Args& a) {
+  if (!a.has("threads")) return;
+  const long long n = a.get_int("threads", 0);
+  if (n < 1 || n > 4096) throw Error("--threads must be between 1 and 4096");
+  cpu::set_num_threads(static_cast<int>(n));
 }
 
 }  // namespace blasst::cli

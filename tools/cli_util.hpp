@@ -80,6 +80,9 @@ DType float_dtype(const std::string& flag, const npy::Array& a);
 void require_int32(const std::string& flag, const npy::Array& a);
 int as_int(const std::string& what, std::int64_t v);
 
+// --threads N (between 1 and 4096), when given, sets the CPU engine's worker threads. Throws Error.
+void apply_threads(const Args& a);
+
 // Writes text to path atomically (temporary file, then rename). Throws Error.
 void write_text_atomic(const std::string& path, const std::string& text);
 

@@ -259,6 +259,25 @@ __device__ __forceinline__ void exp_row_sums(float (&s)[NT][4], float mn0, float
   }
 }
 
+// Those probabilities as the A operand of P V (mma.sync m16n8k16: k-step ks covers n-tiles 2 ks and
+// 2 ks + 1).
+template <class T, int NT>
+__device__ __forceinline__ void pack_p(const float (&s)[NT][4], std::uint32_t (&p)[NT / 2][4]) {
+#pragma unroll
+  for (int ks = 0; ks < NT / 2; ++ks) {
+    p[ks][0] = pack2<T>(s[2 * ks][0], s[2 * ks][1]);
+    p[ks][1] = pack2<T>(s[2 * ks][2], s[2 * ks][3]);
+    p[ks][2] = pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+    p[ks][3] = pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+  }
+}
+
+// Adds a vote group's visited and skipped tile counts to its pair of statistics counters.
+__device__ __forceinline__ void add_tile_counts(std::uint64_t* pair, int visited, int skipped) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(pair), static_cast<unsigned long long>(visited));
+  atomicAdd(reinterpret_cast<unsigned long long*>(pair + 1), static_cast<unsigned long long>(skipped));
+}
+
 template <class T> __device__ __forceinline__ T from_float(float x);
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }

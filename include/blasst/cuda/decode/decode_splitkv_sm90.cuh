@@ -362,15 +362,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
       m[0] = mn0, m[1] = mn1;
       // P goes through the queue's last slot (unused by an eager walk: it shares the registers).
-      std::uint32_t(&pc)[KS][4] = pq_p[QS - 1];
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        pc[ks][0] = ptx::pack2<T>(s[2 * ks][0], s[2 * ks][1]);
-        pc[ks][1] = ptx::pack2<T>(s[2 * ks][2], s[2 * ks][3]);
-        pc[ks][2] = ptx::pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-        pc[ks][3] = ptx::pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-      }
-      flush(j, min(BK, sk - tile * BK), pc, alpha);  // V j went into load number j
+      ptx::pack_p<T>(s, pq_p[QS - 1]);
+      flush(j, min(BK, sk - tile * BK), pq_p[QS - 1], alpha);  // V j went into load number j
       continue;
     }
     if constexpr (WN > 1) {  // the rows' maxima over every key slice of the tile
@@ -432,13 +425,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
     l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
     m[0] = mn0, m[1] = mn1;
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      pq_p[QS - 1][ks][0] = ptx::pack2<T>(s[2 * ks][0], s[2 * ks][1]);
-      pq_p[QS - 1][ks][1] = ptx::pack2<T>(s[2 * ks][2], s[2 * ks][3]);
-      pq_p[QS - 1][ks][2] = ptx::pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-      pq_p[QS - 1][ks][3] = ptx::pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-    }
+    ptx::pack_p<T>(s, pq_p[QS - 1]);
     pq_a[QS - 1][0] = alpha[0], pq_a[QS - 1][1] = alpha[1];
     pq_v[QS - 1] = my_vi;
     pq_valid[QS - 1] = min(BK, sk - tile * BK);
@@ -447,12 +434,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   for (int q = 0; q < QS; ++q)
     if (pq_v[q] >= 0) flush(pq_v[q], pq_valid[q], pq_p[q], pq_a[q]);
 
-  if (ctid == 0 && rank == 0 && p.counters) {
-    atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hkv + h) * 2]),
-              static_cast<unsigned long long>(visited));
-    atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hkv + h) * 2 + 1]),
-              static_cast<unsigned long long>(skipped));
-  }
+  if (ctid == 0 && rank == 0 && p.counters)
+    ptx::add_tile_counts(&p.counters[(std::int64_t(b) * p.hkv + h) * 2], visited, skipped);
 
   l[0] = ptx::quad_sum(l[0]), l[1] = ptx::quad_sum(l[1]);
   const int ch0 = 2 * (lane & 3);

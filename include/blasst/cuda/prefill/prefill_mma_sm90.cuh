@@ -202,24 +202,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
     l[0] = l[0] * a0 + ls0, l[1] = l[1] * a1 + ls1;
     m[0] = mn0, m[1] = mn1;
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      pend_p[ks][0] = ptx::pack2<T>(s[2 * ks][0], s[2 * ks][1]);
-      pend_p[ks][1] = ptx::pack2<T>(s[2 * ks][2], s[2 * ks][3]);
-      pend_p[ks][2] = ptx::pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-      pend_p[ks][3] = ptx::pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-    }
+    ptx::pack_p<T>(s, pend_p);
     pend_a[0] = a0, pend_a[1] = a1;
     pend_v = my_v;
   }
   if (pend_v >= 0) flush(pend_v);
 
-  if (tid == 0 && p.counters) {
-    atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hq + h) * 2]),
-              static_cast<unsigned long long>(n));
-    atomicAdd(reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hq + h) * 2 + 1]),
-              static_cast<unsigned long long>(skipped));
-  }
+  if (tid == 0 && p.counters) ptx::add_tile_counts(&p.counters[(std::int64_t(b) * p.hq + h) * 2], n, skipped);
   l[0] = ptx::quad_sum(l[0]), l[1] = ptx::quad_sum(l[1]);
   const int ch0 = 2 * (lane & 3);
   auto emit = [&](int lr, const float (&acc)[DT][4], int half, float ll, float mm) {

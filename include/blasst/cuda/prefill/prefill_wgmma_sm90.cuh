@@ -345,11 +345,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if (n > 0) release(&empty_v[last]);
 
     const int rows_e = s_rows[c];
-    if (t == 0 && p.counters && rows_e > 0) {
-      unsigned long long* cnt = reinterpret_cast<unsigned long long*>(&p.counters[(std::int64_t(b) * p.hq + h) * 2]);
-      atomicAdd(cnt, static_cast<unsigned long long>(jw));
-      atomicAdd(cnt + 1, static_cast<unsigned long long>(skipped));
-    }
+    if (t == 0 && p.counters && rows_e > 0)
+      ptx::add_tile_counts(&p.counters[(std::int64_t(b) * p.hq + h) * 2], jw, skipped);
     l0 = ptx::quad_sum(l0), l1 = ptx::quad_sum(l1);
     const int ch0 = 2 * (lane & 3);
     auto emit = [&](int lr, int half, float ll, float mm) {
