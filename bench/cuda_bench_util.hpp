@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -42,7 +43,7 @@ inline void print_gpu(const char* extra) {
 
 // Median ms per call over `reps` replays of a graph holding `inner` calls of enqueue(stream).
 template <class Enqueue>
-double time_graph(cudaStream_t stream, int reps, int inner, Enqueue&& enqueue) {
+double time_graph(cudaStream_t stream, int reps, int inner, Enqueue&& enqueue, double warm_s = 0) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
@@ -50,6 +51,14 @@ double time_graph(cudaStream_t stream, int reps, int inner, Enqueue&& enqueue) {
   CK(cudaStreamEndCapture(stream, &graph));
   CK(cudaGraphInstantiate(&exec, graph, 0));
   CK(cudaGraphLaunch(exec, stream));
+  // warm_s: replay for that long first, so that the timed replays see the clocks of a GPU that has
+  // been busy (at its power limit, a cool one runs faster for a while and flatters the case timed
+  // first after an idle spell).
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < warm_s) {
+    CK(cudaGraphLaunch(exec, stream));
+    CK(cudaStreamSynchronize(stream));
+  }
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));

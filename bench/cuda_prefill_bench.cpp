@@ -9,7 +9,14 @@
 // bisection on log a with the kernel's own counters; a target the inputs cannot reach is
 // reported as missing).
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--one D,LEN,CAUSAL[,A] [--time]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N]]
+// --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
+// a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
+// to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
+// --dump DIR writes each shape's generated Q, K, V as float32 .npy ([S, H, D]) to DIR/d<D>_n<LEN>/,
+// from which `sdpa_prefill_peer.py --inputs DIR` times the peers on the same inputs (their speed
+// depends on the data: at the H200's power limit cuDNN ran 2-3 % faster on these than on randn).
+// --one: A > 0 is a scale factor, A < 0 the explicit threshold -A (e.g. -1e-30: vote-only).
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
 // default kernel: a few plain launches for a profiler (ncu), no timing loop; with --time also its
@@ -19,11 +26,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "blasst/blasst.hpp"
+#include "blasst/npy.hpp"
 #include "blasst/cuda/prefill.hpp"
 #include "blasst/synthetic.hpp"
 #include "cuda_bench_util.hpp"
@@ -45,12 +55,13 @@ std::uint16_t* upload(const std::vector<float>& x) {
 
 // Median ms per call of graph replays (after one warm-up call, which configures the kernel).
 double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::PrefillPlan& plan, const Outputs& out,
-                    int reps, int inner) {
+                    int reps, int inner, double warm_s) {
   cudaStream_t stream;
   CK(cudaStreamCreate(&stream));
   cuda::prefill(p, pol, plan, out, stream);
   CK(cudaStreamSynchronize(stream));
-  const double ms = bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::prefill(p, pol, plan, out, s); });
+  const double ms = bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::prefill(p, pol, plan, out, s); },
+                                     warm_s);
   cudaStreamDestroy(stream);
   return ms;
 }
@@ -59,13 +70,18 @@ double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::
 
 int main(int argc, char** argv) {
   bool quick = false, one_time = false;
-  std::string csv_path;
+  double warm_s = 0.5;  // --warm: seconds of replays before each timing (steady clocks)
+  int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
+  std::string csv_path, dump_dir;
   int one_d = 0, one_len = 0, one_causal = 0;
   double one_a = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--time")) one_time = true;
+    else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) warm_s = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) one_reps = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--dump") && i + 1 < argc) dump_dir = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%lf", &one_d, &one_len, &one_causal, &one_a) < 3) {
         std::fprintf(stderr, "--one takes D,LEN,CAUSAL[,A]\n");
@@ -92,6 +108,13 @@ int main(int argc, char** argv) {
               "sparsity", "speedup");
   for (auto [d, len] : shapes) {
     const SyntheticQKV x = synthetic_qkv(len, len, hq, hkv, d, d, SyntheticSpec{});
+    if (!dump_dir.empty()) {  // --dump: the inputs as float32 .npy, for the SDPA peer (--inputs)
+      const std::string dir = dump_dir + "/d" + std::to_string(d) + "_n" + std::to_string(len);
+      std::filesystem::create_directories(dir);
+      npy::save(dir + "/q.npy", npy::Type::f32, {len, hq, d}, x.q.data());
+      npy::save(dir + "/k.npy", npy::Type::f32, {len, hkv, d}, x.k.data());
+      npy::save(dir + "/v.npy", npy::Type::f32, {len, hkv, d}, x.v.data());
+    }
     std::uint16_t *q = upload(x.q), *k = upload(x.k), *v = upload(x.v), *o = nullptr;
     CK(cudaMalloc(&o, x.q.size() * 2));
     std::uint64_t* counters = nullptr;
@@ -139,14 +162,16 @@ int main(int argc, char** argv) {
         return vis > 0 ? skp / vis : 0.0;
       };
       if (one_d) {
-        const SkipPolicy pol = geometry(one_a > 0 ? SkipPolicy::with_scale_factor(one_a) : SkipPolicy{});
+        const SkipPolicy pol = geometry(one_a > 0   ? SkipPolicy::with_scale_factor(one_a)
+                                        : one_a < 0 ? SkipPolicy::with_threshold(-one_a)
+                                                    : SkipPolicy{});
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
         for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
         CK(cudaDeviceSynchronize());
         std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
         if (one_time) {  // --time: also the median time and the sparsity of that one case
           const double sparsity = sparsity_of(pol, plan);
-          const double ms = time_prefill(p, pol, plan, out, 7, std::min(inner, 20));
+          const double ms = time_prefill(p, pol, plan, out, one_reps, std::min(inner, 20), warm_s);
           std::printf("d %d len %d causal %d a %g: sparsity %.3f, %.3f ms, %.1f TFLOP/s\n", d, len, int(causal), one_a,
                       sparsity, ms, flops / (ms * 1e-3) / 1e12);
         }
@@ -177,7 +202,7 @@ int main(int argc, char** argv) {
         const SkipPolicy pol = geometry(cs.pol);
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
         const double sparsity = sparsity_of(pol, plan);
-        const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20));
+        const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20), warm_s);
         if (dense_ms == 0) dense_ms = ms;  // the default kernel, dense, comes first
         const char* kname = cuda::to_string(cs.kernel);
         std::printf("%-4d %-7d %-7s %-15s %-9s %9.3f %9.1f %9.3f %8.2f\n", d, len, causal ? "yes" : "no", kname,

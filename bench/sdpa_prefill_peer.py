@@ -1,6 +1,10 @@
 """PyTorch SDPA prefill peers (cuDNN and flash backends) on the shapes of cuda_prefill_bench:
 one sequence, bf16, Hq/Hkv 32/8 (enable_gqa), causal and not. TFLOP/s counts 4 Sq Sk d Hq
-(halved when causal) over the median of graph replays. Writes CSV to --csv and prints a table."""
+(halved when causal) over the median of graph replays. Writes CSV to --csv and prints a table.
+
+With --inputs DIR (written by `blasst_cuda_prefill_bench --dump DIR`) each shape runs on the same
+generated Q, K, V as our benchmark (column inputs = "bench"), and cuDNN also on torch.randn ("randn"); at the
+GPU's power limit the speed depends on the data, so the bar compares like with like."""
 import argparse
 import csv
 import sys
@@ -16,7 +20,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--csv", default="")
+    ap.add_argument("--one", default="", help="D,LEN,CAUSAL: one shape only (--reps graph replays)")
+    ap.add_argument("--inputs", default="", help="DIR of `blasst_cuda_prefill_bench --dump DIR`: "
+                    "each shape also runs on our benchmark's inputs (DIR/d<D>_n<LEN>/{q,k,v}.npy)")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--warm", type=float, default=0.5, help="seconds of replays before each timing")
     args = ap.parse_args()
+    if args.one:
+        return one(args)
     shapes = [(128, 8192), (128, 32768), (128, 131072), (64, 32768), (256, 32768)]
     if args.quick:
         shapes = [(128, 8192), (64, 8192), (256, 8192)]
@@ -24,28 +35,64 @@ def main():
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     rows = []
     for d, n in shapes:
-        q = torch.randn(1, hq, n, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(1, hkv, n, d, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn_like(k)
+        sets = [("randn", randn_qkv(hq, hkv, n, d))]
+        if args.inputs:
+            sets.insert(0, ("bench", load_qkv(f"{args.inputs}/d{d}_n{n}")))
         for causal in (True, False):
             flops = 4.0 * n * n * d * hq * (0.5 if causal else 1.0)
-            for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
-                try:
-                    with sdpa_kernel([backend]):
-                        ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True), reps=7, inner=3)
-                except RuntimeError as e:
-                    print(f"  {name}: not available ({str(e).splitlines()[0][:80]})", file=sys.stderr)
-                    continue
-                tf = flops / (ms * 1e-3) / 1e12
-                print(f"d {d} len {n} causal {int(causal)} {name:6s} {ms:9.3f} ms {tf:7.1f} TFLOP/s")
-                rows.append(dict(d=d, len=n, causal=int(causal), backend=name, ms=ms, tflops=tf))
-        del q, k, v
+            for label, (q, k, v) in sets:
+                for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+                    if label == "randn" and name == "flash" and args.inputs:
+                        continue  # flash on randn only when there are no benchmark inputs
+                    try:
+                        with sdpa_kernel([backend]):
+                            ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True),
+                                       reps=7, inner=3, warm=args.warm)
+                    except RuntimeError as e:
+                        print(f"  {name}: not available ({str(e).splitlines()[0][:80]})", file=sys.stderr)
+                        continue
+                    tf = flops / (ms * 1e-3) / 1e12
+                    print(f"d {d} len {n} causal {int(causal)} {name:6s} {label:6s} {ms:9.3f} ms {tf:7.1f} TFLOP/s")
+                    rows.append(dict(d=d, len=n, causal=int(causal), backend=name, inputs=label, ms=ms, tflops=tf))
+        del sets
         torch.cuda.empty_cache()
     if args.csv:
         with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["d", "len", "causal", "backend", "ms", "tflops"])
+            w = csv.DictWriter(f, fieldnames=["d", "len", "causal", "backend", "inputs", "ms", "tflops"])
             w.writeheader()
             w.writerows(rows)
+
+
+def randn_qkv(hq, hkv, n, d):
+    return (torch.randn(1, hq, n, d, device="cuda", dtype=torch.bfloat16),
+            torch.randn(1, hkv, n, d, device="cuda", dtype=torch.bfloat16),
+            torch.randn(1, hkv, n, d, device="cuda", dtype=torch.bfloat16))
+
+
+def load_qkv(folder):
+    """q.npy, k.npy, v.npy (float32 [S, H, D]) as [1, H, S, D] bf16 on the GPU, contiguous."""
+    import numpy as np
+
+    def load(name):
+        a = torch.from_numpy(np.load(f"{folder}/{name}.npy"))
+        return a.permute(1, 0, 2).unsqueeze(0).contiguous().to("cuda", torch.bfloat16)
+    return load("q"), load("k"), load("v")
+
+
+def one(args):
+    """One shape, cuDNN and flash, on random inputs and (with --inputs) on our benchmark's inputs."""
+    d, n, causal = (int(x) for x in args.one.split(","))
+    hq, hkv = 32, 8
+    flops = 4.0 * n * n * d * hq * (0.5 if causal else 1.0)
+    sets = [("randn", randn_qkv(hq, hkv, n, d))]
+    if args.inputs:
+        sets.append(("bench", load_qkv(f"{args.inputs}/d{d}_n{n}")))
+    for label, (q, k, v) in sets:
+        for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            with sdpa_kernel([backend]):
+                ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal), enable_gqa=True),
+                           reps=args.reps, inner=3, warm=args.warm)
+            print(f"d {d} len {n} causal {causal} {name:6s} {label:6s} {ms:9.3f} ms {flops / (ms * 1e-3) / 1e12:7.1f} TFLOP/s")
 
 
 if __name__ == "__main__":

@@ -82,8 +82,14 @@ fi
 if want prefill-bench || want prefill-bench-quick; then
   echo "== prefill benchmark"
   q=(); want prefill-bench-quick && q=(--quick)
-  "$B/bench/blasst_cuda_prefill_bench" "${q[@]}" --csv "$OUT/prefill_bench.csv" 2>&1 | tee "$OUT/prefill_bench.log" | tail -50
-  python3 bench/sdpa_prefill_peer.py "${q[@]}" --csv "$OUT/sdpa_prefill.csv" 2>&1 | tee "$OUT/sdpa_prefill.log" | tail -20
+  # The peers run on our benchmark's generated inputs (dumped as .npy, up to ~5 GB) and on randn.
+  inputs=/tmp/blasst-prefill-inputs
+  rm -rf "$inputs"
+  "$B/bench/blasst_cuda_prefill_bench" "${q[@]}" --dump "$inputs" --csv "$OUT/prefill_bench.csv" 2>&1 |
+    tee "$OUT/prefill_bench.log" | tail -50
+  python3 bench/sdpa_prefill_peer.py "${q[@]}" --inputs "$inputs" --csv "$OUT/sdpa_prefill.csv" 2>&1 |
+    tee "$OUT/sdpa_prefill.log" | tail -40
+  rm -rf "$inputs"
 fi
 if want python; then
   echo "== Python package (built here against this machine's Python and torch)"
