@@ -5,9 +5,10 @@
 // Cache layouts: nhd = [pages, page_size, Hkv, d] (vLLM's), hnd = [pages, Hkv, page_size, d]
 // (each head's page contiguous, as FlashInfer's HND).
 //
-//   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--csv FILE]
+//   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
 //                            [--one HQ,HKV,BATCH,LEN]
-// --page: page size (default 64); --ordered: pages in order instead of shuffled.
+// --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
+// replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
 //
 // Each shape runs dense, a scale-factor sweep with max seeding, and (full run) the scale factors
 // that reach 50, 70 and 90 % tile sparsity ("s=0.7" rows, found by bisection).
@@ -51,6 +52,7 @@ struct Setup {
 constexpr int kD = 128;
 int g_page = 64;         // --page
 bool g_hnd = true;
+double g_warm = 0.2;     // --warm
 bool g_shuffle = true;  // --ordered: each sequence's pages in order, sequences one after another
 
 // One generated sequence, uploaded once and copied to every sequence of the batch (its own pages).
@@ -152,7 +154,8 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   const double sparsity = counted_sparsity(st);
   out.tile_counters = nullptr;  // time the kernel as a server would run it
   const double ms =
-      reps > 0 ? bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); })
+      reps > 0 ? bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); },
+                                     g_warm)
                : 0.0;
   cudaStreamDestroy(stream);
   if (ws) cudaFree(ws);
@@ -174,6 +177,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) g_hnd = !std::strcmp(argv[++i], "hnd");
     else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) g_page = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--ordered")) g_shuffle = false;
+    else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) g_warm = std::atof(argv[++i]);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;

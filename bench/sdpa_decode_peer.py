@@ -3,7 +3,8 @@
 One query token per sequence, bf16, head dim 128, contiguous (unpaged) K and V. Each backend gets
 GQA through enable_gqa where it accepts it; otherwise K and V are expanded to Hq heads beforehand
 (the expansion is not timed, but the larger read is what that backend does). Bytes are always the
-dense K+V of Hkv heads, as for our kernel. Writes CSV to --csv and prints a table.
+dense K+V of Hkv heads, as for our kernel. Each timing follows --warm seconds of replays (steady
+clocks, as cuda_decode_bench --warm). Writes CSV to --csv and prints a table.
 """
 import argparse
 import csv
@@ -20,6 +21,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--csv", default="")
+    ap.add_argument("--warm", type=float, default=0.2, help="seconds of replays before each timing")
     args = ap.parse_args()
     shapes = [(hq, hkv, b, n) for hq, hkv in [(32, 8), (64, 8), (8, 1)] for b in (1, 8, 64)
               for n in (8192, 32768, 131072)]
@@ -52,7 +54,7 @@ def main():
                         vv = v.repeat_interleave(hq // hkv, dim=1)
                         kw = {}
                     with sdpa_kernel([backend]):
-                        ms = timed(lambda: F.scaled_dot_product_attention(q, kk, vv, **kw))
+                        ms = timed(lambda: F.scaled_dot_product_attention(q, kk, vv, **kw), warm=args.warm)
                     result = (gqa, ms)
                     break
                 except RuntimeError as e:
