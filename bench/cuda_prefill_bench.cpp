@@ -15,7 +15,7 @@
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
 // --dump DIR writes each shape's generated Q, K, V as float32 .npy ([S, H, D]) to DIR/d<D>_n<LEN>/,
 // from which `sdpa_prefill_peer.py --inputs DIR` times the peers on the same inputs (their speed
-// depends on the data: at the H200's power limit cuDNN ran 2-3 % faster on these than on randn).
+// depends on the data: at the H200's power limit cuDNN ran 3-6 % faster on these than on randn).
 // --one: A > 0 is a scale factor, A < 0 the explicit threshold -A (e.g. -1e-30: vote-only).
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
