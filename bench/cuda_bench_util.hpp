@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <chrono>
@@ -41,9 +42,58 @@ inline void print_gpu(const char* extra) {
               extra);
 }
 
+// SM clock and board power of device 0 through NVML, opened at run time (libnvidia-ml comes with
+// the driver; without it the readings are 0 and nothing fails). The H200 runs these benchmarks at
+// its power limit, so the clock a case ran at belongs beside its time.
+class Nvml {
+ public:
+  static Nvml& get() {
+    static Nvml n;
+    return n;
+  }
+  bool ok() const { return dev_ != nullptr; }
+  double sm_mhz() const {
+    unsigned v = 0;
+    return ok() && clock_(dev_, 1 /* NVML_CLOCK_SM */, &v) == 0 ? v : 0.0;
+  }
+  double power_w() const {
+    unsigned mw = 0;
+    return ok() && power_(dev_, &mw) == 0 ? mw * 1e-3 : 0.0;
+  }
+
+ private:
+  using Init = int (*)();
+  using ByPci = int (*)(const char*, void**);
+  using Clock = int (*)(void*, int, unsigned*);
+  using Power = int (*)(void*, unsigned*);
+  Nvml() {
+    void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return;
+    auto init = reinterpret_cast<Init>(dlsym(lib, "nvmlInit_v2"));
+    auto by_pci = reinterpret_cast<ByPci>(dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2"));
+    clock_ = reinterpret_cast<Clock>(dlsym(lib, "nvmlDeviceGetClockInfo"));
+    power_ = reinterpret_cast<Power>(dlsym(lib, "nvmlDeviceGetPowerUsage"));
+    char bus[32] = {};
+    if (!init || !by_pci || !clock_ || !power_ || init() != 0 || cudaDeviceGetPCIBusId(bus, sizeof bus, 0) != cudaSuccess)
+      return;
+    void* dev = nullptr;
+    if (by_pci(bus, &dev) == 0) dev_ = dev;
+  }
+  void* dev_ = nullptr;
+  Clock clock_ = nullptr;
+  Power power_ = nullptr;
+};
+
+// What the GPU ran at during a timing: the median SM clock and the mean board power over the timed
+// replays (0 without NVML).
+struct GpuState {
+  double sm_mhz = 0, power_w = 0;
+};
+
 // Median ms per call over `reps` replays of a graph holding `inner` calls of enqueue(stream).
 template <class Enqueue>
-double time_graph(cudaStream_t stream, int reps, int inner, Enqueue&& enqueue, double warm_s = 0) {
+double time_graph(cudaStream_t stream, int reps, int inner, Enqueue&& enqueue, double warm_s = 0,
+                  GpuState* state = nullptr) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
@@ -62,15 +112,21 @@ double time_graph(cudaStream_t stream, int reps, int inner, Enqueue&& enqueue, d
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
-  std::vector<double> t;
+  std::vector<double> t, mhz;
+  double watts = 0;
   for (int r = 0; r < reps; ++r) {
     CK(cudaEventRecord(a, stream));
     CK(cudaGraphLaunch(exec, stream));
     CK(cudaEventRecord(b, stream));
+    if (state) mhz.push_back(Nvml::get().sm_mhz()), watts += Nvml::get().power_w();  // while it runs
     CK(cudaEventSynchronize(b));
     float ms;
     CK(cudaEventElapsedTime(&ms, a, b));
     t.push_back(ms / inner);
+  }
+  if (state) {
+    std::sort(mhz.begin(), mhz.end());
+    state->sm_mhz = mhz[mhz.size() / 2], state->power_w = watts / reps;
   }
   std::sort(t.begin(), t.end());
   cudaGraphExecDestroy(exec);

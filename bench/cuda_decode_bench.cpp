@@ -127,6 +127,7 @@ void free_setup(Setup& st) {
 struct Result {
   double ms, sparsity;
   int splits;
+  bench::GpuState gpu;  // SM clock and power during the timing
 };
 
 // Tile sparsity from the counters of the last decode call that wrote them.
@@ -153,13 +154,14 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   CK(cudaStreamSynchronize(stream));
   const double sparsity = counted_sparsity(st);
   out.tile_counters = nullptr;  // time the kernel as a server would run it
+  bench::GpuState gs;
   const double ms =
       reps > 0 ? bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); },
-                                     g_warm)
+                                     g_warm, &gs)
                : 0.0;
   cudaStreamDestroy(stream);
   if (ws) cudaFree(ws);
-  return {ms, sparsity, plan.splits};
+  return {ms, sparsity, plan.splits, gs};
 }
 
 // Tile sparsity of one decode call, for the bisection below.
@@ -188,7 +190,7 @@ int main(int argc, char** argv) {
                 g_shuffle ? "shuffled" : "in order");
   bench::print_gpu(setup);
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
-  if (csv) std::fprintf(csv, "hq,hkv,batch,len,policy,value,splits,ms,tbps,sparsity,speedup_vs_dense\n");
+  if (csv) std::fprintf(csv, "hq,hkv,batch,len,policy,value,splits,ms,tbps,sparsity,speedup_vs_dense,sm_mhz,power_w\n");
 
   std::vector<Shape> shapes;
   for (auto [hq, hkv] : std::vector<std::pair<int, int>>{{32, 8}, {64, 8}, {8, 1}})
@@ -205,8 +207,8 @@ int main(int argc, char** argv) {
     factors = {64};
   }
 
-  std::printf("%-6s %-6s %-6s %-7s %-9s %6s %9s %8s %9s %8s\n", "Hq", "Hkv", "batch", "len", "policy", "splits", "ms",
-              "TB/s", "sparsity", "speedup");
+  std::printf("%-6s %-6s %-6s %-7s %-9s %6s %9s %8s %9s %8s %6s %5s\n", "Hq", "Hkv", "batch", "len", "policy",
+              "splits", "ms", "TB/s", "sparsity", "speedup", "MHz", "W");
   for (const Shape& s : shapes) {
     Setup st;
     if (!make_setup(s, st)) {
@@ -220,11 +222,11 @@ int main(int argc, char** argv) {
     const Result d = time_policy(st, dense, quick ? 5 : 11, std::min(inner, 50));
     auto report = [&](const char* name, double value, const Result& r) {
       const double tbps = double(st.bytes) / (r.ms * 1e-3) / 1e12;
-      std::printf("%-6d %-6d %-6d %-7d %-9s %6d %9.4f %8.3f %9.3f %8.2f\n", s.hq, s.hkv, s.batch, s.len, name, r.splits,
-                  r.ms, tbps, r.sparsity, d.ms / r.ms);
+      std::printf("%-6d %-6d %-6d %-7d %-9s %6d %9.4f %8.3f %9.3f %8.2f %6.0f %5.0f\n", s.hq, s.hkv, s.batch, s.len, name,
+                  r.splits, r.ms, tbps, r.sparsity, d.ms / r.ms, r.gpu.sm_mhz, r.gpu.power_w);
       if (csv)
-        std::fprintf(csv, "%d,%d,%d,%d,%s,%g,%d,%.6f,%.4f,%.4f,%.4f\n", s.hq, s.hkv, s.batch, s.len, name, value, r.splits,
-                     r.ms, tbps, r.sparsity, d.ms / r.ms);
+        std::fprintf(csv, "%d,%d,%d,%d,%s,%g,%d,%.6f,%.4f,%.4f,%.4f,%.0f,%.0f\n", s.hq, s.hkv, s.batch, s.len, name, value,
+                     r.splits, r.ms, tbps, r.sparsity, d.ms / r.ms, r.gpu.sm_mhz, r.gpu.power_w);
     };
     report("dense", 0, d);
     for (double a : factors) {
@@ -279,7 +281,8 @@ int main(int argc, char** argv) {
           const Result r = time_policy(st, pol, 3, 5);
           std::printf("max-seed %-5s splits %2d: sparsity %.3f, %.4f ms\n", seed ? "on" : "off", splits, r.sparsity, r.ms);
           if (csv)
-            std::fprintf(csv, "32,8,1,32768,%s,16,%d,%.6f,,%.4f,\n", seed ? "a=16+seed" : "a=16", splits, r.ms, r.sparsity);
+            std::fprintf(csv, "32,8,1,32768,%s,16,%d,%.6f,,%.4f,,%.0f,%.0f\n", seed ? "a=16+seed" : "a=16", splits, r.ms,
+                         r.sparsity, r.gpu.sm_mhz, r.gpu.power_w);
         }
       free_setup(st);
     }

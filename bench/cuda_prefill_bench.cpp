@@ -55,13 +55,13 @@ std::uint16_t* upload(const std::vector<float>& x) {
 
 // Median ms per call of graph replays (after one warm-up call, which configures the kernel).
 double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::PrefillPlan& plan, const Outputs& out,
-                    int reps, int inner, double warm_s) {
+                    int reps, int inner, double warm_s, bench::GpuState* state = nullptr) {
   cudaStream_t stream;
   CK(cudaStreamCreate(&stream));
   cuda::prefill(p, pol, plan, out, stream);
   CK(cudaStreamSynchronize(stream));
   const double ms = bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::prefill(p, pol, plan, out, s); },
-                                     warm_s);
+                                     warm_s, state);
   cudaStreamDestroy(stream);
   return ms;
 }
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   }
   bench::print_gpu("");
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
-  if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense\n");
+  if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense,sm_mhz,power_w\n");
   const int hq = 32, hkv = 8;
   std::vector<std::pair<int, int>> shapes;  // (head dim, length)
   for (int len : {8192, 32768, 131072}) shapes.push_back({128, len});
@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
   if (one_d) shapes = {{one_d, one_len}};
   const std::vector<double> factors =
       quick ? std::vector<double>{4, 16, 64, 256} : std::vector<double>{16, 64, 256, 1024, 4096};
-  std::printf("%-4s %-7s %-7s %-15s %-9s %9s %9s %9s %8s\n", "d", "len", "causal", "kernel", "policy", "ms", "TFLOP/s",
-              "sparsity", "speedup");
+  std::printf("%-4s %-7s %-7s %-15s %-9s %9s %9s %9s %8s %6s %5s\n", "d", "len", "causal", "kernel", "policy", "ms",
+              "TFLOP/s", "sparsity", "speedup", "MHz", "W");
   for (auto [d, len] : shapes) {
     const SyntheticQKV x = synthetic_qkv(len, len, hq, hkv, d, d, SyntheticSpec{});
     if (!dump_dir.empty()) {  // --dump: the inputs as float32 .npy, for the SDPA peer (--inputs)
@@ -171,9 +171,10 @@ int main(int argc, char** argv) {
         std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
         if (one_time) {  // --time: also the median time and the sparsity of that one case
           const double sparsity = sparsity_of(pol, plan);
-          const double ms = time_prefill(p, pol, plan, out, one_reps, std::min(inner, 20), warm_s);
-          std::printf("d %d len %d causal %d a %g: sparsity %.3f, %.3f ms, %.1f TFLOP/s\n", d, len, int(causal), one_a,
-                      sparsity, ms, flops / (ms * 1e-3) / 1e12);
+          bench::GpuState gs;
+          const double ms = time_prefill(p, pol, plan, out, one_reps, std::min(inner, 20), warm_s, &gs);
+          std::printf("d %d len %d causal %d a %g: sparsity %.3f, %.3f ms, %.1f TFLOP/s, %.0f MHz, %.0f W\n", d, len,
+                      int(causal), one_a, sparsity, ms, flops / (ms * 1e-3) / 1e12, gs.sm_mhz, gs.power_w);
         }
         continue;
       }
@@ -202,14 +203,17 @@ int main(int argc, char** argv) {
         const SkipPolicy pol = geometry(cs.pol);
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
         const double sparsity = sparsity_of(pol, plan);
-        const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20), warm_s);
+        bench::GpuState gs;
+        const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20), warm_s, &gs);
         if (dense_ms == 0) dense_ms = ms;  // the default kernel, dense, comes first
         const char* kname = cuda::to_string(cs.kernel);
-        std::printf("%-4d %-7d %-7s %-15s %-9s %9.3f %9.1f %9.3f %8.2f\n", d, len, causal ? "yes" : "no", kname,
-                    cs.name.c_str(), ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
+        std::printf("%-4d %-7d %-7s %-15s %-9s %9.3f %9.1f %9.3f %8.2f %6.0f %5.0f\n", d, len, causal ? "yes" : "no",
+                    kname, cs.name.c_str(), ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms, gs.sm_mhz,
+                    gs.power_w);
         if (csv)
-          std::fprintf(csv, "%d,%d,%d,%s,%s,%.6g,%.5f,%.2f,%.4f,%.4f\n", d, len, int(causal), kname, cs.name.c_str(),
-                       pol.value, ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms);
+          std::fprintf(csv, "%d,%d,%d,%s,%s,%.6g,%.5f,%.2f,%.4f,%.4f,%.0f,%.0f\n", d, len, int(causal), kname,
+                       cs.name.c_str(), pol.value, ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms, gs.sm_mhz,
+                       gs.power_w);
       }
     }
     for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)counters}) cudaFree(ptr);
