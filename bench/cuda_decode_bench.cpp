@@ -250,12 +250,8 @@ int main(int argc, char** argv) {
           pol.max_seed = true;
           return pol;
         };
-        double lo = std::log(1e-3), hi = std::log(double(s.len));  // a = len: lambda = 1
-        for (int it = 0; it < 14; ++it) {
-          const double mid = 0.5 * (lo + hi);
-          (sparsity_of(st, policy(std::exp(mid))) < target ? lo : hi) = mid;
-        }
-        const double a = std::exp(hi), got = sparsity_of(st, policy(a));
+        const auto [a, got] = bench::scale_factor_for_sparsity(  // a = len: lambda = 1
+            target, 1e-3, double(s.len), [&](double x) { return sparsity_of(st, policy(x)); });
         char name[32];
         std::snprintf(name, sizeof name, "s=%.1f", target);
         if (std::fabs(got - target) > 0.05) {

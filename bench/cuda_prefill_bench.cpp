@@ -184,12 +184,8 @@ int main(int argc, char** argv) {
       };
       if (!quick)
         for (double target : {0.5, 0.7, 0.9}) {
-          double lo = std::log(1.0), hi = std::log(double(len));  // a = len is lambda = 1: dense
-          for (int it = 0; it < 14; ++it) {
-            const double mid = 0.5 * (lo + hi);
-            (sparsity_at(std::exp(mid)) < target ? lo : hi) = mid;
-          }
-          const double a = std::exp(hi), got = sparsity_at(a);
+          // a = len is lambda = 1: dense
+          const auto [a, got] = bench::scale_factor_for_sparsity(target, 1.0, double(len), sparsity_at);
           char name[32];
           std::snprintf(name, sizeof name, "s=%.1f", target);
           if (std::fabs(got - target) > 0.05) {

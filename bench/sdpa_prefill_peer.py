@@ -40,19 +40,14 @@ def main():
             sets.insert(0, ("bench", load_qkv(f"{args.inputs}/d{d}_n{n}")))
         for causal in (True, False):
             flops = 4.0 * n * n * d * hq * (0.5 if causal else 1.0)
-            for label, (q, k, v) in sets:
-                for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            for label, qkv in sets:
+                for name, backend in BACKENDS:
                     if label == "randn" and name == "flash" and args.inputs:
                         continue  # flash on randn only when there are no benchmark inputs
-                    try:
-                        with sdpa_kernel([backend]):
-                            ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True),
-                                       reps=7, inner=3, warm=args.warm)
-                    except RuntimeError as e:
-                        print(f"  {name}: not available ({str(e).splitlines()[0][:80]})", file=sys.stderr)
+                    ms = time_sdpa(name, backend, qkv, causal, 7, args.warm)
+                    if ms is None:
                         continue
-                    tf = flops / (ms * 1e-3) / 1e12
-                    print(f"d {d} len {n} causal {int(causal)} {name:6s} {label:6s} {ms:9.3f} ms {tf:7.1f} TFLOP/s")
+                    tf = report(d, n, causal, name, label, ms, flops)
                     rows.append(dict(d=d, len=n, causal=int(causal), backend=name, inputs=label, ms=ms, tflops=tf))
         del sets
         torch.cuda.empty_cache()
@@ -61,6 +56,28 @@ def main():
             w = csv.DictWriter(f, fieldnames=["d", "len", "causal", "backend", "inputs", "ms", "tflops"])
             w.writeheader()
             w.writerows(rows)
+
+
+BACKENDS = (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION))
+
+
+def time_sdpa(name, backend, qkv, causal, reps, warm):
+    """Median ms of SDPA on one backend, or None (with a note) where the backend refuses."""
+    q, k, v = qkv
+    try:
+        with sdpa_kernel([backend]):
+            return timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal), enable_gqa=True),
+                         reps=reps, inner=3, warm=warm)
+    except RuntimeError as e:
+        print(f"  {name}: not available ({str(e).splitlines()[0][:80]})", file=sys.stderr)
+        return None
+
+
+def report(d, n, causal, name, label, ms, flops):
+    """Prints one timing; returns its TFLOP/s."""
+    tf = flops / (ms * 1e-3) / 1e12
+    print(f"d {d} len {n} causal {int(causal)} {name:6s} {label:6s} {ms:9.3f} ms {tf:7.1f} TFLOP/s")
+    return tf
 
 
 def randn_qkv(hq, hkv, n, d):
@@ -87,12 +104,11 @@ def one(args):
     sets = [("randn", randn_qkv(hq, hkv, n, d))]
     if args.inputs:
         sets.append(("bench", load_qkv(f"{args.inputs}/d{d}_n{n}")))
-    for label, (q, k, v) in sets:
-        for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
-            with sdpa_kernel([backend]):
-                ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal), enable_gqa=True),
-                           reps=args.reps, inner=3, warm=args.warm)
-            print(f"d {d} len {n} causal {causal} {name:6s} {label:6s} {ms:9.3f} ms {flops / (ms * 1e-3) / 1e12:7.1f} TFLOP/s")
+    for label, qkv in sets:
+        for name, backend in BACKENDS:
+            ms = time_sdpa(name, backend, qkv, causal, args.reps, args.warm)
+            if ms is not None:
+                report(d, n, causal, name, label, ms, flops)
 
 
 if __name__ == "__main__":

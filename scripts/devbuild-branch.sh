@@ -16,12 +16,11 @@ if [ -d "$wt" ]; then
 else
   git worktree add -q --detach "$wt" "$branch"
 fi
-cmake -S "$wt" -B "$wt/build-dev" -DCMAKE_BUILD_TYPE=Release -DBLASST_CPU_ARCH=x86-64-v3 -DBLASST_BUILD_BENCH=ON >/dev/null
-cmake --build "$wt/build-dev" -j"$(nproc)" --target blasst_cuda_tests blasst_cuda_decode_bench blasst_cuda_prefill_bench
+"$wt/scripts/devbuild.sh" >/dev/null  # the branch's own build of the same binaries, into $wt/.devbuild
 rm -rf ".devbuild/$name" && mkdir -p ".devbuild/$name"
-cp "$wt/build-dev/tests/blasst_cuda_tests" "$wt/build-dev/bench/blasst_cuda_decode_bench" \
-  "$wt/build-dev/bench/blasst_cuda_prefill_bench" ".devbuild/$name/"
-[ "$lib" = --lib ] && cp "$wt/build-dev/libblasst.a" ".devbuild/$name/"
+cp "$wt/.devbuild/tests/blasst_cuda_tests" "$wt/.devbuild/bench/blasst_cuda_decode_bench" \
+  "$wt/.devbuild/bench/blasst_cuda_prefill_bench" ".devbuild/$name/"
+[ "$lib" = --lib ] && cp "$wt/.devbuild/libblasst.a" ".devbuild/$name/"
 git -C "$wt" log --oneline -1 > ".devbuild/$name/COMMIT"
 tar czf ".devbuild/$name.tar.gz" -C .devbuild "$name" && rm -rf ".devbuild/$name"
 echo "$branch $(git -C "$wt" rev-parse --short HEAD) -> .devbuild/$name.tar.gz ($(du -h ".devbuild/$name.tar.gz" | cut -f1))"
