@@ -269,9 +269,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
 #pragma unroll
         for (int u = 1; u < NC; ++u) a0[0] = fmaxf(a0[0], a0[u]), a1[0] = fmaxf(a1[0], a1[u]);
+        // This thread's maxima of its parts of its two rows; the row maxima (quad shuffles) are
+        // needed only by a kept tile.
         float mx0 = a0[0], mx1 = a1[0];
-        mx0 = ptx::quad_max(mx0), mx1 = ptx::quad_max(mx1);
         // The vote (skipped entirely when dense), then the mask's replay or export (tests only).
+        // Each thread tests its own parts of its rows: the warpgroup's AND over them is, row by
+        // row, the test of the row maximum (the difference to the running max is monotone in the
+        // tile value), so the decision is the one row maxima give, without the shuffles before
+        // the barrier.
         bool skip = false;
         if (thr > -INFINITY) {
           const bool agree =
@@ -290,6 +295,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         } else
 #endif
         if (!skip) {
+          mx0 = ptx::quad_max(mx0), mx1 = ptx::quad_max(mx1);
           const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
           const float base0 = mn0 == -INFINITY ? 0.f : mn0 * sl2, base1 = mn1 == -INFINITY ? 0.f : mn1 * sl2;
           sc0 = ptx::exp2_approx(m0 * sl2 - base0), sc1 = ptx::exp2_approx(m1 * sl2 - base1);
