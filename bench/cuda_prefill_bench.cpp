@@ -9,7 +9,7 @@
 // bisection on log a with the kernel's own counters; a target the inputs cannot reach is
 // reported as missing).
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 176]]
 // --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
 // a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
@@ -73,12 +73,13 @@ int main(int argc, char** argv) {
   double warm_s = 0.5;  // --warm: seconds of replays before each timing (steady clocks)
   int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
   std::string csv_path, dump_dir;
-  int one_d = 0, one_len = 0, one_causal = 0;
+  int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (176 at d 128)
   double one_a = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--time")) one_time = true;
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) warm_s = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--block-k") && i + 1 < argc) one_bk = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) one_reps = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--dump") && i + 1 < argc) dump_dir = argv[++i];
@@ -135,12 +136,17 @@ int main(int argc, char** argv) {
         cuda::PrefillKernel kernel;
         SkipPolicy pol;
         std::string name;
+        int block_k = 0;  // 0: prefill_block_k(d); 176: the wide key tiles (d 128)
       };
       std::vector<Case> cases;
       for (cuda::PrefillKernel k : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma,
                                     cuda::PrefillKernel::mma_sync})
         if (k != cuda::PrefillKernel::mma_sync || (len <= 8192 && d != 256)) cases.push_back({k, SkipPolicy{}, "dense"});
       cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-only"});
+      if (d == 128) {  // 176-key tiles (FA3's choice for non-causal d 128): dense and vote-only
+        cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy{}, "dense-bk176", 176});
+        cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-bk176", 176});
+      }
       for (double a : factors) {
         char name[32];
         std::snprintf(name, sizeof name, "a=%g", a);
@@ -162,9 +168,10 @@ int main(int argc, char** argv) {
         return vis > 0 ? skp / vis : 0.0;
       };
       if (one_d) {
-        const SkipPolicy pol = geometry(one_a > 0   ? SkipPolicy::with_scale_factor(one_a)
-                                        : one_a < 0 ? SkipPolicy::with_threshold(-one_a)
-                                                    : SkipPolicy{});
+        SkipPolicy pol = geometry(one_a > 0   ? SkipPolicy::with_scale_factor(one_a)
+                                  : one_a < 0 ? SkipPolicy::with_threshold(-one_a)
+                                              : SkipPolicy{});
+        if (one_bk) pol.block_k = one_bk;
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
         for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
         CK(cudaDeviceSynchronize());
@@ -196,7 +203,8 @@ int main(int argc, char** argv) {
           cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name});
         }
       for (Case& cs : cases) {
-        const SkipPolicy pol = geometry(cs.pol);
+        SkipPolicy pol = geometry(cs.pol);
+        if (cs.block_k) pol.block_k = cs.block_k;
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
         const double sparsity = sparsity_of(pol, plan);
         bench::GpuState gs;

@@ -1,6 +1,7 @@
 // Host side of the CUDA prefill: support checks, the plan and the dispatch over compiled variants.
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include "blasst/cuda/prefill.hpp"
 #include "blasst/cuda/prefill/prefill_mma_sm90.cuh"
@@ -27,9 +28,11 @@ struct WgmmaGeometry {
 constexpr WgmmaGeometry wgmma_geometry(int d) {
   return d == 64 ? WgmmaGeometry{3, 3} : WgmmaGeometry{2, 2};
 }
-template <class T, int D, bool PingPong>
-using WgmmaTraitsFor = WgmmaPrefillTraits<T, D, prefill_block_k(D), wgmma_geometry(D).nwg, wgmma_geometry(D).stages,
-                                          wgmma_geometry(D).stages, PingPong>;
+template <class T, int D, bool PingPong, int BK = prefill_block_k(D)>
+using WgmmaTraitsFor =
+    WgmmaPrefillTraits<T, D, BK, wgmma_geometry(D).nwg, wgmma_geometry(D).stages, wgmma_geometry(D).stages, PingPong>;
+// The wide key tile at head dim 128 (policy block_k 176).
+constexpr int kWideBlockK = 176;
 
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
@@ -39,10 +42,19 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
     set_smem_limit_once<prefill_wgmma_kernel<Tr>>(Tr::kSmemBytes);
     prefill_wgmma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v);
   };
+  const bool wide = plan.block_k == kWideBlockK;
+  if (wide && D != 128) throw Error("internal: 176-key prefill tiles exist at head dim 128 only");
+  auto wgmma_tiles = [&](auto pingpong) {  // the key tile: the plan's
+    constexpr bool kPP = decltype(pingpong)::value;
+    if constexpr (D == 128) {
+      if (wide) return wgmma(WgmmaTraitsFor<T, D, kPP, kWideBlockK>{});
+    }
+    wgmma(WgmmaTraitsFor<T, D, kPP>{});
+  };
   if (plan.kernel == PrefillKernel::wgmma_pingpong) {
-    wgmma(WgmmaTraitsFor<T, D, true>{});
+    wgmma_tiles(std::true_type{});
   } else if (plan.kernel == PrefillKernel::wgmma) {
-    wgmma(WgmmaTraitsFor<T, D, false>{});
+    wgmma_tiles(std::false_type{});
   } else {
     if constexpr (D != 256) {
       using Tr = PrefillTraitsFor<T, D>;
@@ -82,9 +94,11 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
     return std::string("the CUDA prefill kernel (") + to_string(kernel) + ") supports head dims 64, 128" +
            (kernel == PrefillKernel::mma_sync ? "" : " and 256") + ", got " + std::to_string(d);
   const int bk = kernel == PrefillKernel::mma_sync ? 128 : prefill_block_k(d);
-  if (pol.block_q != 64 || pol.block_k != bk)
+  const bool wide_ok = kernel != PrefillKernel::mma_sync && d == 128 && pol.block_k == kWideBlockK;
+  if (pol.block_q != 64 || (pol.block_k != bk && !wide_ok))
     return "the CUDA prefill kernel at head dim " + std::to_string(d) + " votes over 64 query rows and " +
-           std::to_string(bk) + "-key tiles (block_q 64, block_k " + std::to_string(bk) + ")";
+           std::to_string(bk) + "-key tiles (block_q 64, block_k " + std::to_string(bk) +
+           (kernel != PrefillKernel::mma_sync && d == 128 ? ", or 176 with the wgmma kernels" : "") + ")";
   if (pol.splits > 1) return "the CUDA prefill kernel has no split-KV";
   if (pol.max_seed) return "max seeding is a split-KV option (decode)";
   if (p.total_k > 0x7fffffff || p.total_q > 0x7fffffff) return "more than 2^31 tokens";
@@ -114,6 +128,7 @@ PrefillPlan plan_prefill(const PrefillProblem& p, int max_seqlen_q, const SkipPo
   plan.num_heads_q = p.num_heads_q;
   plan.kernel = kernel;
   plan.head_dim = p.head_dim_qk;
+  plan.block_k = pol.block_k;
   const int rows = kernel == PrefillKernel::mma_sync ? 64 : 64 * wgmma_geometry(p.head_dim_qk).nwg;
   plan.max_q_tiles = (max_seqlen_q + rows - 1) / rows;
   return plan;
@@ -123,6 +138,9 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
              cudaStream_t stream) {
   if (p.batch != plan.batch || p.num_heads_q != plan.num_heads_q || p.head_dim_qk != plan.head_dim)
     throw Error("prefill: the problem does not match its plan (batch, query heads or head dim differ)");
+  if (pol.block_k != plan.block_k)
+    throw Error("prefill: the policy's block_k (" + std::to_string(pol.block_k) + ") is not the plan's (" +
+                std::to_string(plan.block_k) + ")");
   if (out.o == nullptr && p.total_q > 0) throw Error("prefill: the output O must not be null");
   if (out.o_dtype != p.dtype) throw Error("prefill: O must have the input dtype on the CUDA backend");
   if (plan.max_q_tiles == 0 || p.total_q == 0) return;
@@ -143,7 +161,7 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
   Maps maps;
   const bool mma = plan.kernel == PrefillKernel::mma_sync;
   const WgmmaGeometry g = wgmma_geometry(p.head_dim_qk);
-  const int bk = mma ? 128 : prefill_block_k(p.head_dim_qk);
+  const int bk = plan.block_k;
   maps.q = mma ? CUtensorMap{}
                : packed_map(p.q, p.dtype, p.head_dim_qk, p.num_heads_q, p.total_q, p.q_stride_token, p.q_stride_head,
                             64 * g.nwg, "Q");

@@ -251,6 +251,37 @@ TEST(CudaPrefill, ThresholdZeroIsBitIdenticalAndDeterministic) {
   }
 }
 
+// The 176-key tiles at head dim 128 (policy block_k 176; the wgmma kernels only): decisions and
+// output against the CPU engine with the same geometry, and dense against float64.
+TEST(CudaPrefill, WideKeyTilesAtHeadDim128) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  for (DType dt : {DType::bf16, DType::f16}) {
+    const Packed x = make_packed(seed + int(dt), {{1, 1}, {17, 300}, {0, 40}, {1013, 1013}, {300, 2000}, {177, 176}},
+                                 16, 2, 128, dt);
+    for (bool causal : {true, false})
+      for (double a : {0.0, 8.0}) {
+        SkipPolicy pol = policy(a, causal ? VisitOrder::reverse : VisitOrder::sink_first);
+        pol.block_k = 176;
+        check(x, causal, pol, seed);
+      }
+    for (bool causal : {true, false}) {
+      const std::vector<double> ref = reference_dense(x, causal);
+      SkipPolicy pol = policy(0, VisitOrder::reverse);
+      pol.block_k = 176;
+      for (cuda::PrefillKernel kernel : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma}) {
+        SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " " + to_string(dt) + " causal " + std::to_string(causal) +
+                     " seed " + std::to_string(seed));
+        const Result g = run_gpu(x, causal, pol, kernel);
+        double num = 0, den = 0;
+        for (std::size_t i = 0; i < ref.size(); ++i)
+          num += (g.o[i] - ref[i]) * (g.o[i] - ref[i]), den += ref[i] * ref[i];
+        EXPECT_LT(std::sqrt(num / den), dt == DType::bf16 ? 1e-2 : 2e-3);
+      }
+    }
+  }
+}
+
 TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   const Packed x = make_packed(1, {{10, 10}}, 4, 2, 64, DType::bf16);
   PrefillProblem p = x.problem(nullptr, nullptr, nullptr, nullptr, nullptr, true);
@@ -268,6 +299,17 @@ TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256), cuda::PrefillKernel::mma_sync), "");
   p.head_dim_qk = p.head_dim_v = 96;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 96)), "");
+  SkipPolicy wide = policy(0, VisitOrder::reverse);  // 176-key tiles: head dim 128, wgmma kernels
+  wide.block_k = 176;
+  p.head_dim_qk = p.head_dim_v = 128;
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::wgmma), "");
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::mma_sync), "");
+  wide.block_k = 160;
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, wide), "");
+  p.head_dim_qk = p.head_dim_v = 64;
+  wide.block_k = 176;
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, wide), "");
 }
 
 }  // namespace

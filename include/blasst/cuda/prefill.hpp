@@ -2,8 +2,10 @@
 // (include/blasst/cuda/prefill/prefill_wgmma_sm90.cuh: TMA, wgmma, a producer warpgroup and two
 // consumer warpgroups taking turns); the first, FA2-style kernel (mma.sync,
 // prefill_mma_sm90.cuh; head dims 64 and 128) stays selectable for comparison. Vote groups are
-// 64 query rows of one head; key tiles are 128 keys (64 at head dim 256: blasst::prefill_block_k).
-// Plan on the host, run on a stream without allocation or synchronisation.
+// 64 query rows of one head; key tiles are 128 keys (64 at head dim 256: blasst::prefill_block_k),
+// or 176 at head dim 128 with the wgmma kernels when the policy's block_k is 176 (FA3's tile for
+// non-causal head dim 128; the vote then covers 176 keys). Plan on the host, run on a stream
+// without allocation or synchronisation.
 #pragma once
 
 #include <string>
@@ -26,6 +28,7 @@ const char* to_string(PrefillKernel k);
 struct PrefillPlan {
   int batch = 0, num_heads_q = 0, head_dim = 0;
   int max_q_tiles = 0;  // query tiles of the longest sequence (128 rows for wgmma, 64 for mma_sync)
+  int block_k = 0;      // the key tile: the policy's block_k
   PrefillKernel kernel = PrefillKernel::wgmma_pingpong;
 };
 

@@ -4,8 +4,9 @@
 //
 // A CTA owns BQ = 64 NWG query rows of one query head; each consumer warpgroup owns 64 of them and
 // is its own vote group (block_q = 64 in the contract's terms), so a warpgroup votes alone with one
-// 128-thread bar.red.and and never waits for another. K and V tiles (BK = 128 keys; 64 at head dim
-// 256, where the registers hold a 64 x 256 O) arrive by TMA into 128-byte-swizzled stages that
+// 128-thread bar.red.and and never waits for another. K and V tiles (BK = 128 keys, or 176 at head
+// dim 128 when the policy asks for block_k 176; 64 at head dim 256, where the registers hold a
+// 64 x 256 O) arrive by TMA into 128-byte-swizzled stages that
 // wgmma reads through shared-memory descriptors: S = Q K^T with both operands K-major in shared
 // memory, O += P V with P from registers and V MN-major.
 //
@@ -55,9 +56,11 @@ struct WgmmaPrefillTraits {
   static constexpr int D = D_, BK = BK_, NWG = NWG_, BQ = 64 * NWG, NSK = NSK_, NSV = NSV_, NH = D / 64;
   static constexpr bool kPingPong = PingPong_;
   static constexpr int kThreads = 128 * (NWG + 1);
-  static constexpr int kProducerRegs = NWG == 2 ? 40 : 32, kConsumerRegs = NWG == 2 ? 232 : 160;
+  // 176-key tiles (d 128) hold a 64 x 176 S and its P beside O: 240 registers, as FA3 gives them.
+  static constexpr int kProducerRegs = NWG == 2 ? (BK == 176 ? 24 : 40) : 32;
+  static constexpr int kConsumerRegs = NWG == 2 ? (BK == 176 ? 240 : 232) : 160;
   static_assert(D == 64 || D == 128 || D == 256, "head dims 64, 128 and 256");
-  static_assert(BK == 64 || BK == 128, "key tiles of 64 or 128");
+  static_assert(BK == 64 || BK == 128 || (BK == 176 && D == 128), "key tiles of 64 or 128 (176 at head dim 128)");
   static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
   static_assert(128 * kProducerRegs + 128 * NWG * kConsumerRegs <= 65536, "register file");
   static constexpr std::size_t kTileBytes = std::size_t(BK) * D * sizeof(T);
