@@ -32,6 +32,13 @@ inline std::uint16_t bf16_bits(float f) {
   return static_cast<std::uint16_t>(b >> 16);
 }
 
+inline float bf16_float(std::uint16_t h) {
+  const std::uint32_t b = std::uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
 // One line about device 0 and the CUDA versions (the first line of every benchmark's output),
 // with `extra` appended.
 inline void print_gpu(const char* extra) {

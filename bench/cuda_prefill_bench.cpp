@@ -7,16 +7,19 @@
 // that never skips (the cost of the vote alone: "vote-only"), with scale factors swept, and with
 // the scale factors that reach 50, 70 and 90 % tile sparsity on these inputs ("s=0.7": found by
 // bisection on log a with the kernel's own counters; a target the inputs cannot reach is
-// reported as missing).
+// reported as missing; at head dim 128 also "s=0.7-bk176", the sweep of the 176-key tiles). rel_err
+// is each case's relative L2 error of O against the default kernel's dense O (every 16th row), so
+// that cases of different key tiles compare at their accuracy as well as at their sparsity.
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 176]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 176] [--target S]]
 // --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
 // a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
 // --dump DIR writes each shape's generated Q, K, V as float32 .npy ([S, H, D]) to DIR/d<D>_n<LEN>/,
 // from which `sdpa_prefill_peer.py --inputs DIR` times the peers on the same inputs (their speed
 // depends on the data: at the H200's power limit cuDNN ran 3-6 % faster on these than on randn).
-// --one: A > 0 is a scale factor, A < 0 the explicit threshold -A (e.g. -1e-30: vote-only).
+// --one: A > 0 is a scale factor, A < 0 the explicit threshold -A (e.g. -1e-30: vote-only); --target S
+// instead bisects for the scale factor that reaches tile sparsity S with --one's key tiles.
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
 // default kernel: a few plain launches for a profiler (ncu), no timing loop; with --time also its
@@ -74,12 +77,14 @@ int main(int argc, char** argv) {
   int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
   std::string csv_path, dump_dir;
   int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (176 at d 128)
+  double one_target = 0;  // --target S: --one at the scale factor that reaches tile sparsity S
   double one_a = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--time")) one_time = true;
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) warm_s = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--block-k") && i + 1 < argc) one_bk = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--target") && i + 1 < argc) one_target = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) one_reps = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--dump") && i + 1 < argc) dump_dir = argv[++i];
@@ -95,7 +100,7 @@ int main(int argc, char** argv) {
   }
   bench::print_gpu("");
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
-  if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense,sm_mhz,power_w\n");
+  if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense,sm_mhz,power_w,rel_err\n");
   const int hq = 32, hkv = 8;
   std::vector<std::pair<int, int>> shapes;  // (head dim, length)
   for (int len : {8192, 32768, 131072}) shapes.push_back({128, len});
@@ -105,8 +110,8 @@ int main(int argc, char** argv) {
   if (one_d) shapes = {{one_d, one_len}};
   const std::vector<double> factors =
       quick ? std::vector<double>{4, 16, 64, 256} : std::vector<double>{16, 64, 256, 1024, 4096};
-  std::printf("%-4s %-7s %-7s %-15s %-9s %9s %9s %9s %8s %6s %5s\n", "d", "len", "causal", "kernel", "policy", "ms",
-              "TFLOP/s", "sparsity", "speedup", "MHz", "W");
+  std::printf("%-4s %-7s %-7s %-15s %-11s %9s %9s %9s %8s %6s %5s %9s\n", "d", "len", "causal", "kernel", "policy",
+              "ms", "TFLOP/s", "sparsity", "speedup", "MHz", "W", "rel_err");
   for (auto [d, len] : shapes) {
     const SyntheticQKV x = synthetic_qkv(len, len, hq, hkv, d, d, SyntheticSpec{});
     if (!dump_dir.empty()) {  // --dump: the inputs as float32 .npy, for the SDPA peer (--inputs)
@@ -167,10 +172,22 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < c.size(); i += 2) vis += c[i], skp += c[i + 1];
         return vis > 0 ? skp / vis : 0.0;
       };
+      // The default kernel at scale factor a, with key tiles of bk (0: the default).
+      auto sparsity_at = [&](double a, int bk) {
+        SkipPolicy pol = geometry(SkipPolicy::with_scale_factor(a));
+        if (bk) pol.block_k = bk;
+        return sparsity_of(pol, cuda::plan_prefill(p, len, pol));
+      };
       if (one_d) {
         SkipPolicy pol = geometry(one_a > 0   ? SkipPolicy::with_scale_factor(one_a)
                                   : one_a < 0 ? SkipPolicy::with_threshold(-one_a)
                                               : SkipPolicy{});
+        if (one_target > 0) {  // --target: the scale factor that reaches this sparsity with these tiles
+          one_a = bench::scale_factor_for_sparsity(one_target, 1.0, double(len),
+                                                   [&](double x) { return sparsity_at(x, one_bk); })
+                      .first;
+          pol = geometry(SkipPolicy::with_scale_factor(one_a));
+        }
         if (one_bk) pol.block_k = one_bk;
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
         for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
@@ -185,39 +202,59 @@ int main(int argc, char** argv) {
         }
         continue;
       }
-      auto sparsity_at = [&](double a) {  // the default kernel at scale factor a
-        const SkipPolicy pol = geometry(SkipPolicy::with_scale_factor(a));
-        return sparsity_of(pol, cuda::plan_prefill(p, len, pol));
-      };
       if (!quick)
-        for (double target : {0.5, 0.7, 0.9}) {
-          // a = len is lambda = 1: dense
-          const auto [a, got] = bench::scale_factor_for_sparsity(target, 1.0, double(len), sparsity_at);
-          char name[32];
-          std::snprintf(name, sizeof name, "s=%.1f", target);
-          if (std::fabs(got - target) > 0.05) {
-            std::printf("%-4d %-7d %-7s %-15s %-9s   no scale factor reaches it (%.3f at a=%.4g)\n", d, len,
-                        causal ? "yes" : "no", "wgmma-pingpong", name, got, a);
-            continue;
+        for (int bk : {0, d == 128 ? 176 : -1}) {  // at head dim 128 also the 176-key tiles' own sweep
+          if (bk < 0) continue;
+          for (double target : {0.5, 0.7, 0.9}) {
+            // a = len is lambda = 1: dense
+            const auto [a, got] = bench::scale_factor_for_sparsity(target, 1.0, double(len),
+                                                                   [&](double x) { return sparsity_at(x, bk); });
+            char name[32];
+            if (bk) std::snprintf(name, sizeof name, "s=%.1f-bk%d", target, bk);
+            else std::snprintf(name, sizeof name, "s=%.1f", target);
+            if (std::fabs(got - target) > 0.05) {
+              std::printf("%-4d %-7d %-7s %-15s %-11s   no scale factor reaches it (%.3f at a=%.4g)\n", d, len,
+                          causal ? "yes" : "no", "wgmma-pingpong", name, got, a);
+              continue;
+            }
+            cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name, bk});
           }
-          cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name});
         }
+      // Accuracy of each case: the relative L2 error of O against the first case (the default
+      // kernel, dense) over every 16th query row (copied back after the counters' launch).
+      const std::size_t row_bytes = std::size_t(hq) * d * 2, sample_rows = (std::size_t(len) + 15) / 16;
+      std::vector<std::uint16_t> ref_o, case_o;
+      auto sample_o = [&](std::vector<std::uint16_t>& dst) {
+        dst.resize(sample_rows * hq * d);
+        CK(cudaMemcpy2D(dst.data(), row_bytes, o, 16 * row_bytes, row_bytes, sample_rows, cudaMemcpyDeviceToHost));
+      };
+      auto rel_err = [&]() {
+        double num = 0, den = 0;
+        for (std::size_t i = 0; i < case_o.size(); ++i) {
+          const double r = bench::bf16_float(ref_o[i]), x = bench::bf16_float(case_o[i]);
+          num += (x - r) * (x - r), den += r * r;
+        }
+        return den > 0 ? std::sqrt(num / den) : 0.0;
+      };
       for (Case& cs : cases) {
         SkipPolicy pol = geometry(cs.pol);
         if (cs.block_k) pol.block_k = cs.block_k;
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
         const double sparsity = sparsity_of(pol, plan);
+        if (ref_o.empty()) sample_o(ref_o);  // the default kernel, dense, comes first
+        sample_o(case_o);
+        const double err = rel_err();
         bench::GpuState gs;
         const double ms = time_prefill(p, pol, plan, out, quick ? 3 : 7, std::min(inner, 20), warm_s, &gs);
-        if (dense_ms == 0) dense_ms = ms;  // the default kernel, dense, comes first
+        if (dense_ms == 0) dense_ms = ms;
         const char* kname = cuda::to_string(cs.kernel);
-        std::printf("%-4d %-7d %-7s %-15s %-9s %9.3f %9.1f %9.3f %8.2f %6.0f %5.0f\n", d, len, causal ? "yes" : "no",
-                    kname, cs.name.c_str(), ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms, gs.sm_mhz,
-                    gs.power_w);
+        std::printf("%-4d %-7d %-7s %-15s %-11s %9.3f %9.1f %9.3f %8.2f %6.0f %5.0f %9.2e\n", d, len,
+                    causal ? "yes" : "no", kname, cs.name.c_str(), ms, flops / (ms * 1e-3) / 1e12, sparsity,
+                    dense_ms / ms, gs.sm_mhz, gs.power_w, err);
         if (csv)
-          std::fprintf(csv, "%d,%d,%d,%s,%s,%.6g,%.5f,%.2f,%.4f,%.4f,%.0f,%.0f\n", d, len, int(causal), kname,
+          std::fprintf(csv, "%d,%d,%d,%s,%s,%.6g,%.5f,%.2f,%.4f,%.4f,%.0f,%.0f,%.3e\n", d, len, int(causal), kname,
                        cs.name.c_str(), pol.value, ms, flops / (ms * 1e-3) / 1e12, sparsity, dense_ms / ms, gs.sm_mhz,
-                       gs.power_w);
+                       gs.power_w, err);
       }
     }
     for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)counters}) cudaFree(ptr);
