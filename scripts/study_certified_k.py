@@ -108,8 +108,9 @@ class SmolLM:
         return cap, nll / (S - 1)
 
 
-def walk(q, k, scale, a, bk, page):
-    """One decode step: q [rows, d] (the vote group), k [L, d]. Returns (visited, skipped, certified)."""
+def walk(q, k, scale, a, bk, page, gaps=None):
+    """One decode step: q [rows, d] (the vote group), k [L, d]. Returns (visited, skipped, certified);
+    appends (max over rows of tile max - m, of bound - m) of every skipped tile to `gaps`."""
     L = k.shape[0]
     n = (L + bk - 1) // bk
     lam = a / L
@@ -133,6 +134,8 @@ def walk(q, k, scale, a, bk, page):
             skipped += 1
             ub = ub_page[:, t * per:min((t + 1) * per, pages)].max(axis=1)
             certified += int(np.all(ub - m < log_thr))
+            if gaps is not None:
+                gaps.append((float((st - m).max()), float((ub - m).max())))
             continue
         m = np.maximum(m, st)
     return n, skipped, certified
@@ -164,21 +167,27 @@ def main():
         meta = 2.0 / page
         for a in [float(x) for x in args.scale_factors.split(",")]:
             vis = skp = cert = 0
+            gaps = []
             for li in layers:
                 q, k, scale = cap[li]
                 for h in range(hkv):
                     for i, pos in enumerate(range(L0 - args.steps, L0)):
                         v_, s_, c_ = walk(q[h * group:(h + 1) * group, i], k[h, :pos + 1], scale, a, args.block_k,
-                                          page)
+                                          page, gaps)
                         vis, skp, cert = vis + v_, skp + s_, cert + c_
             sp, ce = skp / vis, cert / vis
             plain, certb = 1 + (1 - sp), meta + (1 - ce) + (1 - sp)
             row = {"page": page, "a": a, "sparsity": sp, "certified": ce, "certified_of_skipped": cert / max(skp, 1),
                    "bytes_plain": plain / 2, "bytes_certified": certb / 2,
-                   "ideal_speedup_plain": 2 / plain, "ideal_speedup_certified": 2 / certb}
+                   "ideal_speedup_plain": 2 / plain, "ideal_speedup_certified": 2 / certb,
+                   "log_threshold_median": float(np.median([math.log(a / (pos + 1)) for pos in range(L0 - args.steps, L0)])),
+                   "skipped_tile_max_minus_m_median": float(np.median([g[0] for g in gaps])) if gaps else None,
+                   "skipped_tile_bound_minus_m_median": float(np.median([g[1] for g in gaps])) if gaps else None}
             res["rows"].append(row)
             print(f"page {page:3d} a {a:6g}: sparsity {sp:.3f}, certified {ce:.3f} ({row['certified_of_skipped']:.2f} "
-                  f"of skipped); bytes vs dense: plain {plain / 2:.3f}, certified {certb / 2:.3f}", flush=True)
+                  f"of skipped); bytes vs dense: plain {plain / 2:.3f}, certified {certb / 2:.3f}; skipped tiles, median "
+                  f"tile max - m {row['skipped_tile_max_minus_m_median']:.2f}, bound - m "
+                  f"{row['skipped_tile_bound_minus_m_median']:.2f} (ln lambda {row['log_threshold_median']:.2f})", flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "certified_k.json"), "w") as fh:
         json.dump(res, fh, indent=1)
