@@ -75,6 +75,38 @@ def test_transformers_backend_matches_sdpa_and_collects_stats():
     assert "prefill: sparsity" in str(bt.stats)
 
 
+def test_transformers_prefill_block_k_is_prefill_only():
+    from blasst.integrations import transformers as bt
+
+    cfg, model = _tiny_llama()
+    ids = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(2))
+
+    def prefill_visited(**kw):
+        bt.stats.reset()
+        bt.register(prefill_scale_factor=4.0, decode_scale_factor=4.0, **kw)
+        with torch.no_grad():
+            model.config._attn_implementation = "blasst"
+            model(ids)
+        return bt.stats.layers["prefill"][0].visited
+
+    try:
+        both16 = prefill_visited(block_k=16, prefill_block_k=None)
+        assert prefill_visited(block_k=32, prefill_block_k=16) == both16  # prefill takes its own tile
+        assert prefill_visited(block_k=32, prefill_block_k=None) != both16
+
+        def decode_visited(**kw):
+            bt.stats.reset()
+            bt.register(prefill_scale_factor=4.0, decode_scale_factor=4.0, **kw)
+            with torch.no_grad():
+                model.generate(ids[:, :100], max_new_tokens=3, do_sample=False)
+            return bt.stats.layers["decode"][0].visited
+
+        # Decode keeps block_k (fewer, larger tiles at 32 than at 16), whatever prefill takes.
+        assert decode_visited(block_k=32, prefill_block_k=16) < decode_visited(block_k=16, prefill_block_k=16)
+    finally:
+        bt.register(block_k=None, prefill_block_k=None)
+
+
 @pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)),
                     reason="no sm_90 GPU here")
 def test_transformers_backend_on_cuda_matches_sdpa():

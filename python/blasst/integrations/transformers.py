@@ -27,6 +27,9 @@ class Settings:
     decode_scale_factor: Optional[float] = None
     block_q: int = 64
     block_k: Optional[int] = None  # None: 128, or 64 for prefill at head dim 256 (blasst.prefill_block_k)
+    # Prefill only, over block_k (None: block_k's): e.g. 176 at head dim 128, the CUDA kernel's wide
+    # key tiles (3-4 % faster dense; docs/PREFILL.md), which decode (128-key tiles) does not take.
+    prefill_block_k: Optional[int] = None
     order: str = "reverse"
     max_seed: bool = True
     collect_stats: bool = True
@@ -167,7 +170,8 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
     for b in range(B):
         o = _prefill(query[b].transpose(0, 1), key[b].transpose(0, 1), value[b].transpose(0, 1), causal=True,
                      softmax_scale=scale, scale_factor=settings.prefill_scale_factor, block_q=settings.block_q,
-                     block_k=settings.block_k, order=settings.order, return_stats=settings.collect_stats)
+                     block_k=settings.prefill_block_k or settings.block_k, order=settings.order,
+                     return_stats=settings.collect_stats)
         if settings.collect_stats:
             o, st = o
             stats.add("prefill", layer, st)
