@@ -38,7 +38,7 @@ class SmolLM:
         r = GGUFReader(path)
         self.w = {t.name: dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(x) for x in t.shape[::-1]])
                   for t in r.tensors}
-        f = {k: v for k, v in r.fields.items()}
+        f = r.fields
 
         def val(key):
             fl = f[key]
@@ -152,6 +152,9 @@ def main():
     ap.add_argument("--pages", default="16,32,64")
     ap.add_argument("--scale-factors", default="1,2,4,8,16,32,64")
     args = ap.parse_args()
+    for page in [int(x) for x in args.pages.split(",")]:
+        if page < 1 or args.block_k % page:
+            ap.error(f"page {page} must divide --block-k {args.block_k} (the bound of a tile is its pages' maximum)")
     model = SmolLM(args.gguf)
     ids = np.array(model.tok.encode(open(args.text, encoding="utf-8").read()).ids[:args.tokens])
     cap, nll = model.forward(ids, args.steps)
