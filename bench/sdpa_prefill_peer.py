@@ -46,9 +46,9 @@ def main():
                     if label == "randn" and name == "flash" and args.inputs:
                         continue  # flash on randn only when there are no benchmark inputs
                     ms = time_sdpa(name, backend, qkv, causal, 7, max(args.warm, 3.0) if first else args.warm)
-                    first = False
                     if ms is None:
                         continue
+                    first = False
                     tf = report(d, n, causal, name, label, ms, flops)
                     rows.append(dict(d=d, len=n, causal=int(causal), backend=name, inputs=label, ms=ms, tflops=tf))
         del sets
