@@ -158,8 +158,9 @@ int main(int argc, char** argv) {
         std::snprintf(name, sizeof name, "a=%g", a);
         cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name});
       }
-      auto geometry = [&](SkipPolicy pol) {
-        pol.block_q = 64, pol.block_k = prefill_block_k(d), pol.order = VisitOrder::reverse;
+      // The bench's geometry; bk: the key tile (0: prefill_block_k(d)).
+      auto geometry = [&](SkipPolicy pol, int bk = 0) {
+        pol.block_q = 64, pol.block_k = bk ? bk : prefill_block_k(d), pol.order = VisitOrder::reverse;
         return pol;
       };
       // Tile sparsity of one launch (counters read back).
@@ -175,21 +176,18 @@ int main(int argc, char** argv) {
       };
       // The default kernel at scale factor a, with key tiles of bk (0: the default).
       auto sparsity_at = [&](double a, int bk) {
-        SkipPolicy pol = geometry(SkipPolicy::with_scale_factor(a));
-        if (bk) pol.block_k = bk;
+        const SkipPolicy pol = geometry(SkipPolicy::with_scale_factor(a), bk);
         return sparsity_of(pol, cuda::plan_prefill(p, len, pol));
       };
       if (one_d) {
-        SkipPolicy pol = geometry(one_a > 0   ? SkipPolicy::with_scale_factor(one_a)
-                                  : one_a < 0 ? SkipPolicy::with_threshold(-one_a)
-                                              : SkipPolicy{});
-        if (one_target > 0) {  // --target: the scale factor that reaches this sparsity with these tiles
+        if (one_target > 0)  // --target: the scale factor that reaches this sparsity with these tiles
           one_a = bench::scale_factor_for_sparsity(one_target, 1.0, double(len),
                                                    [&](double x) { return sparsity_at(x, one_bk); })
                       .first;
-          pol = geometry(SkipPolicy::with_scale_factor(one_a));
-        }
-        if (one_bk) pol.block_k = one_bk;
+        const SkipPolicy pol = geometry(one_a > 0   ? SkipPolicy::with_scale_factor(one_a)
+                                        : one_a < 0 ? SkipPolicy::with_threshold(-one_a)
+                                                    : SkipPolicy{},
+                                        one_bk);
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
         for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
         CK(cudaDeviceSynchronize());
@@ -238,12 +236,11 @@ int main(int argc, char** argv) {
         return den > 0 ? std::sqrt(num / den) : 0.0;
       };
       for (Case& cs : cases) {
-        SkipPolicy pol = geometry(cs.pol);
-        if (cs.block_k) pol.block_k = cs.block_k;
+        const SkipPolicy pol = geometry(cs.pol, cs.block_k);
         const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, cs.kernel);
         const double sparsity = sparsity_of(pol, plan);
-        if (ref_o.empty()) sample_o(ref_o);  // the default kernel, dense, comes first
         sample_o(case_o);
+        if (ref_o.empty()) ref_o = case_o;  // the default kernel, dense, comes first
         const double err = rel_err();
         bench::GpuState gs;
         // The first case of a shape follows the input generation, an idle spell: 0.5 s of replays did

@@ -33,6 +33,12 @@ using WgmmaTraitsFor =
     WgmmaPrefillTraits<T, D, BK, wgmma_geometry(D).nwg, wgmma_geometry(D).stages, wgmma_geometry(D).stages, PingPong>;
 // The wide key tile at head dim 128 (policy block_k 176).
 constexpr int kWideBlockK = 176;
+// Whether a kernel takes key tiles of bk at head dim d: mma_sync 128 only; the wgmma kernels
+// prefill_block_k(d), and at d 128 also the wide tile.
+bool takes_block_k(PrefillKernel kernel, int d, int bk) {
+  if (kernel == PrefillKernel::mma_sync) return bk == 128;
+  return bk == prefill_block_k(d) || (d == 128 && bk == kWideBlockK);
+}
 
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
@@ -42,8 +48,10 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
     set_smem_limit_once<prefill_wgmma_kernel<Tr>>(Tr::kSmemBytes);
     prefill_wgmma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v);
   };
+  if (!takes_block_k(plan.kernel, D, plan.block_k))
+    throw Error("internal: no prefill variant with " + std::to_string(plan.block_k) + "-key tiles at head dim " +
+                std::to_string(D));
   const bool wide = plan.block_k == kWideBlockK;
-  if (wide && D != 128) throw Error("internal: 176-key prefill tiles exist at head dim 128 only");
   auto wgmma_tiles = [&](auto pingpong) {  // the key tile: the plan's
     constexpr bool kPP = decltype(pingpong)::value;
     if constexpr (D == 128) {
@@ -94,8 +102,7 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
     return std::string("the CUDA prefill kernel (") + to_string(kernel) + ") supports head dims 64, 128" +
            (kernel == PrefillKernel::mma_sync ? "" : " and 256") + ", got " + std::to_string(d);
   const int bk = kernel == PrefillKernel::mma_sync ? 128 : prefill_block_k(d);
-  const bool wide_ok = kernel != PrefillKernel::mma_sync && d == 128 && pol.block_k == kWideBlockK;
-  if (pol.block_q != 64 || (pol.block_k != bk && !wide_ok))
+  if (pol.block_q != 64 || !takes_block_k(kernel, d, pol.block_k))
     return "the CUDA prefill kernel at head dim " + std::to_string(d) + " votes over 64 query rows and " +
            std::to_string(bk) + "-key tiles (block_q 64, block_k " + std::to_string(bk) +
            (kernel != PrefillKernel::mma_sync && d == 128 ? ", or 176 with the wgmma kernels" : "") + ")";
