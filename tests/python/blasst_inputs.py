@@ -33,6 +33,22 @@ def snap_lambda(lam, scale):
     return math.exp((math.floor(math.log(lam) / delta) + 0.5) * delta)
 
 
+def snap_scale_factor(a, lens, scale):
+    """The scale factor's counterpart of snap_lambda: each sequence has its own lambda = a / L, so
+    one shift of ln(a) moves every ln(lambda) alike. Shift it (by less than one grid step) so that
+    the grid points fall mid-way in the widest gap between the sequences' offsets from the grid:
+    every ln(lambda) then stays at least half that gap (>= 1 / (2 n) of a step for n lengths) away
+    from a tie, far above the float32 rounding of ln(lambda)."""
+    delta = scale / GRID ** 2
+    offs = sorted({(math.log(a / L) / delta) % 1.0 for L in lens if L > 0})
+    if not offs:
+        return a
+    n = len(offs)
+    gaps = [((offs[(i + 1) % n] - offs[i]) % 1.0) or 1.0 for i in range(n)]
+    i = max(range(n), key=gaps.__getitem__)
+    return a * math.exp(-(offs[i] + gaps[i] / 2) * delta)
+
+
 def _layout(d):
     """Split d channels: local pairs, sink, needle, noise."""
     n_loc = max(2, (d // 4) // 2 * 2)

@@ -496,14 +496,15 @@ def _pow2_scale(rng, dqk):
     return s, s
 
 
-def _policy(rng, scale, typical_len):
+def _policy(rng, scale, lens):
+    """A random policy; thresholds and scale factors snapped away from ties (blasst_inputs)."""
     u = rng.random()
     if u < 0.15:
         return "dense", 0.0
     lam0 = math.exp(rng.uniform(math.log(1e-3), math.log(0.5)))
     if u < 0.6:
         return "threshold", bi.snap_lambda(lam0, scale)
-    return "scale_factor", float(np.float32(lam0 * max(typical_len, 1)))
+    return "scale_factor", bi.snap_scale_factor(float(np.float32(lam0 * max(int(np.median(lens)), 1))), lens, scale)
 
 
 def _strengths(rng):
@@ -547,7 +548,7 @@ def test_prefill_random_config(cli, seed, rng, case):
     dtype = np.float16 if rng.random() < 0.25 else np.float32
     q, k, v, cq, ck = bi.varlen_prefill(rng, lens_q, lens_k, hq, hkv, dqk, dv, dtype=dtype,
                                         scale=scale, **_strengths(rng))
-    mode, value = _policy(rng, scale, int(np.median(lens_k)))
+    mode, value = _policy(rng, scale, lens_k)
     varlen = nb > 1 or rng.random() < 0.5
     print(f"prefill: lens_q {lens_q} lens_k {lens_k} hq {hq} hkv {hkv} d {dqk}/{dv} "
           f"BQ {bq} BK {bk} {order} causal {causal} {np.dtype(dtype).name} {mode} {value}")
@@ -584,7 +585,7 @@ def test_decode_random_config(cli, seed, rng, case):
                                         **_strengths(rng))
     if nq == 1 and rng.random() < 0.5:
         q = q[:, 0]
-    mode, value = _policy(rng, scale, int(np.median(lens)))
+    mode, value = _policy(rng, scale, lens)
     print(f"decode: lens {lens} T {nq} hq {hq} hkv {hkv} d {dqk}/{dv} page {ps} BK {bk} "
           f"splits {splits} max_seed {max_seed} {np.dtype(dtype).name} {mode} {value}")
     run_decode(cli, seed, q, kc, vc, bt, sl, mode=mode, value=value, block_k=bk, splits=splits,
