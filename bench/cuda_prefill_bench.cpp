@@ -7,11 +7,12 @@
 // that never skips (the cost of the vote alone: "vote-only"), with scale factors swept, and with
 // the scale factors that reach 50, 70 and 90 % tile sparsity on these inputs ("s=0.7": found by
 // bisection on log a with the kernel's own counters; a target the inputs cannot reach is
-// reported as missing; at head dim 128 also "s=0.7-bk176", the sweep of the 176-key tiles). rel_err
+// reported as missing; at head dim 128, whose default tile is 176 keys, also "s=0.7-bk128", the
+// sweep of the 128-key tiles). rel_err
 // is each case's relative L2 error of O against the default kernel's dense O (every 16th row), so
 // that cases of different key tiles compare at their accuracy as well as at their sparsity.
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 176] [--target S]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 128|176] [--target S]]
 // --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
 // a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
   double warm_s = 0.5;  // --warm: seconds of replays before each timing (steady clocks)
   int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
   std::string csv_path, dump_dir;
-  int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (176 at d 128)
+  int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (128 or 176 at d 128)
   double one_target = 0;  // --target S: --one at the scale factor that reaches tile sparsity S
   double one_a = 0;
   for (int i = 1; i < argc; ++i) {
@@ -142,16 +143,17 @@ int main(int argc, char** argv) {
         cuda::PrefillKernel kernel;
         SkipPolicy pol;
         std::string name;
-        int block_k = 0;  // 0: prefill_block_k(d); 176: the wide key tiles (d 128)
+        int block_k = 0;  // 0: prefill_block_k(d) (176 at d 128); 128: the other tile at d 128
       };
       std::vector<Case> cases;
       for (cuda::PrefillKernel k : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma,
                                     cuda::PrefillKernel::mma_sync})
-        if (k != cuda::PrefillKernel::mma_sync || (len <= 8192 && d != 256)) cases.push_back({k, SkipPolicy{}, "dense"});
+        if (k != cuda::PrefillKernel::mma_sync || (len <= 8192 && d != 256))  // mma_sync: 128-key tiles only
+          cases.push_back({k, SkipPolicy{}, "dense", k == cuda::PrefillKernel::mma_sync ? 128 : 0});
       cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-only"});
-      if (d == 128) {  // 176-key tiles (FA3's choice for non-causal d 128): dense and vote-only
-        cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy{}, "dense-bk176", 176});
-        cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-bk176", 176});
+      if (d == 128) {  // the 128-key tiles beside the default 176: dense and vote-only
+        cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy{}, "dense-bk128", 128});
+        cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-bk128", 128});
       }
       for (double a : factors) {
         char name[32];
@@ -202,7 +204,7 @@ int main(int argc, char** argv) {
         continue;
       }
       if (!quick)
-        for (int bk : {0, d == 128 ? 176 : -1}) {  // at head dim 128 also the 176-key tiles' own sweep
+        for (int bk : {0, d == 128 ? 128 : -1}) {  // at head dim 128 also the 128-key tiles' own sweep
           if (bk < 0) continue;
           for (double target : {0.5, 0.7, 0.9}) {
             // a = len is lambda = 1: dense

@@ -31,13 +31,14 @@ constexpr WgmmaGeometry wgmma_geometry(int d) {
 template <class T, int D, bool PingPong, int BK = prefill_block_k(D)>
 using WgmmaTraitsFor =
     WgmmaPrefillTraits<T, D, BK, wgmma_geometry(D).nwg, wgmma_geometry(D).stages, wgmma_geometry(D).stages, PingPong>;
-// The wide key tile at head dim 128 (policy block_k 176).
-constexpr int kWideBlockK = 176;
+// Head dim 128 takes 176-key tiles by default (prefill_block_k; FA3's non-causal tile) and 128 on
+// request (the mma_sync kernel's only tile).
+constexpr int kAltBlockK128 = 128;
 // Whether a kernel takes key tiles of bk at head dim d: mma_sync 128 only; the wgmma kernels
-// prefill_block_k(d), and at d 128 also the wide tile.
+// prefill_block_k(d), and at d 128 also 128.
 bool takes_block_k(PrefillKernel kernel, int d, int bk) {
   if (kernel == PrefillKernel::mma_sync) return bk == 128;
-  return bk == prefill_block_k(d) || (d == 128 && bk == kWideBlockK);
+  return bk == prefill_block_k(d) || (d == 128 && bk == kAltBlockK128);
 }
 
 template <class T, int D>
@@ -51,11 +52,10 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
   if (!takes_block_k(plan.kernel, D, plan.block_k))
     throw Error("internal: no prefill variant with " + std::to_string(plan.block_k) + "-key tiles at head dim " +
                 std::to_string(D));
-  const bool wide = plan.block_k == kWideBlockK;
   auto wgmma_tiles = [&](auto pingpong) {  // the key tile: the plan's
     constexpr bool kPP = decltype(pingpong)::value;
     if constexpr (D == 128) {
-      if (wide) return wgmma(WgmmaTraitsFor<T, D, kPP, kWideBlockK>{});
+      if (plan.block_k == kAltBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kAltBlockK128>{});
     }
     wgmma(WgmmaTraitsFor<T, D, kPP>{});
   };
@@ -103,9 +103,9 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
            (kernel == PrefillKernel::mma_sync ? "" : " and 256") + ", got " + std::to_string(d);
   const int bk = kernel == PrefillKernel::mma_sync ? 128 : prefill_block_k(d);
   if (pol.block_q != 64 || !takes_block_k(kernel, d, pol.block_k))
-    return "the CUDA prefill kernel at head dim " + std::to_string(d) + " votes over 64 query rows and " +
-           std::to_string(bk) + "-key tiles (block_q 64, block_k " + std::to_string(bk) +
-           (kernel != PrefillKernel::mma_sync && d == 128 ? ", or 176 with the wgmma kernels" : "") + ")";
+    return "the CUDA prefill kernel (" + std::string(to_string(kernel)) + ") at head dim " + std::to_string(d) +
+           " votes over 64 query rows and " + std::to_string(bk) + "-key tiles (block_q 64, block_k " +
+           std::to_string(bk) + (kernel != PrefillKernel::mma_sync && d == 128 ? ", or 128" : "") + ")";
   if (pol.splits > 1) return "the CUDA prefill kernel has no split-KV";
   if (pol.max_seed) return "max seeding is a split-KV option (decode)";
   if (p.total_k > 0x7fffffff || p.total_q > 0x7fffffff) return "more than 2^31 tokens";

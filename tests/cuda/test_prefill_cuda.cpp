@@ -185,6 +185,13 @@ SkipPolicy policy(double a, VisitOrder order, int head_dim = 128) {
   return p;
 }
 
+// The policy as a kernel takes it: the mma_sync kernel has 128-key tiles only (the default at head
+// dim 128 is 176), which changes nothing for dense runs and thresholds of 0.
+SkipPolicy for_kernel(SkipPolicy pol, cuda::PrefillKernel kernel) {
+  if (kernel == cuda::PrefillKernel::mma_sync) pol.block_k = 128;
+  return pol;
+}
+
 TEST(CudaPrefill, MatchesCpuEngineAcrossShapes) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
@@ -228,7 +235,7 @@ TEST(CudaPrefill, DenseMatchesFloat64) {
           if (kernel == cuda::PrefillKernel::mma_sync && d == 256) continue;
           SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " d " + std::to_string(d) + " " + to_string(dt) +
                        " causal " + std::to_string(causal) + " seed " + std::to_string(seed));
-          const Result g = run_gpu(x, causal, policy(0, VisitOrder::reverse, d), kernel);
+          const Result g = run_gpu(x, causal, for_kernel(policy(0, VisitOrder::reverse, d), kernel), kernel);
           double num = 0, den = 0;
           for (std::size_t i = 0; i < ref.size(); ++i)
             num += (g.o[i] - ref[i]) * (g.o[i] - ref[i]), den += ref[i] * ref[i];
@@ -245,15 +252,17 @@ TEST(CudaPrefill, ThresholdZeroIsBitIdenticalAndDeterministic) {
   zero.mode = SkipPolicy::Mode::threshold;
   for (cuda::PrefillKernel kernel : kKernels) {
     SCOPED_TRACE(cuda::to_string(kernel));
-    EXPECT_EQ(run_gpu(x, true, policy(0, VisitOrder::reverse), kernel).o_bits, run_gpu(x, true, zero, kernel).o_bits);
-    EXPECT_EQ(run_gpu(x, true, policy(8, VisitOrder::reverse), kernel).o_bits,
-              run_gpu(x, true, policy(8, VisitOrder::reverse), kernel).o_bits);
+    const SkipPolicy dense = for_kernel(policy(0, VisitOrder::reverse), kernel),
+                     skip = for_kernel(policy(8, VisitOrder::reverse), kernel);
+    EXPECT_EQ(run_gpu(x, true, dense, kernel).o_bits, run_gpu(x, true, for_kernel(zero, kernel), kernel).o_bits);
+    EXPECT_EQ(run_gpu(x, true, skip, kernel).o_bits, run_gpu(x, true, skip, kernel).o_bits);
   }
 }
 
-// The 176-key tiles at head dim 128 (policy block_k 176; the wgmma kernels only): decisions and
-// output against the CPU engine with the same geometry, and dense against float64.
-TEST(CudaPrefill, WideKeyTilesAtHeadDim128) {
+// 128-key tiles at head dim 128 (policy block_k 128, beside the default 176; every kernel, the
+// mma_sync one included): decisions and output against the CPU engine with the same geometry, and
+// dense against float64.
+TEST(CudaPrefill, KeyTilesOf128AtHeadDim128) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
   for (DType dt : {DType::bf16, DType::f16}) {
@@ -262,14 +271,14 @@ TEST(CudaPrefill, WideKeyTilesAtHeadDim128) {
     for (bool causal : {true, false})
       for (double a : {0.0, 8.0}) {
         SkipPolicy pol = policy(a, causal ? VisitOrder::reverse : VisitOrder::sink_first);
-        pol.block_k = 176;
+        pol.block_k = 128;
         check(x, causal, pol, seed);
       }
     for (bool causal : {true, false}) {
       const std::vector<double> ref = reference_dense(x, causal);
       SkipPolicy pol = policy(0, VisitOrder::reverse);
-      pol.block_k = 176;
-      for (cuda::PrefillKernel kernel : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma}) {
+      pol.block_k = 128;
+      for (cuda::PrefillKernel kernel : kKernels) {
         SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " " + to_string(dt) + " causal " + std::to_string(causal) +
                      " seed " + std::to_string(seed));
         const Result g = run_gpu(x, causal, pol, kernel);
@@ -285,26 +294,30 @@ TEST(CudaPrefill, WideKeyTilesAtHeadDim128) {
 TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   const Packed x = make_packed(1, {{10, 10}}, 4, 2, 64, DType::bf16);
   PrefillProblem p = x.problem(nullptr, nullptr, nullptr, nullptr, nullptr, true);
-  EXPECT_EQ(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
-  SkipPolicy pol = policy(0, VisitOrder::reverse);
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 64)), "");
+  SkipPolicy pol = policy(0, VisitOrder::reverse, 64);
   pol.block_q = 32;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, pol), "");
   p.dtype = DType::f32;
-  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 64)), "");
   p.dtype = DType::bf16;
   p.head_dim_qk = p.head_dim_v = 256;  // 64-key tiles there
   EXPECT_EQ(prefill_block_k(256), 64);
-  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse)), "");
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 64)), "");
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256)), "");
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256), cuda::PrefillKernel::mma_sync), "");
   p.head_dim_qk = p.head_dim_v = 96;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 96)), "");
-  SkipPolicy wide = policy(0, VisitOrder::reverse);  // 176-key tiles: head dim 128, wgmma kernels
-  wide.block_k = 176;
+  SkipPolicy wide = policy(0, VisitOrder::reverse);  // head dim 128: 176-key tiles by default
+  EXPECT_EQ(prefill_block_k(128), 176);
+  EXPECT_EQ(wide.block_k, 176);
   p.head_dim_qk = p.head_dim_v = 128;
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::wgmma), "");
   EXPECT_NE(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::mma_sync), "");
+  wide.block_k = 128;  // and 128 on request, with every kernel
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::mma_sync), "");
   wide.block_k = 160;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, wide), "");
   p.head_dim_qk = p.head_dim_v = 64;

@@ -26,9 +26,9 @@ class Settings:
     prefill_scale_factor: Optional[float] = None
     decode_scale_factor: Optional[float] = None
     block_q: int = 64
-    block_k: Optional[int] = None  # None: 128, or 64 for prefill at head dim 256 (blasst.prefill_block_k)
-    # Prefill only, over block_k (None: block_k's): e.g. 176 at head dim 128, the CUDA kernel's wide
-    # key tiles (3-4 % faster dense; docs/PREFILL.md), which decode (128-key tiles) does not take.
+    # None: decode 128; prefill blasst.prefill_block_k(head dim) (176 at head dim 128, 64 at 256).
+    block_k: Optional[int] = None
+    # Prefill only, over block_k (None: block_k's).
     prefill_block_k: Optional[int] = None
     order: str = "reverse"
     max_seed: bool = True
