@@ -12,7 +12,7 @@
 // is each case's relative L2 error of O against the default kernel's dense O (every 16th row), so
 // that cases of different key tiles compare at their accuracy as well as at their sparsity.
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 128|176] [--target S]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 128|176] [--target S] [--kernel K]]
 // --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
 // a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
@@ -21,10 +21,11 @@
 // from which `sdpa_prefill_peer.py --inputs DIR` times the peers on the same inputs (their speed
 // depends on the data: at the H200's power limit cuDNN ran 3-6 % faster on these than on randn).
 // --one: A > 0 is a scale factor, A < 0 the explicit threshold -A (e.g. -1e-30: vote-only); --target S
-// instead bisects for the scale factor that reaches tile sparsity S with --one's key tiles.
+// instead bisects for the scale factor that reaches tile sparsity S with --one's key tiles and kernel;
+// --kernel K (wgmma-pingpong, the default, wgmma or mma-sync) picks --one's kernel.
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
-// default kernel: a few plain launches for a profiler (ncu), no timing loop; with --time also its
+// default kernel (or --kernel's): a few plain launches for a profiler (ncu), no timing loop; with --time also its
 // median time and tile sparsity.
 #include <cuda_runtime.h>
 
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
   int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (128 or 176 at d 128)
   double one_target = 0;  // --target S: --one at the scale factor that reaches tile sparsity S
   double one_a = 0;
+  cuda::PrefillKernel one_kernel = cuda::PrefillKernel::wgmma_pingpong;  // --kernel: --one's kernel
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--time")) one_time = true;
@@ -88,7 +90,17 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--block-k") && i + 1 < argc) one_bk = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--target") && i + 1 < argc) one_target = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) one_reps = std::max(1, std::atoi(argv[++i]));
-    else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--kernel") && i + 1 < argc) {
+      const std::string k = argv[++i];
+      bool found = false;
+      for (cuda::PrefillKernel c :
+           {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma, cuda::PrefillKernel::mma_sync})
+        if (k == cuda::to_string(c)) one_kernel = c, found = true;
+      if (!found) {
+        std::fprintf(stderr, "--kernel takes wgmma-pingpong, wgmma or mma-sync, got %s\n", k.c_str());
+        return 2;
+      }
+    } else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--dump") && i + 1 < argc) dump_dir = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%lf", &one_d, &one_len, &one_causal, &one_a) < 3) {
@@ -177,20 +189,20 @@ int main(int argc, char** argv) {
         return vis > 0 ? skp / vis : 0.0;
       };
       // The default kernel at scale factor a, with key tiles of bk (0: the default).
-      auto sparsity_at = [&](double a, int bk) {
+      auto sparsity_at = [&](double a, int bk, cuda::PrefillKernel kernel = cuda::PrefillKernel::wgmma_pingpong) {
         const SkipPolicy pol = geometry(SkipPolicy::with_scale_factor(a), bk);
-        return sparsity_of(pol, cuda::plan_prefill(p, len, pol));
+        return sparsity_of(pol, cuda::plan_prefill(p, len, pol, kernel));
       };
       if (one_d) {
         if (one_target > 0)  // --target: the scale factor that reaches this sparsity with these tiles
           one_a = bench::scale_factor_for_sparsity(one_target, 1.0, double(len),
-                                                   [&](double x) { return sparsity_at(x, one_bk); })
+                                                   [&](double x) { return sparsity_at(x, one_bk, one_kernel); })
                       .first;
         const SkipPolicy pol = geometry(one_a > 0   ? SkipPolicy::with_scale_factor(one_a)
                                         : one_a < 0 ? SkipPolicy::with_threshold(-one_a)
                                                     : SkipPolicy{},
                                         one_bk);
-        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol);
+        const cuda::PrefillPlan plan = cuda::plan_prefill(p, len, pol, one_kernel);
         for (int it = 0; it < 4; ++it) cuda::prefill(p, pol, plan, out, nullptr);
         CK(cudaDeviceSynchronize());
         std::printf("ran d %d, len %d, causal %d, a %g: 4 launches\n", d, len, int(causal), one_a);
@@ -198,8 +210,9 @@ int main(int argc, char** argv) {
           const double sparsity = sparsity_of(pol, plan);
           bench::GpuState gs;
           const double ms = time_prefill(p, pol, plan, out, one_reps, std::min(inner, 20), warm_s, &gs);
-          std::printf("d %d len %d causal %d a %g: sparsity %.3f, %.3f ms, %.1f TFLOP/s, %.0f MHz, %.0f W\n", d, len,
-                      int(causal), one_a, sparsity, ms, flops / (ms * 1e-3) / 1e12, gs.sm_mhz, gs.power_w);
+          std::printf("d %d len %d causal %d a %g %s: sparsity %.3f, %.3f ms, %.1f TFLOP/s, %.0f MHz, %.0f W\n", d,
+                      len, int(causal), one_a, cuda::to_string(one_kernel), sparsity, ms,
+                      flops / (ms * 1e-3) / 1e12, gs.sm_mhz, gs.power_w);
         }
         continue;
       }
