@@ -19,11 +19,19 @@ int warps_m_for(int rows) {
   return 0;
 }
 
-// Rows one CTA holds (8 row warps; 2 at head dim 256, where a warp's O takes 128 registers), and
-// the most CTAs a vote group may span (a portable cluster).
-constexpr int max_cta_rows(int d) { return d == 256 ? 32 : 128; }
+// The most CTAs a vote group may span (a portable cluster), and the rows one CTA holds: 4 row
+// warps (64 rows), 2 at head dim 256 (32), where a warp's O takes 128 registers. Only groups too
+// large for 8 such CTAs (513-1024 rows at head dims 64 / 128) take CTAs of 8 row warps (128
+// rows): with the producer those are nine warps, three on one SM sub-partition, which caps a
+// thread at 168 registers, and that variant spills 450-600 bytes a thread.
 constexpr int kMaxChunks = 8;
-int chunks_for(int rows, int d) { return std::max(1, (rows + max_cta_rows(d) - 1) / max_cta_rows(d)); }
+constexpr int cta_rows(int d) { return d == 256 ? 32 : 64; }
+constexpr int max_cta_rows(int d) { return d == 256 ? 32 : 128; }
+int cta_rows_for(int rows, int d) { return rows <= kMaxChunks * cta_rows(d) ? cta_rows(d) : max_cta_rows(d); }
+int chunks_for(int rows, int d) {
+  const int per = cta_rows_for(rows, d);
+  return std::max(1, (rows + per - 1) / per);
+}
 
 // Consumer warps: row warps x key warps 1x4, 2x2, 4x1, 8x1 (one more warp produces; four consumer
 // warps keep the register cap at 255). K and V stages fill shared memory: the K ring sets how far
@@ -47,10 +55,16 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
             cudaStream_t stream) {
   using Tr = TraitsFor<T, D, WM>;
   const dim3 grid(plan.splits * plan.chunks, plan.num_heads_kv, plan.batch);
+  // 8 row warps only in clusters (groups of more than 8 x 64 rows, cta_rows_for).
+  constexpr bool kClusterOnly = WM * 16 > cta_rows(D);
   if (plan.chunks == 1) {
-    set_smem_limit_once<decode_splitkv_kernel<Tr, false>>(Tr::kSmemBytes);
-    decode_splitkv_kernel<Tr, false><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
-  } else if constexpr (WM == max_cta_rows(D) / 16) {  // the CTAs of one vote group form a cluster along x
+    if constexpr (!kClusterOnly) {
+      set_smem_limit_once<decode_splitkv_kernel<Tr, false>>(Tr::kSmemBytes);
+      decode_splitkv_kernel<Tr, false><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
+    } else {
+      throw Error("internal: one decode CTA with " + std::to_string(WM) + " row warps");
+    }
+  } else if constexpr (WM * 16 == cta_rows(D) || kClusterOnly) {  // the CTAs of one vote group form a cluster along x
     set_smem_limit_once<decode_splitkv_kernel<Tr, true>>(Tr::kSmemBytes);
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = grid, cfg.blockDim = dim3(Tr::kThreads), cfg.dynamicSmemBytes = Tr::kSmemBytes, cfg.stream = stream;
@@ -60,7 +74,7 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
     cfg.attrs = &attr, cfg.numAttrs = 1;
     BLASST_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_splitkv_kernel<Tr, true>, params, tmk, tmv));
   } else {
-    // chunks > 1 means more rows than one CTA holds, so every CTA but the last is full.
+    // chunks > 1: the group spans CTAs, whose rows take the cluster variant's row warps (cta_rows_for).
     throw Error("internal: a cluster of decode CTAs with " + std::to_string(WM) + " row warps");
   }
   BLASST_CUDA_CHECK(cudaGetLastError());

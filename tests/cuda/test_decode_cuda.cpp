@@ -208,10 +208,11 @@ TEST(CudaDecode, LargeVoteGroupsSpanAClusterOfCtas) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
   struct Shape { int hq, hkv, q_tokens, d; };
-  // Rows (CTAs x rows each): 256 (2 x 128, MQA and GQA), 160 at d 64 (2 x 80), 129 (65 + 64),
-  // at d 256 40 (2 x 20), 64 (2 x 32) and 256 (8 x 32), 384 at d 64 (a cluster of 3).
+  // Rows (CTAs x rows each): 256 (4 x 64, MQA and GQA), 160 at d 64 (3 x 54), 129 (3 x 43),
+  // at d 256 40 (2 x 20), 64 (2 x 32) and 256 (8 x 32), 384 at d 64 (6 x 64), and 768 (6 x 128:
+  // more than 8 CTAs of 64 rows, so CTAs of 8 row warps).
   const Shape shapes[] = {{32, 1, 8, 128}, {64, 2, 8, 128}, {20, 1, 8, 64}, {129, 1, 1, 128}, {8, 1, 5, 256},
-                          {16, 2, 8, 256}, {32, 1, 8, 256}, {96, 1, 4, 64}};
+                          {16, 2, 8, 256}, {32, 1, 8, 256}, {96, 1, 4, 64}, {96, 1, 8, 128}};
   for (const Shape& s : shapes) {
     const DType dt = (s.hq + s.d) % 2 ? DType::f16 : DType::bf16;
     const PagedBatch x = make_paged(seed ^ (s.hq * 977 + s.q_tokens * 31 + s.d), {1500, 0, 17, 3000}, s.q_tokens,
@@ -387,9 +388,9 @@ TEST(CudaDecode, UnsupportedCombinationsSaySo) {
   p.head_dim_qk = p.head_dim_v = 96;
   EXPECT_NE(cuda::decode_unsupported_reason(p, pol), "");
   p.head_dim_qk = p.head_dim_v = 128;
-  p.num_heads_q = 64, p.q_tokens = 4;  // 128 rows: one CTA
+  p.num_heads_q = 64, p.q_tokens = 4;  // 128 rows: a cluster of 2
   EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
-  p.q_tokens = 8;  // 256 rows: a cluster of 2
+  p.q_tokens = 8;  // 256 rows: a cluster of 4
   EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
   p.num_heads_q = 128, p.num_heads_kv = 1, p.q_tokens = 8;  // 1024 rows: a cluster of 8
   EXPECT_EQ(cuda::decode_unsupported_reason(p, pol), "");
