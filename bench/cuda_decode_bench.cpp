@@ -6,9 +6,12 @@
 // (each head's page contiguous, as FlashInfer's HND).
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
-//                            [--one HQ,HKV,BATCH,LEN]
+//                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
+// --one runs one shape dense and at a = 64 (max seeding on); --splits N fixes the split count of
+// both (default 0: the planner's); --target S instead runs the skip at the scale factor that
+// reaches tile sparsity S with those splits (bisection, as the full run's "s=" rows).
 //
 // Each shape runs dense, a scale-factor sweep with max seeding, and (full run) the scale factors
 // that reach 50, 70 and 90 % tile sparsity ("s=0.7" rows, found by bisection).
@@ -172,10 +175,14 @@ double sparsity_of(Setup& st, const SkipPolicy& pol) { return time_policy(st, po
 int main(int argc, char** argv) {
   bool quick = false;
   std::string csv_path, one;  // --one HQ,HKV,BATCH,LEN: that shape alone (for profiling)
+  int one_splits = 0;         // --splits: --one's split count (0: the planner's)
+  double one_target = 0;      // --target: --one's skip at this tile sparsity
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) one = argv[++i];
+    else if (!std::strcmp(argv[i], "--splits") && i + 1 < argc) one_splits = std::max(0, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--target") && i + 1 < argc) one_target = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) g_hnd = !std::strcmp(argv[++i], "hnd");
     else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) g_page = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--ordered")) g_shuffle = false;
@@ -184,6 +191,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
     }
+  }
+  if (one.empty() && (one_splits > 0 || one_target > 0)) {
+    std::fprintf(stderr, "--splits and --target go with --one\n");
+    return 2;
   }
   char setup[96];
   std::snprintf(setup, sizeof setup, ", cache layout %s, page size %d, pages %s", g_hnd ? "hnd" : "nhd", g_page,
@@ -217,7 +228,7 @@ int main(int argc, char** argv) {
     }
     SkipPolicy dense;
     dense.order = VisitOrder::forward;
-    dense.splits = 0;
+    dense.splits = one_splits;
     const int inner = std::max(1, static_cast<int>(2e9 / double(st.bytes)));
     const Result d = time_policy(st, dense, quick ? 5 : 11, std::min(inner, 50));
     auto report = [&](const char* name, double value, const Result& r) {
@@ -229,10 +240,21 @@ int main(int argc, char** argv) {
                      r.splits, r.ms, tbps, r.sparsity, d.ms / r.ms, r.gpu.sm_mhz, r.gpu.power_w);
     };
     report("dense", 0, d);
+    if (!one.empty() && one_target > 0) {  // --target: the scale factor for that sparsity
+      auto skip_at = [&](double a) {
+        SkipPolicy pol = SkipPolicy::with_scale_factor(a);
+        pol.order = VisitOrder::forward, pol.splits = one_splits, pol.max_seed = true;
+        return pol;
+      };
+      const double a = bench::scale_factor_for_sparsity(one_target, 1e-3, double(s.len), [&](double x) {
+                         return sparsity_of(st, skip_at(x));
+                       }).first;
+      factors = {a};
+    }
     for (double a : factors) {
       SkipPolicy pol = SkipPolicy::with_scale_factor(a);
       pol.order = VisitOrder::forward;
-      pol.splits = 0;
+      pol.splits = one_splits;
       pol.max_seed = true;
       char name[32];
       std::snprintf(name, sizeof name, "a=%g+s", a);
