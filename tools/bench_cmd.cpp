@@ -29,7 +29,7 @@ const std::vector<Flag> kBenchFlags = {
     {"non-causal", nullptr, "prefill without the causal mask"},
     {"scale-factors", "A,B,..", "scale factors to sweep (default 4,16,64,256); dense always runs"},
     {"block-q", "BQ", "prefill vote rows (default 64)"},
-    {"block-k", "BK", "key tile (default 128)"},
+    {"block-k", "BK", "key tile (default: prefill the CUDA kernel's tile for the head dim, 176 at 128, 64 at 256, else 128; decode 128)"},
     {"order", "ORDER", "prefill visit order (default reverse)"},
     {"splits", "N", "decode splits (default 1)"},
     {"page-size", "P", "decode page size (default 64)"},
@@ -100,7 +100,7 @@ int cmd_bench(int argc, char** argv) {
 
   SkipPolicy base;
   base.block_q = positive(a, "block-q", 64);
-  base.block_k = positive(a, "block-k", 128);
+  base.block_k = positive(a, "block-k", phase == "decode" ? 128 : prefill_block_k(d));
   base.order = parse_visit_order(a.get("order", phase == "decode" ? "forward" : "reverse"));
   base.splits = positive(a, "splits", 1);
   validate(base);

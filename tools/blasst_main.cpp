@@ -28,7 +28,7 @@ const char* kTopUsage =
 const std::vector<Flag> kPolicyFlags = {
     {"threshold", "LAMBDA", "skip threshold lambda for every sequence (0: dense)"},
     {"scale-factor", "A", "scale factor: lambda = A / Sk per sequence (0: dense)"},
-    {"block-k", "BK", "key tile size (default 128)"},
+    {"block-k", "BK", "key tile size (default: attention the CUDA prefill kernel's tile for d_qk, 176 at 128, 64 at 256, else 128; decode 128)"},
     {"softmax-scale", "S", "softmax scale (default 1/sqrt(d_qk))"},
     {"lse", "LSE.npy", "write the log-sum-exp (float32, natural log)"},
     {"stats", "STATS.json", "write skip statistics as JSON"},
@@ -192,6 +192,9 @@ int cmd_attention(int argc, char** argv) {
   p.num_heads_kv = as_int("Hkv", k.shape[1]);
   p.head_dim_qk = as_int("d_qk", q.shape[2]);
   p.head_dim_v = as_int("d_v", v.shape[2]);
+  // Without --block-k, the tile the CUDA prefill kernel takes at this head dim, so that a run here
+  // makes the decisions the GPU makes by default.
+  if (!a.has("block-k")) pol.block_k = prefill_block_k(p.head_dim_qk);
   p.causal = a.has("causal");
   p.softmax_scale = softmax_scale_from(a);
   p.dtype = dt;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -30,7 +31,7 @@ const std::vector<Flag> kCalibrateFlags = {
     {"causal", nullptr, "prefill samples are causal (generated ones always are)"},
     {"softmax-scale", "S", "softmax scale (default 1/sqrt(d_qk))"},
     {"block-q", "BQ", "prefill vote rows (default 64)"},
-    {"block-k", "BK", "key tile (default 128)"},
+    {"block-k", "BK", "key tile (default: prefill the CUDA kernel's tile for the samples' head dim, 176 at 128, 64 at 256, else 128; decode 128)"},
     {"order", "ORDER", "prefill visit order (default reverse)"},
     {"splits", "N", "decode splits (default 1)"},
     {"max-seed", nullptr, "decode max seeding"},
@@ -47,8 +48,10 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-CalibrationSweep sweep_prefill_dir(const std::string& dir, bool causal, float scale, const SkipPolicy& g,
-                                   const std::vector<double>& lambdas) {
+// tile_for(d, name): the key tile for samples of head dim d (the geometry's, or one by head dim).
+CalibrationSweep sweep_prefill_dir(const std::string& dir, bool causal, float scale, SkipPolicy g,
+                                   const std::vector<double>& lambdas,
+                                   const std::function<int(int, const std::string&)>& tile_for) {
   const npy::Array q = load_tensor("samples", dir + "/q.npy", 3), k = load_tensor("samples", dir + "/k.npy", 3);
   PrefillProblem p;
   p.dtype = float_dtype("samples", q);
@@ -58,6 +61,7 @@ CalibrationSweep sweep_prefill_dir(const std::string& dir, bool causal, float sc
   p.num_heads_q = as_int("Hq", q.shape[1]), p.num_heads_kv = as_int("Hkv", k.shape[1]);
   p.head_dim_qk = p.head_dim_v = as_int("d", q.shape[2]);
   p.causal = causal, p.softmax_scale = scale;
+  g.block_k = tile_for(p.head_dim_qk, dir);
   p.q = q.bytes.data(), p.k = k.bytes.data(), p.v = k.bytes.data();  // V plays no part in the vote
   p.set_contiguous_strides();
   npy::Array cq, ck;
@@ -148,6 +152,9 @@ int cmd_calibrate(int argc, char** argv) {
   SkipPolicy g;
   g.block_q = static_cast<int>(a.get_int("block-q", 64));
   g.block_k = static_cast<int>(a.get_int("block-k", 128));
+  // Prefill without --block-k: the CUDA kernel's tile for the samples' head dim (below), so that
+  // the fit holds for the GPU's default geometry.
+  const bool bk_by_dim = !decode && !a.has("block-k");
   g.order = decode ? VisitOrder::forward : parse_visit_order(a.get("order", "reverse"));
   g.splits = static_cast<int>(a.get_int("splits", 1));
   g.max_seed = a.has("max-seed");
@@ -163,15 +170,26 @@ int cmd_calibrate(int argc, char** argv) {
 
   std::vector<std::string> names;
   std::vector<CalibrationSweep> sweeps;
+  // With bk_by_dim, every sample must have the head dim of the first.
+  int dim_seen = 0;
+  const std::function<int(int, const std::string&)> tile_for = [&](int d, const std::string& name) {
+    if (!bk_by_dim) return g.block_k;
+    if (dim_seen && d != dim_seen)
+      throw Error(name + ": head dim " + std::to_string(d) + " differs from the other samples' " +
+                  std::to_string(dim_seen) + " (give --block-k to calibrate them together)");
+    dim_seen = d;
+    return g.block_k = prefill_block_k(d);
+  };
   if (a.has("samples")) {
     for (const std::string& dir : split_list(a.get("samples", ""))) {
       names.push_back(dir);
       sweeps.push_back(decode ? sweep_decode_dir(dir, static_cast<float>(scale), g, lambdas)
-                              : sweep_prefill_dir(dir, a.has("causal"), static_cast<float>(scale), g, lambdas));
+                              : sweep_prefill_dir(dir, a.has("causal"), static_cast<float>(scale), g, lambdas, tile_for));
     }
   } else {
     const int hq = static_cast<int>(a.get_int("heads-q", 32)), hkv = static_cast<int>(a.get_int("heads-kv", 8));
     const int d = static_cast<int>(a.get_int("head-dim", 128));
+    tile_for(d, "--head-dim");
     std::uint64_t seed = 1;
     for (const std::string& len : split_list(a.get("synthetic", ""))) {
       char* end = nullptr;

@@ -7,7 +7,9 @@ Q/K, and the fit a(s) = alpha * exp(beta * s), in the JSON layout of `blasst cal
 
 Prefill samples are (q, k) or (q, k, cu_seqlens_q, cu_seqlens_k) with q [total_q, Hq, d],
 k [total_k, Hkv, d]; decode samples are (q, k_cache, block_table, seq_lens) as for blasst.decode.
-Arrays are numpy (or CPU torch tensors); V plays no part in the vote.
+Arrays are numpy (or CPU torch tensors); V plays no part in the vote. ``block_k=None`` takes the
+key tile the CUDA kernel uses by default (prefill: ``blasst.prefill_block_k(head dim)``, 176 at
+head dim 128; decode: 128), so that the fit holds for the GPU's default geometry.
 """
 import datetime
 import json
@@ -15,9 +17,18 @@ import json
 from . import _C
 
 
-def sweep(phase, sample, *, causal=True, softmax_scale=None, block_q=64, block_k=128, order="reverse", splits=1,
+def default_block_k(phase, sample):
+    """The key tile a calibration with ``block_k=None`` uses for this sample (see the module's doc)."""
+    if phase == "prefill":
+        return int(_C.prefill_block_k(int(sample[0].shape[-1])))
+    return 128
+
+
+def sweep(phase, sample, *, causal=True, softmax_scale=None, block_q=64, block_k=None, order="reverse", splits=1,
           max_seed=False, lambdas=None):
     """Points (kv_len, lambda, scale_factor, sparsity) of one sample, one per sequence and lambda."""
+    if phase in ("prefill", "decode") and block_k is None:
+        block_k = default_block_k(phase, sample)
     lambdas = list(lambdas) if lambdas is not None else _C.default_lambdas(20)
     scale = float(softmax_scale or 0.0)
     if phase == "prefill":
@@ -44,9 +55,15 @@ def sweep(phase, sample, *, causal=True, softmax_scale=None, block_q=64, block_k
     return points
 
 
-def fit(phase, samples, *, model="", causal=True, softmax_scale=None, block_q=64, block_k=128, order="reverse",
+def fit(phase, samples, *, model="", causal=True, softmax_scale=None, block_q=64, block_k=None, order="reverse",
         splits=1, max_seed=False, lambdas=None):
     """Sweep every sample and fit a(s); returns {phase: {...}} as `blasst calibrate` writes it."""
+    if block_k is None and phase in ("prefill", "decode") and samples:
+        tiles = {default_block_k(phase, s) for s in samples}
+        if len(tiles) > 1:
+            raise ValueError(f"the samples' head dims take different default key tiles {sorted(tiles)}; "
+                             "pass block_k to calibrate them together")
+        block_k = tiles.pop()
     curve = []
     for sample in samples:
         curve += sweep(phase, sample, causal=causal, softmax_scale=softmax_scale, block_q=block_q, block_k=block_k,

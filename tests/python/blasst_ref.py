@@ -151,6 +151,11 @@ def _as64(x):
     return x.astype(np.float64)
 
 
+def prefill_block_k(head_dim):
+    """The CLI's prefill key tile without --block-k: the CUDA kernel's default at this head dim."""
+    return 176 if head_dim == 128 else 64 if head_dim == 256 else 128
+
+
 def prefill(q, k, v, cu_q=None, cu_k=None, causal=False, scale=None, mode="dense", value=0.0,
             block_q=64, block_k=128, order="reverse"):
     """Varlen prefill. q [total_q, Hq, d_qk], k [total_k, Hkv, d_qk], v [total_k, Hkv, d_v]."""

@@ -204,7 +204,7 @@ def run_prefill(cli, seed, q, k, v, cu_q=None, cu_k=None, *, causal, mode="dense
         flags += ["--softmax-scale", repr(float(scale))]
     outputs = ("out", "lse", "stats", "skip-mask") + (("dropped-mass",) if dropped else ())
     res = cli.invoke("attention", inputs, flags, outputs)
-    bq, bk, od = block_q or 64, block_k or 128, order or "reverse"
+    bq, bk, od = block_q or 64, block_k or ref.prefill_block_k(q.shape[-1]), order or "reverse"
     r = ref.prefill(q, k, v, cu_q, cu_k, causal, scale, mode, value, bq, bk, od)
     r["seq_of_row"] = _seq_of_row(cu_q if cu_q is not None else [0, q.shape[0]])
     check(res, r, seed, phase="prefill", mode=mode, value=value,
@@ -248,6 +248,16 @@ def test_prefill_dense_defaults(cli, seed, rng):
     q, k, v = bi.random_qkv(rng, sq, sk, 3, 3, 64, 64)
     run_prefill(cli, seed, q.astype(np.float32), k.astype(np.float32), v.astype(np.float32),
                 causal=False)
+
+
+@pytest.mark.parametrize("d", [128, 256])
+def test_prefill_default_tile_follows_head_dim(cli, seed, rng, d):
+    """Without --block-k the key tile is the CUDA prefill kernel's default at the head dim (176 at
+    128, 64 at 256: blasst_ref.prefill_block_k), with a threshold so that tiles are skipped."""
+    n = int(rng.integers(500, 800))
+    q, k, v, _, _ = bi.varlen_prefill(rng, [n], [n], 2, 1, d, d)
+    res, _ = run_prefill(cli, seed, q, k, v, causal=True, mode="threshold", value=bi.snap_lambda(0.1, 1 / math.sqrt(d)))
+    assert res.stats["geometry"]["block_k"] == ref.prefill_block_k(d) == {128: 176, 256: 64}[d]
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -264,3 +264,22 @@ def test_calibration_fit_and_runtime_lookup(rng, tmp_path):
     blasst.calibrate.save(cal, str(path))
     s = (fit["s_min"] + fit["s_max"]) / 2
     assert blasst.scale_factor_for(str(path), "prefill", s) == pytest.approx(fit["alpha"] * np.exp(fit["beta"] * s))
+
+
+def test_calibration_default_tile_is_the_gpu_default(rng):
+    """block_k=None calibrates with the CUDA kernel's default tile: prefill by head dim (176 at 128,
+    64 at 256, 128 otherwise), decode 128; a prefill sweep with it equals one with that tile given."""
+    lambdas = [1e-3, 1e-2, 0.1]
+    samples = {}
+    for d in (64, 128, 256):
+        q, k, _, cu_q, cu_k = inputs.varlen_prefill(rng, [500], [500], 2, 1, d, d)
+        samples[d] = (q, k, cu_q, cu_k)
+        tile = blasst.prefill_block_k(d)
+        assert tile == {64: 128, 128: 176, 256: 64}[d]
+        assert blasst.calibrate.default_block_k("prefill", samples[d]) == tile
+        assert (blasst.calibrate.sweep("prefill", samples[d], lambdas=lambdas)
+                == blasst.calibrate.sweep("prefill", samples[d], block_k=tile, lambdas=lambdas))
+    qd, kc, _, bt, sl = inputs.paged_decode(rng, [400], 1, 8, 2, 128, 128, 16)
+    assert blasst.calibrate.default_block_k("decode", (qd, kc, bt, sl)) == 128
+    with pytest.raises(ValueError, match="head dims"):
+        blasst.calibrate.fit("prefill", [samples[64], samples[128]], lambdas=lambdas)
