@@ -19,7 +19,8 @@
 // tile at once, and the warps never meet per tile: each key slice keeps its own running max and
 // the slices merge by their maxima at the end (as splits do).
 //
-// A vote group with more rows than one CTA holds (more than 128; 32 at head dim 256) runs on a
+// A vote group with more rows than one CTA holds (more than 64, or 32 at head dim 256; CTAs of
+// 128 rows only for groups of more than 8 x 64: src/cuda/decode.cu, cta_rows_for) runs on a
 // thread block cluster: CTA r of the cluster holds rows [r * chunk_rows, (r + 1) * chunk_rows) and
 // walks the same tiles. Per tile each CTA votes on its rows, its first consumer thread stores the
 // result into every CTA's vote slot and arrives on that CTA's vote mbarrier (release, cluster
