@@ -6,9 +6,10 @@
 # scripts/devbuild.sh); if they do not run there, everything is built on the device, with
 # GoogleTest from .deps/googletest when the device has none.
 #
-#   scripts/gpu-check.sh [tests] [sanitize] [sass] [bench] [bench-quick] [profile] [peers] [peers-quick] [python]
-#                        [prefill-bench] [prefill-bench-quick] [prefill-profile]
-# (no argument: all of tests sanitize sass bench peers python)
+#   scripts/gpu-check.sh [tests] [sanitize | memcheck | racecheck] [sass] [bench] [bench-quick] [profile] [peers]
+#                        [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile]
+# (no argument: all of tests sanitize sass bench peers python). sanitize is memcheck and racecheck
+# (together ~7 min on the H200: one device call may not hold them beside other steps).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/blasst-out}
@@ -50,14 +51,17 @@ if want tests; then
   [ $rc -eq 0 ] || { status=1; echo "CUDA tests failed (exit $rc; 124: timed out)"; }
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ splits|tests? ran|Failure|Expected|Which is|of [0-9]+ tiles|seed " "$OUT/cuda_tests.log" | head -60
 fi
-if want sanitize; then
+if want sanitize || want memcheck || want racecheck; then
   echo "== compute-sanitizer"
-  for tool in memcheck racecheck; do
+  tools=()
+  { want sanitize || want memcheck; } && tools+=(memcheck)
+  { want sanitize || want racecheck; } && tools+=(racecheck)
+  for tool in "${tools[@]}"; do
     compute-sanitizer --tool "$tool" --error-exitcode 9 "$B/tests/blasst_cuda_tests" \
       --gtest_filter='CudaDecode.ThresholdZero*:CudaDecode.ReplayedMask*:CudaDecode.PageSizes*:CudaDecode.LargeVoteGroups*:CudaPrefill.ThresholdZero*:CudaPrefill.DenseMatchesFloat64:CudaPrefill.KeyTilesOf128AtHeadDim128' \
       > "$OUT/sanitizer_$tool.log" 2>&1
-    echo "$tool: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer_$tool.log") clean summaries)"
-    grep -m3 -E "ERROR SUMMARY|Invalid|Race|hazard" "$OUT/sanitizer_$tool.log"
+    echo "$tool: exit $? ($(grep -c -E 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards' "$OUT/sanitizer_$tool.log") clean summaries)"
+    grep -m3 -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|hazard" "$OUT/sanitizer_$tool.log"
   done
 fi
 if want sass; then
