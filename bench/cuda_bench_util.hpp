@@ -6,13 +6,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <utility>
 #include <vector>
+
+#include "sparsity_search.hpp"
 
 #define CK(call)                                                                                  \
   do {                                                                                            \
@@ -98,19 +98,6 @@ class Nvml {
 struct GpuState {
   double sm_mhz = 0, power_w = 0;
 };
-
-// The scale factor whose tile sparsity (sparsity_at(a), non-decreasing in a) is `target`: bisection
-// on log a over [a_lo, a_hi] (14 steps), returning the upper end and the sparsity it reaches there.
-template <class SparsityAt>
-std::pair<double, double> scale_factor_for_sparsity(double target, double a_lo, double a_hi, SparsityAt&& sparsity_at) {
-  double lo = std::log(a_lo), hi = std::log(a_hi);
-  for (int it = 0; it < 14; ++it) {
-    const double mid = 0.5 * (lo + hi);
-    (sparsity_at(std::exp(mid)) < target ? lo : hi) = mid;
-  }
-  const double a = std::exp(hi);
-  return {a, sparsity_at(a)};
-}
 
 // Median ms per call over `reps` replays of a graph holding `inner` calls of enqueue(stream).
 template <class Enqueue>

@@ -22,6 +22,7 @@
 #include "blasst/blasst.hpp"
 #include "blasst/cpu/engine.hpp"
 #include "blasst/synthetic.hpp"
+#include "sparsity_search.hpp"
 
 using namespace blasst;
 
@@ -85,12 +86,9 @@ int main(int argc, char** argv) {
               "cap 1.5", "cap 2", "cap 3");
   for (int splits : {1, 2, 4, 8, 16, 32}) {
     if (splits > tiles) break;
-    double lo = 1e-3, hi = len;  // bisection on log a
-    for (int it = 0; it < 30; ++it) {
-      const double mid = std::sqrt(lo * hi);
-      (sparsity_at(mid, splits) < target ? lo : hi) = mid;
-    }
-    const double sparsity = sparsity_at(hi, splits);
+    // The mask of the last call is the one at the scale factor found (bisection's final call).
+    const double sparsity =
+        bench::scale_factor_for_sparsity(target, 1e-3, len, [&](double a) { return sparsity_at(a, splits); }).second;
     const int per = (tiles + splits - 1) / splits;
     std::vector<double> skip, dense;
     for (int b = 0; b < batch; ++b)

@@ -98,9 +98,9 @@ fi
 if want python; then
   echo "== Python package (built here against this machine's Python and torch)"
   if [ -f .devbuild/libblasst_pic.a ]; then  # scripts/devbuild.sh --pic: only the extension is compiled here
-    { cmake -S scripts/pyext -B /tmp/blasst-pyext -DCMAKE_BUILD_TYPE=Release -DBLASST_REPO="$PWD" \
-        -DBLASST_LIB="$PWD/.devbuild/libblasst_pic.a" -DBLASST_OUT=/tmp/blasst-py/python &&
-      cmake --build /tmp/blasst-pyext -j"$(nproc)" && cp -r python/blasst/. /tmp/blasst-py/python/blasst/; } > "$OUT/python_build.log" 2>&1 ||
+    { cmake -S scripts/pyext -B /tmp/blasst-py -DCMAKE_BUILD_TYPE=Release -DBLASST_REPO="$PWD" \
+        -DBLASST_LIB="$PWD/.devbuild/libblasst_pic.a" &&
+      cmake --build /tmp/blasst-py -j"$(nproc)"; } > "$OUT/python_build.log" 2>&1 ||
       { tail -20 "$OUT/python_build.log"; status=1; }
   else
     { cmake -S . -B /tmp/blasst-py -DCMAKE_BUILD_TYPE=Release -DBLASST_BUILD_TESTS=OFF -DBLASST_BUILD_BENCH=OFF &&
