@@ -12,7 +12,7 @@
 // is each case's relative L2 error of O against the default kernel's dense O (every 16th row), so
 // that cases of different key tiles compare at their accuracy as well as at their sparsity.
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 128|176] [--target S] [--kernel K]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k 128|176|192] [--target S] [--kernel K]]
 // --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
 // a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   double warm_s = 0.5;  // --warm: seconds of replays before each timing (steady clocks)
   int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
   std::string csv_path, dump_dir;
-  int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (128 or 176 at d 128)
+  int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (128, 176 or 192 at d 128)
   double one_target = 0;  // --target S: --one at the scale factor that reaches tile sparsity S
   double one_a = 0;
   cuda::PrefillKernel one_kernel = cuda::PrefillKernel::wgmma_pingpong;  // --kernel: --one's kernel

@@ -2,7 +2,7 @@
 """Writes include/blasst/cuda/common/wgmma_ops.cuh: the wgmma.mma_async wrappers the Hopper
 kernels use (their operand lists are too long to write by hand). Run from the repository root."""
 
-SHAPES_SS = [64, 128, 176]  # S = Q K^T: A and B from shared memory, both K-major (176: d 128 wide key tiles)
+SHAPES_SS = [64, 80, 128, 176, 192]  # S = Q K^T: A and B from shared memory, both K-major (80: d 256, 176 and 192: d 128 wide key tiles)
 SHAPES_RS = [64, 128, 256]  # O += P V: A (P) from registers, B (V) MN-major in shared memory
 TYPES = [("__nv_bfloat16", "bf16"), ("__half", "f16")]
 

@@ -31,14 +31,19 @@ constexpr WgmmaGeometry wgmma_geometry(int d) {
 template <class T, int D, bool PingPong, int BK = prefill_block_k(D)>
 using WgmmaTraitsFor =
     WgmmaPrefillTraits<T, D, BK, wgmma_geometry(D).nwg, wgmma_geometry(D).stages, wgmma_geometry(D).stages, PingPong>;
-// Head dim 128 takes 176-key tiles by default (prefill_block_k; FA3's non-causal tile) and 128 on
-// request (the mma_sync kernel's only tile).
-constexpr int kAltBlockK128 = 128;
+// Head dim 128 takes 176-key tiles by default (prefill_block_k; FA3's non-causal tile), 128 on
+// request (the mma_sync kernel's only tile) and 192 (the widest whose 2 + 2 stages fit in shared
+// memory beside Q).
+constexpr int kAltBlockK128 = 128, kWideBlockK128 = 192;
+// Head dim 256 takes 64-key tiles by default and 80 (FA3's tile there; 2 + 2 stages fill shared
+// memory beside a 128 x 256 Q).
+constexpr int kWideBlockK256 = 80;
 // Whether a kernel takes key tiles of bk at head dim d: mma_sync 128 only; the wgmma kernels
-// prefill_block_k(d), and at d 128 also 128.
+// prefill_block_k(d), at d 128 also 128 and 192, at d 256 also 80.
 bool takes_block_k(PrefillKernel kernel, int d, int bk) {
   if (kernel == PrefillKernel::mma_sync) return bk == 128;
-  return bk == prefill_block_k(d) || (d == 128 && bk == kAltBlockK128);
+  return bk == prefill_block_k(d) || (d == 128 && (bk == kAltBlockK128 || bk == kWideBlockK128)) ||
+         (d == 256 && bk == kWideBlockK256);
 }
 
 template <class T, int D>
@@ -56,6 +61,10 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
     constexpr bool kPP = decltype(pingpong)::value;
     if constexpr (D == 128) {
       if (plan.block_k == kAltBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kAltBlockK128>{});
+      if (plan.block_k == kWideBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kWideBlockK128>{});
+    }
+    if constexpr (D == 256) {
+      if (plan.block_k == kWideBlockK256) return wgmma(WgmmaTraitsFor<T, D, kPP, kWideBlockK256>{});
     }
     wgmma(WgmmaTraitsFor<T, D, kPP>{});
   };
@@ -105,7 +114,8 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
   if (pol.block_q != 64 || !takes_block_k(kernel, d, pol.block_k))
     return "the CUDA prefill kernel (" + std::string(to_string(kernel)) + ") at head dim " + std::to_string(d) +
            " votes over 64 query rows and " + std::to_string(bk) + "-key tiles (block_q 64, block_k " +
-           std::to_string(bk) + (kernel != PrefillKernel::mma_sync && d == 128 ? ", or 128" : "") + ")";
+           std::to_string(bk) +
+           (kernel == PrefillKernel::mma_sync ? "" : d == 128 ? ", 128 or 192" : d == 256 ? ", or 80" : "") + ")";
   if (pol.splits > 1) return "the CUDA prefill kernel has no split-KV";
   if (pol.max_seed) return "max seeding is a split-KV option (decode)";
   if (p.total_k > 0x7fffffff || p.total_q > 0x7fffffff) return "more than 2^31 tokens";

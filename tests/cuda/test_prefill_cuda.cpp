@@ -259,26 +259,24 @@ TEST(CudaPrefill, ThresholdZeroIsBitIdenticalAndDeterministic) {
   }
 }
 
-// 128-key tiles at head dim 128 (policy block_k 128, beside the default 176; every kernel, the
-// mma_sync one included): decisions and output against the CPU engine with the same geometry, and
-// dense against float64.
-TEST(CudaPrefill, KeyTilesOf128AtHeadDim128) {
-  REQUIRE_HOPPER();
+// Key tiles of bk at head dim d beside its default, with the given kernels: decisions and output
+// against the CPU engine with the same geometry, and dense against float64.
+void check_key_tiles(int d, int bk, const std::vector<cuda::PrefillKernel>& kernels) {
   const std::uint64_t seed = fresh_seed();
   for (DType dt : {DType::bf16, DType::f16}) {
     const Packed x = make_packed(seed + int(dt), {{1, 1}, {17, 300}, {0, 40}, {1013, 1013}, {300, 2000}, {177, 176}},
-                                 16, 2, 128, dt);
+                                 16, 2, d, dt);
     for (bool causal : {true, false})
       for (double a : {0.0, 8.0}) {
-        SkipPolicy pol = policy(a, causal ? VisitOrder::reverse : VisitOrder::sink_first);
-        pol.block_k = 128;
+        SkipPolicy pol = policy(a, causal ? VisitOrder::reverse : VisitOrder::sink_first, d);
+        pol.block_k = bk;
         check(x, causal, pol, seed);
       }
     for (bool causal : {true, false}) {
       const std::vector<double> ref = reference_dense(x, causal);
-      SkipPolicy pol = policy(0, VisitOrder::reverse);
-      pol.block_k = 128;
-      for (cuda::PrefillKernel kernel : kKernels) {
+      SkipPolicy pol = policy(0, VisitOrder::reverse, d);
+      pol.block_k = bk;
+      for (cuda::PrefillKernel kernel : kernels) {
         SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " " + to_string(dt) + " causal " + std::to_string(causal) +
                      " seed " + std::to_string(seed));
         const Result g = run_gpu(x, causal, pol, kernel);
@@ -289,6 +287,24 @@ TEST(CudaPrefill, KeyTilesOf128AtHeadDim128) {
       }
     }
   }
+}
+
+// 128-key tiles (policy block_k 128): every kernel, the mma_sync one included.
+TEST(CudaPrefill, KeyTilesOf128AtHeadDim128) {
+  REQUIRE_HOPPER();
+  check_key_tiles(128, 128, {std::begin(kKernels), std::end(kKernels)});
+}
+
+// 192-key tiles (policy block_k 192): the wgmma kernels.
+TEST(CudaPrefill, KeyTilesOf192AtHeadDim128) {
+  REQUIRE_HOPPER();
+  check_key_tiles(128, 192, {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma});
+}
+
+// 80-key tiles at head dim 256 (policy block_k 80; FA3's tile there): the wgmma kernels.
+TEST(CudaPrefill, KeyTilesOf80AtHeadDim256) {
+  REQUIRE_HOPPER();
+  check_key_tiles(256, 80, {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma});
 }
 
 TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
@@ -305,6 +321,10 @@ TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   EXPECT_EQ(prefill_block_k(256), 64);
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 64)), "");
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256)), "");
+  SkipPolicy eighty = policy(0, VisitOrder::reverse, 256);  // and 80 with the wgmma kernels
+  eighty.block_k = 80;
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, eighty), "");
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, eighty, cuda::PrefillKernel::mma_sync), "");
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256), cuda::PrefillKernel::mma_sync), "");
   p.head_dim_qk = p.head_dim_v = 96;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 96)), "");
@@ -318,6 +338,9 @@ TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   wide.block_k = 128;  // and 128 on request, with every kernel
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::mma_sync), "");
+  wide.block_k = 192;  // and 192 with the wgmma kernels
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::mma_sync), "");
   wide.block_k = 160;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, wide), "");
   p.head_dim_qk = p.head_dim_v = 64;

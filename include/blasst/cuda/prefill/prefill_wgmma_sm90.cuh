@@ -57,10 +57,11 @@ struct WgmmaPrefillTraits {
   static constexpr bool kPingPong = PingPong_;
   static constexpr int kThreads = 128 * (NWG + 1);
   // 176-key tiles (d 128) hold a 64 x 176 S and its P beside O: 240 registers, as FA3 gives them.
-  static constexpr int kProducerRegs = NWG == 2 ? (BK == 176 ? 24 : 40) : 32;
-  static constexpr int kConsumerRegs = NWG == 2 ? (BK == 176 ? 240 : 232) : 160;
+  static constexpr int kProducerRegs = NWG == 2 ? (BK >= 176 ? 24 : 40) : 32;
+  static constexpr int kConsumerRegs = NWG == 2 ? (BK >= 176 ? 240 : 232) : 160;
   static_assert(D == 64 || D == 128 || D == 256, "head dims 64, 128 and 256");
-  static_assert(BK == 64 || BK == 128 || (BK == 176 && D == 128), "key tiles of 64 or 128 (176 at head dim 128)");
+  static_assert(BK == 64 || BK == 128 || ((BK == 176 || BK == 192) && D == 128) || (BK == 80 && D == 256),
+                "key tiles of 64 or 128 (176 or 192 at head dim 128, 80 at 256)");
   static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
   static_assert(128 * kProducerRegs + 128 * NWG * kConsumerRegs <= 65536, "register file");
   static constexpr std::size_t kTileBytes = std::size_t(BK) * D * sizeof(T);
