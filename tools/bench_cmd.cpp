@@ -29,7 +29,7 @@ const std::vector<Flag> kBenchFlags = {
     {"non-causal", nullptr, "prefill without the causal mask"},
     {"scale-factors", "A,B,..", "scale factors to sweep (default 4,16,64,256); dense always runs"},
     {"block-q", "BQ", "prefill vote rows (default 64)"},
-    {"block-k", "BK", "key tile (default: prefill the CUDA kernel's tile for the head dim, 176 at 128, 64 at 256, else 128; decode 128)"},
+    {"block-k", "BK", "key tile (default: prefill the CUDA kernel's tile for the head dim, 192 at 128, 80 at 256, else 128; decode 128)"},
     {"order", "ORDER", "prefill visit order (default reverse)"},
     {"splits", "N", "decode splits (default 1)"},
     {"page-size", "P", "decode page size (default 64)"},

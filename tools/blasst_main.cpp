@@ -28,7 +28,7 @@ const char* kTopUsage =
 const std::vector<Flag> kPolicyFlags = {
     {"threshold", "LAMBDA", "skip threshold lambda for every sequence (0: dense)"},
     {"scale-factor", "A", "scale factor: lambda = A / Sk per sequence (0: dense)"},
-    {"block-k", "BK", "key tile size (default: attention the CUDA prefill kernel's tile for d_qk, 176 at 128, 64 at 256, else 128; decode 128)"},
+    {"block-k", "BK", "key tile size (default: attention the CUDA prefill kernel's tile for d_qk, 192 at 128, 80 at 256, else 128; decode 128)"},
     {"softmax-scale", "S", "softmax scale (default 1/sqrt(d_qk))"},
     {"lse", "LSE.npy", "write the log-sum-exp (float32, natural log)"},
     {"stats", "STATS.json", "write skip statistics as JSON"},

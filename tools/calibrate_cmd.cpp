@@ -31,7 +31,7 @@ const std::vector<Flag> kCalibrateFlags = {
     {"causal", nullptr, "prefill samples are causal (generated ones always are)"},
     {"softmax-scale", "S", "softmax scale (default 1/sqrt(d_qk))"},
     {"block-q", "BQ", "prefill vote rows (default 64)"},
-    {"block-k", "BK", "key tile (default: prefill the CUDA kernel's tile for the samples' head dim, 176 at 128, 64 at 256, else 128; decode 128)"},
+    {"block-k", "BK", "key tile (default: prefill the CUDA kernel's tile for the samples' head dim, 192 at 128, 80 at 256, else 128; decode 128)"},
     {"order", "ORDER", "prefill visit order (default reverse)"},
     {"splits", "N", "decode splits (default 1)"},
     {"max-seed", nullptr, "decode max seeding"},

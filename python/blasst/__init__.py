@@ -112,8 +112,8 @@ def _float32(ref):
 
 
 def prefill_block_k(head_dim):
-    """The prefill key tile (block_k) the CUDA kernel uses by default at this head dim: 176 at 128
-    (the CUDA kernels also take 128 there), 64 at 256, 128 otherwise."""
+    """The prefill key tile (block_k) the CUDA kernel uses by default at this head dim: 192 at 128
+    (the CUDA kernels also take 128 and 176 there), 80 at 256 (and 64), 128 otherwise."""
     return _C.prefill_block_k(int(head_dim))
 
 
@@ -124,9 +124,9 @@ def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, thr
     returns O [total_q, Hq, d_v] in q's dtype, then LSE [total_q, Hq] (float32, natural log) and a
     SkipStats if asked.
 
-    ``block_k=None`` takes the tile the CUDA kernel uses at this head dim (176 at head dim 128, 64
-    at 256, 128 otherwise) on either backend, so both make the same decisions; at head dim 128 the
-    CUDA kernels also take ``block_k=128`` (the CPU engine takes any tile). numpy arrays and CPU tensors run the
+    ``block_k=None`` takes the tile the CUDA kernel uses at this head dim (192 at head dim 128, 80
+    at 256, 128 otherwise) on either backend, so both make the same decisions; the CUDA kernels
+    also take ``block_k=128`` and ``176`` at head dim 128 and ``64`` at 256 (the CPU engine takes any tile). numpy arrays and CPU tensors run the
     CPU engine; CUDA tensors (bfloat16 or float16, head dim 64, 128 or 256, block_q 64) run the CUDA
     kernel on torch's current stream. With
     ``cu_seqlens`` on the GPU, pass ``max_seqlen_q`` (the longest sequence's query count) to keep

@@ -8,8 +8,8 @@ Q/K, and the fit a(s) = alpha * exp(beta * s), in the JSON layout of `blasst cal
 Prefill samples are (q, k) or (q, k, cu_seqlens_q, cu_seqlens_k) with q [total_q, Hq, d],
 k [total_k, Hkv, d]; decode samples are (q, k_cache, block_table, seq_lens) as for blasst.decode.
 Arrays are numpy (or CPU torch tensors); V plays no part in the vote. ``block_k=None`` takes the
-key tile the CUDA kernel uses by default (prefill: ``blasst.prefill_block_k(head dim)``, 176 at
-head dim 128; decode: 128), so that the fit holds for the GPU's default geometry.
+key tile the CUDA kernel uses by default (prefill: ``blasst.prefill_block_k(head dim)``, 192 at
+head dim 128, 80 at 256; decode: 128), so that the fit holds for the GPU's default geometry.
 """
 import datetime
 import json

@@ -31,19 +31,19 @@ constexpr WgmmaGeometry wgmma_geometry(int d) {
 template <class T, int D, bool PingPong, int BK = prefill_block_k(D)>
 using WgmmaTraitsFor =
     WgmmaPrefillTraits<T, D, BK, wgmma_geometry(D).nwg, wgmma_geometry(D).stages, wgmma_geometry(D).stages, PingPong>;
-// Head dim 128 takes 176-key tiles by default (prefill_block_k; FA3's non-causal tile), 128 on
-// request (the mma_sync kernel's only tile) and 192 (the widest whose 2 + 2 stages fit in shared
-// memory beside Q).
-constexpr int kAltBlockK128 = 128, kWideBlockK128 = 192;
-// Head dim 256 takes 64-key tiles by default and 80 (FA3's tile there; 2 + 2 stages fill shared
-// memory beside a 128 x 256 Q).
-constexpr int kWideBlockK256 = 80;
+// Head dim 128 takes 192-key tiles by default (prefill_block_k; the widest whose 2 + 2 stages fit
+// in shared memory beside Q), and on request 128 (the mma_sync kernel's only tile) and 176 (FA3's
+// non-causal tile, the default until 2026-11-30).
+constexpr int kAltBlockK128 = 128, kPrevBlockK128 = 176;
+// Head dim 256 takes 80-key tiles by default (FA3's tile there; 2 + 2 stages fill shared memory
+// beside a 128 x 256 Q), and 64 on request (the default until 2026-11-30).
+constexpr int kPrevBlockK256 = 64;
 // Whether a kernel takes key tiles of bk at head dim d: mma_sync 128 only; the wgmma kernels
-// prefill_block_k(d), at d 128 also 128 and 192, at d 256 also 80.
+// prefill_block_k(d), at d 128 also 128 and 176, at d 256 also 64.
 bool takes_block_k(PrefillKernel kernel, int d, int bk) {
   if (kernel == PrefillKernel::mma_sync) return bk == 128;
-  return bk == prefill_block_k(d) || (d == 128 && (bk == kAltBlockK128 || bk == kWideBlockK128)) ||
-         (d == 256 && bk == kWideBlockK256);
+  return bk == prefill_block_k(d) || (d == 128 && (bk == kAltBlockK128 || bk == kPrevBlockK128)) ||
+         (d == 256 && bk == kPrevBlockK256);
 }
 
 template <class T, int D>
@@ -61,10 +61,10 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
     constexpr bool kPP = decltype(pingpong)::value;
     if constexpr (D == 128) {
       if (plan.block_k == kAltBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kAltBlockK128>{});
-      if (plan.block_k == kWideBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kWideBlockK128>{});
+      if (plan.block_k == kPrevBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK128>{});
     }
     if constexpr (D == 256) {
-      if (plan.block_k == kWideBlockK256) return wgmma(WgmmaTraitsFor<T, D, kPP, kWideBlockK256>{});
+      if (plan.block_k == kPrevBlockK256) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK256>{});
     }
     wgmma(WgmmaTraitsFor<T, D, kPP>{});
   };

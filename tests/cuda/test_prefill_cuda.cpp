@@ -186,7 +186,7 @@ SkipPolicy policy(double a, VisitOrder order, int head_dim = 128) {
 }
 
 // The policy as a kernel takes it: the mma_sync kernel has 128-key tiles only (the default at head
-// dim 128 is 176), which changes nothing for dense runs and thresholds of 0.
+// dim 128 is 192), which changes nothing for dense runs and thresholds of 0.
 SkipPolicy for_kernel(SkipPolicy pol, cuda::PrefillKernel kernel) {
   if (kernel == cuda::PrefillKernel::mma_sync) pol.block_k = 128;
   return pol;
@@ -295,16 +295,18 @@ TEST(CudaPrefill, KeyTilesOf128AtHeadDim128) {
   check_key_tiles(128, 128, {std::begin(kKernels), std::end(kKernels)});
 }
 
-// 192-key tiles (policy block_k 192): the wgmma kernels.
-TEST(CudaPrefill, KeyTilesOf192AtHeadDim128) {
+// 176-key tiles (policy block_k 176; FA3's non-causal tile, the default until 2026-11-30; the
+// other tests run the default, 192): the wgmma kernels.
+TEST(CudaPrefill, KeyTilesOf176AtHeadDim128) {
   REQUIRE_HOPPER();
-  check_key_tiles(128, 192, {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma});
+  check_key_tiles(128, 176, {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma});
 }
 
-// 80-key tiles at head dim 256 (policy block_k 80; FA3's tile there): the wgmma kernels.
-TEST(CudaPrefill, KeyTilesOf80AtHeadDim256) {
+// 64-key tiles at head dim 256 (policy block_k 64, the default until 2026-11-30; the other tests
+// run the default, 80): the wgmma kernels.
+TEST(CudaPrefill, KeyTilesOf64AtHeadDim256) {
   REQUIRE_HOPPER();
-  check_key_tiles(256, 80, {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma});
+  check_key_tiles(256, 64, {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma});
 }
 
 TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
@@ -317,20 +319,22 @@ TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   p.dtype = DType::f32;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 64)), "");
   p.dtype = DType::bf16;
-  p.head_dim_qk = p.head_dim_v = 256;  // 64-key tiles there
-  EXPECT_EQ(prefill_block_k(256), 64);
+  p.head_dim_qk = p.head_dim_v = 256;  // 80-key tiles there
+  EXPECT_EQ(prefill_block_k(256), 80);
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 64)), "");
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256)), "");
-  SkipPolicy eighty = policy(0, VisitOrder::reverse, 256);  // and 80 with the wgmma kernels
-  eighty.block_k = 80;
-  EXPECT_EQ(cuda::prefill_unsupported_reason(p, eighty), "");
-  EXPECT_NE(cuda::prefill_unsupported_reason(p, eighty, cuda::PrefillKernel::mma_sync), "");
+  SkipPolicy narrow = policy(0, VisitOrder::reverse, 256);  // and 64 with the wgmma kernels
+  narrow.block_k = 64;
+  EXPECT_EQ(cuda::prefill_unsupported_reason(p, narrow), "");
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, narrow, cuda::PrefillKernel::mma_sync), "");
+  narrow.block_k = 96;
+  EXPECT_NE(cuda::prefill_unsupported_reason(p, narrow), "");
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 256), cuda::PrefillKernel::mma_sync), "");
   p.head_dim_qk = p.head_dim_v = 96;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 96)), "");
-  SkipPolicy wide = policy(0, VisitOrder::reverse);  // head dim 128: 176-key tiles by default
-  EXPECT_EQ(prefill_block_k(128), 176);
-  EXPECT_EQ(wide.block_k, 176);
+  SkipPolicy wide = policy(0, VisitOrder::reverse);  // head dim 128: 192-key tiles by default
+  EXPECT_EQ(prefill_block_k(128), 192);
+  EXPECT_EQ(wide.block_k, 192);
   p.head_dim_qk = p.head_dim_v = 128;
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::wgmma), "");
@@ -338,7 +342,7 @@ TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   wide.block_k = 128;  // and 128 on request, with every kernel
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::mma_sync), "");
-  wide.block_k = 192;  // and 192 with the wgmma kernels
+  wide.block_k = 176;  // and 176 with the wgmma kernels
   EXPECT_EQ(cuda::prefill_unsupported_reason(p, wide), "");
   EXPECT_NE(cuda::prefill_unsupported_reason(p, wide, cuda::PrefillKernel::mma_sync), "");
   wide.block_k = 160;

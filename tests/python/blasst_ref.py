@@ -153,7 +153,7 @@ def _as64(x):
 
 def prefill_block_k(head_dim):
     """The CLI's prefill key tile without --block-k: the CUDA kernel's default at this head dim."""
-    return 176 if head_dim == 128 else 64 if head_dim == 256 else 128
+    return 192 if head_dim == 128 else 80 if head_dim == 256 else 128
 
 
 def prefill(q, k, v, cu_q=None, cu_k=None, causal=False, scale=None, mode="dense", value=0.0,

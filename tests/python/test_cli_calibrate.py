@@ -33,7 +33,7 @@ def test_calibrate_fit_matches_its_curve(cli, tmp_path, seed):
 
 def test_calibrate_prefill_tile_follows_head_dim(cli, tmp_path, seed):
     """Prefill without --block-k calibrates with the CUDA kernel's default tile for the samples'
-    head dim (176 at 128, 128 at 64); samples of two head dims need --block-k."""
+    head dim (192 at 128, 128 at 64); samples of two head dims need --block-k."""
     rng = np.random.default_rng(seed)
     dirs = {}
     for d in (128, 64):
@@ -42,7 +42,7 @@ def test_calibrate_prefill_tile_follows_head_dim(cli, tmp_path, seed):
         q, k, _, cu_q, cu_k = varlen_prefill(rng, [2000, 3000], [2000, 3000], 4, 2, d, d)
         np.save(dirs[d] / "q.npy", q), np.save(dirs[d] / "k.npy", k)
         np.save(dirs[d] / "cu_seqlens_q.npy", cu_q), np.save(dirs[d] / "cu_seqlens_k.npy", cu_k)
-    for d, tile in ((128, 176), (64, 128)):
+    for d, tile in ((128, 192), (64, 128)):
         out = tmp_path / f"cal{d}.json"
         proc = cli.run(["calibrate", "--phase", "prefill", "--samples", str(dirs[d]), "--causal", "--out", str(out)])
         assert proc.returncode == 0, proc.stderr

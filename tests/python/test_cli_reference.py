@@ -252,12 +252,12 @@ def test_prefill_dense_defaults(cli, seed, rng):
 
 @pytest.mark.parametrize("d", [128, 256])
 def test_prefill_default_tile_follows_head_dim(cli, seed, rng, d):
-    """Without --block-k the key tile is the CUDA prefill kernel's default at the head dim (176 at
-    128, 64 at 256: blasst_ref.prefill_block_k), with a threshold so that tiles are skipped."""
+    """Without --block-k the key tile is the CUDA prefill kernel's default at the head dim (192 at
+    128, 80 at 256: blasst_ref.prefill_block_k), with a threshold so that tiles are skipped."""
     n = int(rng.integers(500, 800))
     q, k, v, _, _ = bi.varlen_prefill(rng, [n], [n], 2, 1, d, d)
     res, _ = run_prefill(cli, seed, q, k, v, causal=True, mode="threshold", value=bi.snap_lambda(0.1, 1 / math.sqrt(d)))
-    assert res.stats["geometry"]["block_k"] == ref.prefill_block_k(d) == {128: 176, 256: 64}[d]
+    assert res.stats["geometry"]["block_k"] == ref.prefill_block_k(d) == {128: 192, 256: 80}[d]
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -267,15 +267,15 @@ def test_calibration_fit_and_runtime_lookup(rng, tmp_path):
 
 
 def test_calibration_default_tile_is_the_gpu_default(rng):
-    """block_k=None calibrates with the CUDA kernel's default tile: prefill by head dim (176 at 128,
-    64 at 256, 128 otherwise), decode 128; a prefill sweep with it equals one with that tile given."""
+    """block_k=None calibrates with the CUDA kernel's default tile: prefill by head dim (192 at 128,
+    80 at 256, 128 otherwise), decode 128; a prefill sweep with it equals one with that tile given."""
     lambdas = [1e-3, 1e-2, 0.1]
     samples = {}
     for d in (64, 128, 256):
         q, k, _, cu_q, cu_k = inputs.varlen_prefill(rng, [500], [500], 2, 1, d, d)
         samples[d] = (q, k, cu_q, cu_k)
         tile = blasst.prefill_block_k(d)
-        assert tile == {64: 128, 128: 176, 256: 64}[d]
+        assert tile == {64: 128, 128: 192, 256: 80}[d]
         assert blasst.calibrate.default_block_k("prefill", samples[d]) == tile
         assert (blasst.calibrate.sweep("prefill", samples[d], lambdas=lambdas)
                 == blasst.calibrate.sweep("prefill", samples[d], block_k=tile, lambdas=lambdas))

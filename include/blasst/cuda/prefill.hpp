@@ -2,9 +2,9 @@
 // (include/blasst/cuda/prefill/prefill_wgmma_sm90.cuh: TMA, wgmma, a producer warpgroup and two
 // consumer warpgroups taking turns); the first, FA2-style kernel (mma.sync,
 // prefill_mma_sm90.cuh; head dims 64 and 128) stays selectable for comparison. Vote groups are
-// 64 query rows of one head; key tiles are 128 keys (64 at head dim 256: blasst::prefill_block_k),
-// or 176 at head dim 128 with the wgmma kernels when the policy's block_k is 176 (FA3's tile for
-// non-causal head dim 128; the vote then covers 176 keys). Plan on the host, run on a stream
+// 64 query rows of one head; key tiles by default blasst::prefill_block_k(head dim) keys: 192 at
+// head dim 128, 80 at 256, 128 at 64. The wgmma kernels also take 128 and 176 at head dim 128 and
+// 64 at 256 when the policy's block_k asks for them; the mma_sync kernel takes 128 only. Plan on the host, run on a stream
 // without allocation or synchronisation.
 #pragma once
 

@@ -26,7 +26,7 @@ class Settings:
     prefill_scale_factor: Optional[float] = None
     decode_scale_factor: Optional[float] = None
     block_q: int = 64
-    # None: decode 128; prefill blasst.prefill_block_k(head dim) (176 at head dim 128, 64 at 256).
+    # None: decode 128; prefill blasst.prefill_block_k(head dim) (192 at head dim 128, 80 at 256).
     block_k: Optional[int] = None
     # Prefill only, over block_k (None: block_k's).
     prefill_block_k: Optional[int] = None

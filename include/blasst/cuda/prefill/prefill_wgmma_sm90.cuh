@@ -4,9 +4,9 @@
 //
 // A CTA owns BQ = 64 NWG query rows of one query head; each consumer warpgroup owns 64 of them and
 // is its own vote group (block_q = 64 in the contract's terms), so a warpgroup votes alone with one
-// 128-thread bar.red.and and never waits for another. K and V tiles (BK = 128 keys, or 176 at head
-// dim 128 when the policy asks for block_k 176; 64 at head dim 256, where the registers hold a
-// 64 x 256 O) arrive by TMA into 128-byte-swizzled stages that
+// 128-thread bar.red.and and never waits for another. K and V tiles (BK keys: 128, 176 or 192 at
+// head dim 128; 64 or 80 at head dim 256, where the registers hold a 64 x 256 O; 128 at 64;
+// blasst::prefill_block_k is the default) arrive by TMA into 128-byte-swizzled stages that
 // wgmma reads through shared-memory descriptors: S = Q K^T with both operands K-major in shared
 // memory, O += P V with P from registers and V MN-major.
 //
