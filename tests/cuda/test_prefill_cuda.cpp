@@ -1,7 +1,9 @@
 // The CUDA prefill kernel against the CPU engine; every test skips where no sm_90 GPU is present.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdio>
+#include <thread>
 
 #include "blasst/cuda/prefill.hpp"
 #include "cuda/cuda_test_util.hpp"
@@ -112,33 +114,54 @@ Result run_cpu(const Packed& x, bool causal, SkipPolicy pol, const std::uint8_t*
 
 // float64 dense attention of a packed batch (bottom-right aligned causal mask).
 std::vector<double> reference_dense(const Packed& x, bool causal) {
+  // The inputs in double once, and the rows spread over threads (each output row is written by one
+  // thread, so the result does not depend on the thread count): the one-thread form with a
+  // conversion per product took 8-16 s per call and most of the key-tile tests' minutes.
+  auto widen = [&](const std::vector<std::uint16_t>& in) {
+    std::vector<double> out(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) out[i] = from_bits(in[i], x.dtype);
+    return out;
+  };
+  const std::vector<double> qd = widen(x.q), kd = widen(x.k), vd = widen(x.v);
   const std::int64_t total_q = x.cu_q.back();
   std::vector<double> o(std::size_t(total_q) * x.hq * x.d, 0.0);
   const double scale = 1.0 / std::sqrt(double(x.d));
-  for (std::size_t b = 0; b + 1 < x.cu_q.size(); ++b) {
-    const std::int64_t sq = x.cu_q[b + 1] - x.cu_q[b], sk = x.cu_k[b + 1] - x.cu_k[b];
-    for (std::int64_t i = 0; i < sq; ++i)
+  std::vector<std::pair<std::size_t, std::int64_t>> rows;  // (sequence, query row)
+  for (std::size_t b = 0; b + 1 < x.cu_q.size(); ++b)
+    for (std::int64_t i = 0; i < x.cu_q[b + 1] - x.cu_q[b]; ++i) rows.emplace_back(b, i);
+  std::atomic<std::size_t> next{0};
+  auto work = [&] {
+    std::vector<double> s;
+    for (std::size_t r; (r = next.fetch_add(1)) < rows.size();) {
+      const auto [b, i] = rows[r];
+      const std::int64_t sq = x.cu_q[b + 1] - x.cu_q[b], sk = x.cu_k[b + 1] - x.cu_k[b];
+      const std::int64_t lim = row_key_limit(causal, i, sq, sk);
+      if (lim < 0) continue;
       for (int h = 0; h < x.hq; ++h) {
         const int hk = h / (x.hq / x.hkv);
-        const std::int64_t lim = row_key_limit(causal, i, sq, sk);
-        if (lim < 0) continue;
-        const std::uint16_t* q = &x.q[((x.cu_q[b] + i) * x.hq + h) * x.d];
-        std::vector<double> s(lim + 1);
+        const double* q = &qd[((x.cu_q[b] + i) * x.hq + h) * x.d];
+        s.assign(lim + 1, 0.0);
         double mx = -INFINITY, sum = 0;
         for (std::int64_t j = 0; j <= lim; ++j) {
-          const std::uint16_t* k = &x.k[((x.cu_k[b] + j) * x.hkv + hk) * x.d];
+          const double* k = &kd[((x.cu_k[b] + j) * x.hkv + hk) * x.d];
           double dot = 0;
-          for (int c = 0; c < x.d; ++c) dot += double(from_bits(q[c], x.dtype)) * from_bits(k[c], x.dtype);
+          for (int c = 0; c < x.d; ++c) dot += q[c] * k[c];
           mx = std::max(mx, s[j] = dot * scale);
         }
         for (double& v : s) sum += (v = std::exp(v - mx));
         double* out = &o[((x.cu_q[b] + i) * x.hq + h) * x.d];
         for (std::int64_t j = 0; j <= lim; ++j) {
-          const std::uint16_t* v = &x.v[((x.cu_k[b] + j) * x.hkv + hk) * x.d];
-          for (int c = 0; c < x.d; ++c) out[c] += s[j] / sum * from_bits(v[c], x.dtype);
+          const double* v = &vd[((x.cu_k[b] + j) * x.hkv + hk) * x.d];
+          const double w = s[j] / sum;
+          for (int c = 0; c < x.d; ++c) out[c] += w * v[c];
         }
       }
-  }
+    }
+  };
+  std::vector<std::thread> pool(std::max(1u, std::min(16u, std::thread::hardware_concurrency())) - 1);
+  for (std::thread& t : pool) t = std::thread(work);
+  work();
+  for (std::thread& t : pool) t.join();
   return o;
 }
 
