@@ -126,9 +126,9 @@ def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, thr
 
     ``block_k=None`` takes the tile the CUDA kernel uses at this head dim (192 at head dim 128, 80
     at 256, 128 otherwise) on either backend, so both make the same decisions; the CUDA kernels
-    also take ``block_k=128`` and ``176`` at head dim 128 and ``64`` at 256 (the CPU engine takes any tile). numpy arrays and CPU tensors run the
-    CPU engine; CUDA tensors (bfloat16 or float16, head dim 64, 128 or 256, block_q 64) run the CUDA
-    kernel on torch's current stream. With
+    also take ``block_k=128`` and ``176`` at head dim 128 and ``64`` at 256 (the CPU engine takes
+    any tile). numpy arrays and CPU tensors run the CPU engine; CUDA tensors (bfloat16 or float16,
+    head dim 64, 128 or 256, block_q 64) run the CUDA kernel on torch's current stream. With
     ``cu_seqlens`` on the GPU, pass ``max_seqlen_q`` (the longest sequence's query count) to keep
     the call free of device-to-host reads; ``return_stats`` reads counters back (a synchronisation)."""
     mode, value = _policy(scale_factor, threshold)

@@ -4,8 +4,8 @@
 // prefill_mma_sm90.cuh; head dims 64 and 128) stays selectable for comparison. Vote groups are
 // 64 query rows of one head; key tiles by default blasst::prefill_block_k(head dim) keys: 192 at
 // head dim 128, 80 at 256, 128 at 64. The wgmma kernels also take 128 and 176 at head dim 128 and
-// 64 at 256 when the policy's block_k asks for them; the mma_sync kernel takes 128 only. Plan on the host, run on a stream
-// without allocation or synchronisation.
+// 64 at 256 when the policy's block_k asks for them; the mma_sync kernel takes 128 only. Plan on
+// the host, run on a stream without allocation or synchronisation.
 #pragma once
 
 #include <string>
