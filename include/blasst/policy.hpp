@@ -10,8 +10,8 @@ namespace blasst {
 // The prefill key tile (block_k) the CUDA kernel votes over by default at this head dim: 80 at head
 // dim 256 (FA3's tile there; a 64 x 256 O must fit a warpgroup's registers beside S; 7-14 % faster
 // dense than 64, which the CUDA kernels also take), 192 at 128 (the widest whose two K and two V
-// stages fit beside Q; 1-2 % faster than 176 and 3-5 % more than 128, which the kernels also take;
-// docs/PREFILL.md), 128 otherwise. Defaults that follow it let the CPU engine and the GPU make the
+// stages fit beside Q; 1-2 % faster than 176, which was 3-5 % faster than 128; the kernels take
+// both on request; docs/PREFILL.md), 128 otherwise. Defaults that follow it let the CPU engine and the GPU make the
 // same decisions.
 constexpr int prefill_block_k(int head_dim) { return head_dim == 256 ? 80 : head_dim == 128 ? 192 : 128; }
 

@@ -56,7 +56,8 @@ struct WgmmaPrefillTraits {
   static constexpr int D = D_, BK = BK_, NWG = NWG_, BQ = 64 * NWG, NSK = NSK_, NSV = NSV_, NH = D / 64;
   static constexpr bool kPingPong = PingPong_;
   static constexpr int kThreads = 128 * (NWG + 1);
-  // 176-key tiles (d 128) hold a 64 x 176 S and its P beside O: 240 registers, as FA3 gives them.
+  // 176- and 192-key tiles (d 128) hold a 64 x BK S and its P beside O: 240 registers, as FA3 gives
+  // its 176-key tiles.
   static constexpr int kProducerRegs = NWG == 2 ? (BK >= 176 ? 24 : 40) : 32;
   static constexpr int kConsumerRegs = NWG == 2 ? (BK >= 176 ? 240 : 232) : 160;
   static_assert(D == 64 || D == 128 || D == 256, "head dims 64, 128 and 256");
