@@ -7,7 +7,8 @@
 # scripts/devbuild-branch.sh); FLAGS, if given, go after every case of that build (so one binary
 # can run as several variants, e.g. "bk176=.devbuild/bench@--block-k 176"); each CASE is the
 # bench's --one argument plus any flags, quoted, e.g. "128,32768,1,170.213 --time --reps 30"
-# (prefill) or "8,1,8,32768" (decode).
+# (prefill) or "8,1,8,32768" (decode). Ends with a summary: each case's median time per build and
+# its speed relative to the first build (>1: faster).
 set -uo pipefail
 [ $# -ge 4 ] || { sed -n 2,10p "$0"; exit 2; }
 kind=$1 rounds=$2
@@ -15,6 +16,7 @@ shift 2
 builds=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do builds+=("$1"); shift; done
 shift
+log=$(mktemp)
 for c in "$@"; do
   echo "== $c"
   for ((r = 0; r < rounds; ++r)); do
@@ -25,4 +27,35 @@ for c in "$@"; do
       "$dir/blasst_cuda_${kind}_bench" --one $c $flags 2>&1 | grep -E "sparsity|dense|a=|rror" | sed "s|^|${b%%=*} |"
     done
   done
-done
+done | tee "$log"
+# Summary: the median time of each (case, policy, build) over the rounds, and its ratio to the first
+# build's median for the same case and policy.
+python3 - "$log" <<'PY'
+import re, statistics, sys
+pre = re.compile(r"^(\S+) d \d+ len \d+ causal \d a (\S+) \S+: sparsity ([\d.]+), ([\d.]+) ms")
+dec = re.compile(r"^(\S+)\s+\d+\s+\d+\s+\d+\s+\d+\s+(\S+)\s+\d+\s+([\d.]+)\s+[\d.]+\s+([\d.]+)")
+case, rows = None, {}
+for line in open(sys.argv[1]):
+    if line.startswith("== "):
+        case = line[3:].strip()
+        continue
+    m = pre.match(line)
+    if m:  # one line per run; builds of other key tiles reach a --target at other scale factors
+        build, policy, sparsity, ms = m.group(1), "", f"a={m.group(2)}, {m.group(3)}", float(m.group(4))
+    else:
+        m = dec.match(line)
+        if not m:
+            continue
+        build, policy, ms, sparsity = m.group(1), m.group(2), float(m.group(3)), m.group(4)
+    rows.setdefault((case, policy), {}).setdefault(build, []).append((ms, sparsity))
+print("\n== summary: median ms over the rounds (sparsity), ratio to the first build")
+for (case, policy), builds in rows.items():
+    first = None
+    cells = []
+    for build, runs in builds.items():
+        med = statistics.median(ms for ms, _ in runs)
+        first = first or med
+        cells.append(f"{build} {med:.4g} ({runs[0][1]}) {first / med:.3f}x")
+    print(f"{case} | {policy} | " + " | ".join(cells))
+PY
+rm -f "$log"
