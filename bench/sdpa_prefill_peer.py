@@ -25,6 +25,10 @@ def main():
                     "each shape also runs on our benchmark's inputs (DIR/d<D>_n<LEN>/{q,k,v}.npy)")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--warm", type=float, default=0.5, help="seconds of replays before each timing")
+    ap.add_argument("--backend", choices=["cudnn", "flash"], default="",
+                    help="--one: this backend only (default both)")
+    ap.add_argument("--bench-only", action="store_true",
+                    help="--one with --inputs: only our benchmark's inputs, not randn")
     args = ap.parse_args()
     if args.one:
         return one(args)
@@ -103,11 +107,13 @@ def one(args):
     d, n, causal = (int(x) for x in args.one.split(","))
     hq, hkv = 32, 8
     flops = 4.0 * n * n * d * hq * (0.5 if causal else 1.0)
-    sets = [("randn", randn_qkv(hq, hkv, n, d))]
+    sets = [] if args.bench_only and args.inputs else [("randn", randn_qkv(hq, hkv, n, d))]
     if args.inputs:
         sets.append(("bench", load_qkv(f"{args.inputs}/d{d}_n{n}")))
     for label, qkv in sets:
         for name, backend in BACKENDS:
+            if args.backend and name != args.backend:
+                continue
             ms = time_sdpa(name, backend, qkv, causal, args.reps, args.warm)
             if ms is not None:
                 report(d, n, causal, name, label, ms, flops)
