@@ -13,7 +13,7 @@
 # Inputs are dumped to $BAR_INPUTS (default /tmp/blasst-bar-inputs, ~1 GB per 32K shape) and removed
 # at the end. REPS (default 30; 10 from 64K on) sets the graph replays per timing.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 [ $# -ge 3 ] || { sed -n 2,14p "$0"; exit 2; }
 rounds=$1 bench=$2/blasst_cuda_prefill_bench
 shift 2
@@ -22,7 +22,7 @@ log=$(mktemp)
 for spec in "$@"; do
   shape=${spec%@*} target=
   [[ $spec == *@* ]] && target=${spec#*@}
-  IFS=, read -r d n c <<< "$shape"
+  IFS=, read -r d n _ <<< "$shape"
   reps=${REPS:-$([ "$n" -ge 65536 ] && echo 10 || echo 30)}
   [ -d "$inputs/d${d}_n${n}" ] || "$bench" --one "$shape" --dump "$inputs" > /dev/null 2>&1
   echo "== $spec (reps $reps)"
