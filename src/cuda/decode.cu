@@ -78,6 +78,9 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
     throw Error("internal: a cluster of decode CTAs with " + std::to_string(WM) + " row warps");
   }
   BLASST_CUDA_CHECK(cudaGetLastError());
+  // BLASST_DECODE_DEBUG_NO_COMBINE: a timing experiment only (docs/DECODE.md): the split kernel
+  // alone, O left unwritten when there are splits.
+#ifndef BLASST_DECODE_DEBUG_NO_COMBINE
   if (plan.splits > 1) {
     // One CTA per row; a warp per 32 splits, up to 8 (the sum's order is fixed by the split count:
     // deterministic).
@@ -92,6 +95,7 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
       decode_combine_kernel<T, D, 1><<<rows, 32, 0, stream>>>(params);
     BLASST_CUDA_CHECK(cudaGetLastError());
   }
+#endif
 }
 
 template <class T, int D>
