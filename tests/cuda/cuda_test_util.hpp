@@ -169,7 +169,9 @@ inline PagedBatch make_paged(std::uint64_t seed, const std::vector<int>& lens, i
   return x;
 }
 
-inline double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
+// Relative L2 error of a against ref (float, or a float64 reference).
+template <class R>
+double rel_l2(const std::vector<float>& a, const std::vector<R>& ref) {
   double num = 0, den = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
     num += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);

@@ -259,10 +259,7 @@ TEST(CudaPrefill, DenseMatchesFloat64) {
           SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " d " + std::to_string(d) + " " + to_string(dt) +
                        " causal " + std::to_string(causal) + " seed " + std::to_string(seed));
           const Result g = run_gpu(x, causal, for_kernel(policy(0, VisitOrder::reverse, d), kernel), kernel);
-          double num = 0, den = 0;
-          for (std::size_t i = 0; i < ref.size(); ++i)
-            num += (g.o[i] - ref[i]) * (g.o[i] - ref[i]), den += ref[i] * ref[i];
-          EXPECT_LT(std::sqrt(num / den), dt == DType::bf16 ? 1e-2 : 2e-3);
+          EXPECT_LT(rel_l2(g.o, ref), dt == DType::bf16 ? 1e-2 : 2e-3);
         }
       }
     }
@@ -303,10 +300,7 @@ void check_key_tiles(int d, int bk, const std::vector<cuda::PrefillKernel>& kern
         SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " " + to_string(dt) + " causal " + std::to_string(causal) +
                      " seed " + std::to_string(seed));
         const Result g = run_gpu(x, causal, pol, kernel);
-        double num = 0, den = 0;
-        for (std::size_t i = 0; i < ref.size(); ++i)
-          num += (g.o[i] - ref[i]) * (g.o[i] - ref[i]), den += ref[i] * ref[i];
-        EXPECT_LT(std::sqrt(num / den), dt == DType::bf16 ? 1e-2 : 2e-3);
+        EXPECT_LT(rel_l2(g.o, ref), dt == DType::bf16 ? 1e-2 : 2e-3);
       }
     }
   }
