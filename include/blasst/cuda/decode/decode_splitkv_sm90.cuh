@@ -164,16 +164,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kCluster) ptx::mbar_init(&vote_bar[0], chunks), ptx::mbar_init(&vote_bar[1], chunks);
     ptx::fence_mbarrier_init();
   }
-  // Q rows of the group, zero-padded to RP rows.
-  for (int c = tid; c < RP * CPR; c += kThreads) {
-    const int row = c / CPR, cc = c % CPR;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row < Rl) {
-      const int t = (row0 + row) / p.group, hq = h * p.group + (row0 + row) % p.group;
-      v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + b * p.q_sb + t * p.q_st + hq * p.q_sh + cc * 8);
-    }
-    *reinterpret_cast<uint4*>(sQ + row * RSQ + cc * 8) = v;
-  }
+  // The barriers exist before anyone waits on them; Q is read by the consumers alone (below), so
+  // the producer's first K and V loads are issued without waiting for Q's global reads.
   __syncthreads();
   if constexpr (kCluster) ptx::cluster_sync();  // every CTA's vote barriers exist before the first vote
 
@@ -221,6 +213,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 
   // ---- consumers -------------------------------------------------------------------------------
+  // Q rows of the group, zero-padded to RP rows, while the producer's first loads are in flight.
+  for (int c = tid; c < RP * CPR; c += kConsumers) {
+    const int row = c / CPR, cc = c % CPR;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row < Rl) {
+      const int t = (row0 + row) / p.group, hq = h * p.group + (row0 + row) % p.group;
+      v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + b * p.q_sb + t * p.q_st + hq * p.q_sh + cc * 8);
+    }
+    *reinterpret_cast<uint4*>(sQ + row * RSQ + cc * 8) = v;
+  }
+  ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
   const int ctid = tid, cw = warp;
   const int wm = cw / WN, wn = cw % WN;
   const std::int64_t mask_base = (p.mask || p.replay) ? decode_mask_base(p, b, h, BK) : 0;
