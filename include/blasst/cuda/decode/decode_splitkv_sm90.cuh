@@ -514,12 +514,26 @@ __global__ void __launch_bounds__(32 * W) decode_combine_kernel(const DecodePara
       const float wt = l == -INFINITY ? 0.f : __expf(l - mx);
       sum += wt;
       const int n = min(32, p.splits - s0);
-#pragma unroll 4
-      for (int j = 0; j < n; ++j) {
-        const float wj = __shfl_sync(0xffffffffu, wt, j);
-        const float* po = p.part_o + ((base + s0 + j) * p.rows + row) * D + lane;
+      // Rounds of JB splits: all their loads first (JB x PER in flight per lane), then the sums in
+      // split order; splits past n load nothing and add 0 (their weight is 0), so the result is
+      // the plain split-ordered sum.
+      constexpr int JB = PER <= 4 ? 16 : 8;
 #pragma unroll
-        for (int i = 0; i < PER; ++i) acc[i] += wj * po[32 * i];  // wj == 0: a skipped split
+      for (int j0 = 0; j0 < 32; j0 += JB) {
+        if (j0 >= n) break;
+        float v[JB][PER];
+#pragma unroll
+        for (int j = 0; j < JB; ++j) {
+          const float* po = p.part_o + ((base + s0 + j0 + j) * p.rows + row) * D + lane;
+#pragma unroll
+          for (int i = 0; i < PER; ++i) v[j][i] = j0 + j < n ? po[32 * i] : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < JB; ++j) {
+          const float wj = __shfl_sync(0xffffffffu, wt, j0 + j);
+#pragma unroll
+          for (int i = 0; i < PER; ++i) acc[i] += wj * v[j][i];  // wj == 0: a skipped split
+        }
       }
     }
 #pragma unroll
