@@ -164,16 +164,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     if constexpr (kCluster) ptx::mbar_init(&vote_bar[0], chunks), ptx::mbar_init(&vote_bar[1], chunks);
     ptx::fence_mbarrier_init();
   }
-  // Q rows of the group, zero-padded to RP rows.
-  for (int c = tid; c < RP * CPR; c += kThreads) {
-    const int row = c / CPR, cc = c % CPR;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row < Rl) {
-      const int t = (row0 + row) / p.group, hq = h * p.group + (row0 + row) % p.group;
-      v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + b * p.q_sb + t * p.q_st + hq * p.q_sh + cc * 8);
-    }
-    *reinterpret_cast<uint4*>(sQ + row * RSQ + cc * 8) = v;
-  }
+  // The barriers exist before anyone waits on them; Q is read by the consumers alone (below), so
+  // the producer's first K and V loads are issued without waiting for Q's global reads.
   __syncthreads();
   if constexpr (kCluster) ptx::cluster_sync();  // every CTA's vote barriers exist before the first vote
 
@@ -221,6 +213,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   }
 
   // ---- consumers -------------------------------------------------------------------------------
+  // Q rows of the group, zero-padded to RP rows, while the producer's first loads are in flight.
+  for (int c = tid; c < RP * CPR; c += kConsumers) {
+    const int row = c / CPR, cc = c % CPR;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row < Rl) {
+      const int t = (row0 + row) / p.group, hq = h * p.group + (row0 + row) % p.group;
+      v = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + b * p.q_sb + t * p.q_st + hq * p.q_sh + cc * 8);
+    }
+    *reinterpret_cast<uint4*>(sQ + row * RSQ + cc * 8) = v;
+  }
+  ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
   const int ctid = tid, cw = warp;
   const int wm = cw / WN, wn = cw % WN;
   const std::int64_t mask_base = (p.mask || p.replay) ? decode_mask_base(p, b, h, BK) : 0;
@@ -511,12 +514,26 @@ __global__ void __launch_bounds__(32 * W) decode_combine_kernel(const DecodePara
       const float wt = l == -INFINITY ? 0.f : __expf(l - mx);
       sum += wt;
       const int n = min(32, p.splits - s0);
-#pragma unroll 4
-      for (int j = 0; j < n; ++j) {
-        const float wj = __shfl_sync(0xffffffffu, wt, j);
-        const float* po = p.part_o + ((base + s0 + j) * p.rows + row) * D + lane;
+      // Rounds of JB splits: all their loads first (JB x PER in flight per lane), then the sums in
+      // split order; splits past n load nothing and add 0 (their weight is 0), so the result is
+      // the plain split-ordered sum.
+      constexpr int JB = PER <= 4 ? 16 : 8;
 #pragma unroll
-        for (int i = 0; i < PER; ++i) acc[i] += wj * po[32 * i];  // wj == 0: a skipped split
+      for (int j0 = 0; j0 < 32; j0 += JB) {
+        if (j0 >= n) break;
+        float v[JB][PER];
+#pragma unroll
+        for (int j = 0; j < JB; ++j) {
+          const float* po = p.part_o + ((base + s0 + j0 + j) * p.rows + row) * D + lane;
+#pragma unroll
+          for (int i = 0; i < PER; ++i) v[j][i] = j0 + j < n ? po[32 * i] : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < JB; ++j) {
+          const float wj = __shfl_sync(0xffffffffu, wt, j0 + j);
+#pragma unroll
+          for (int i = 0; i < PER; ++i) acc[i] += wj * v[j][i];  // wj == 0: a skipped split
+        }
       }
     }
 #pragma unroll
