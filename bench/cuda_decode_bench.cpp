@@ -12,10 +12,14 @@
 // --one runs one shape dense and at a = 64 (max seeding on); --splits N fixes the split count of
 // both (default 0: the planner's); --target S instead runs the skip at the scale factor that
 // reaches tile sparsity S with those splits (bisection, as the full run's "s=" rows).
+// With BLASST_BENCH_PROFILE=1 in the environment, each timed policy runs one more step between
+// cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start off` (scripts/gpu-check.sh
+// decode-bytes): the profile then holds exactly one dense step and one skip step.
 //
 // Each shape runs dense, a scale-factor sweep with max seeding, and (full run) the scale factors
 // that reach 50, 70 and 90 % tile sparsity ("s=0.7" rows, found by bisection).
 #include <cuda_bf16.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -162,6 +166,13 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
       reps > 0 ? bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); },
                                      g_warm, &gs)
                : 0.0;
+  if (reps > 0 && std::getenv("BLASST_BENCH_PROFILE")) {
+    CK(cudaStreamSynchronize(stream));
+    CK(cudaProfilerStart());
+    cuda::decode(st.p, pol, plan, out, ws, stream);
+    CK(cudaStreamSynchronize(stream));
+    CK(cudaProfilerStop());
+  }
   cudaStreamDestroy(stream);
   if (ws) cudaFree(ws);
   return {ms, sparsity, plan.splits, gs};

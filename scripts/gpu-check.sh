@@ -6,10 +6,12 @@
 # scripts/devbuild.sh); if they do not run there, everything is built on the device, with
 # GoogleTest from .deps/googletest when the device has none.
 #
-#   scripts/gpu-check.sh [tests] [sanitize | memcheck | racecheck] [sass] [bench] [bench-quick] [profile] [peers]
-#                        [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile]
+#   scripts/gpu-check.sh [tests] [sanitize | memcheck | racecheck] [sass] [bench] [bench-quick] [profile] [decode-bytes]
+#                        [peers] [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile]
 # (no argument: all of tests sanitize sass bench peers python). sanitize is memcheck and racecheck
 # (together ~7 min on the H200: one device call may not hold them beside other steps).
+# decode-bytes: ncu's DRAM bytes, time and per-SM busy cycles of one dense and one 70 % skip step
+# (DECODE_BYTES_SHAPES, default 32/8 batch 8 and 64 at 32K), to show where the skip's time goes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/blasst-out}
@@ -150,6 +152,34 @@ if want profile; then
     "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768 > "$OUT/ncu_decode.txt" 2>&1
   grep -E "Duration|DRAM Throughput|Warp Cycles Per Issued|Issued Warp|Eligible Warps" "$OUT/ncu_decode.txt" | head -20
   stall_table decode_splitkv "$OUT/ncu_source.csv" "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768
+fi
+if want decode-bytes; then
+  echo "== ncu: DRAM bytes and SM balance of a dense and a 70 % decode step"
+  for shape in ${DECODE_BYTES_SHAPES:-32,8,8,32768 32,8,64,32768}; do
+    f="$OUT/ncu_bytes_${shape//,/_}.csv"
+    BLASST_BENCH_PROFILE=1 ncu --clock-control none --profile-from-start off --csv --print-units base \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_active.min,gpc__cycles_elapsed.max \
+      "$B/bench/blasst_cuda_decode_bench" --one "$shape" --target 0.7 --warm 0 > "$f" 2>&1
+    grep -E "dense|a=" "$f"
+    python3 - "$f" <<'PY'
+import csv, sys
+rows = list(csv.reader(l for l in open(sys.argv[1]) if l.startswith('"') and l.count(",") > 10))
+head, data = rows[0], rows[1:]
+ix = {k: head.index(k) for k in ("ID", "Kernel Name", "Grid Size", "Metric Name", "Metric Value")}
+kern = {}
+for r in data:
+    k = kern.setdefault(r[ix["ID"]], {"name": r[ix["Kernel Name"]].split("<")[0].split("(")[0], "grid": r[ix["Grid Size"]]})
+    k[r[ix["Metric Name"]]] = float(r[ix["Metric Value"]].replace(",", ""))
+for i, k in sorted(kern.items(), key=lambda x: int(x[0])):
+    t = k["gpu__time_duration.sum"] * 1e-9
+    rd = k["dram__bytes_read.sum"]
+    print(f"launch {i} {k['name']} grid {k['grid']}: {t * 1e6:.1f} us, DRAM read {rd / 1e9:.3f} GB "
+          f"({rd / t / 1e12:.2f} TB/s), write {k['dram__bytes_write.sum'] / 1e6:.1f} MB, SM busy avg/max "
+          f"{k['sm__cycles_active.avg'] / k['sm__cycles_active.max']:.3f}, min/max "
+          f"{k['sm__cycles_active.min'] / k['sm__cycles_active.max']:.3f}, max busy/elapsed "
+          f"{k['sm__cycles_active.max'] / k['gpc__cycles_elapsed.max']:.3f}")
+PY
+  done
 fi
 if want prefill-profile; then
   # PROFILE_ONE: head dim, length, causal[, scale factor] (default: d 128, 8K, non-causal, dense).
