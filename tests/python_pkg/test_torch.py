@@ -146,6 +146,20 @@ def test_transformers_refuses_padded_batches():
             model(ids, attention_mask=mask)
 
 
+def test_padding_check_layer_is_not_inherited_through_a_reused_config_id():
+    from blasst.integrations import transformers as bt
+
+    class Config:
+        pass
+
+    gone, cfg = Config(), Config()
+    # As if a freed config's id had come back as cfg's: its entry must not give cfg the old layer.
+    bt._first_full_layer[id(cfg)] = (lambda: gone, 0)
+    assert bt._first_full_layer_of(cfg, 3) == 3
+    assert bt._first_full_layer_of(cfg, 5) == 3
+    assert bt._first_full_layer_of(None, 2) == bt._first_full_layer_of(None, 7)
+
+
 def test_transformers_gemma3_sliding_layers_stay_dense():
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 

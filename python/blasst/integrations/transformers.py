@@ -12,6 +12,7 @@ ValueError (checked at the model's first full-attention layer: one read-back per
 logit soft-capping.
 """
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -80,7 +81,18 @@ class Stats:
 settings = Settings()
 stats = Stats()
 _warned: set = set()
-_first_full_layer: dict = {}  # per model config: its first layer without a sliding window (padding check)
+# Per model config: its first layer without a sliding window (the padding check runs there). Keyed by
+# id(config) with a weak reference to check it: configs are unhashable, and a freed config's id can
+# be reused by the next model's config, which must not inherit the old model's layer.
+_first_full_layer: Dict[int, tuple] = {}
+
+
+def _first_full_layer_of(config, layer: int) -> int:
+    entry = _first_full_layer.get(id(config))
+    if entry is None or entry[0]() is not config:
+        entry = (weakref.ref(config) if config is not None else (lambda: None), layer)
+        _first_full_layer[id(config)] = entry
+    return entry[1]
 
 
 def _warn_once(key, msg):
@@ -139,7 +151,7 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
         raise ValueError("blasst attention has no logit soft-capping (attn_logit_softcapping)")
     window = sliding_window or getattr(module, "sliding_window", None)
     if not window:
-        first = _first_full_layer.setdefault(id(getattr(module, "config", None)), layer)
+        first = _first_full_layer_of(getattr(module, "config", None), layer)
         if settings.check_padding and attention_mask is not None and layer == first:
             _refuse_padding(attention_mask, key.shape[2])
     if window:
