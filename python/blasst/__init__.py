@@ -12,7 +12,7 @@ from typing import List, Optional
 from . import _C
 from . import calibrate  # noqa: E402,F401  (blasst.calibrate.fit / sweep / save)
 
-__all__ = ["prefill", "prefill_block_k", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "with_cuda", "num_threads", "set_num_threads"]
+__all__ = ["prefill", "prefill_block_k", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "calibration_geometry", "with_cuda", "num_threads", "set_num_threads"]
 __version__ = "0.1.0"
 
 with_cuda = bool(_C.with_cuda)
@@ -51,18 +51,37 @@ class SkipStats:
         return vis, skp
 
 
-def scale_factor_for(calibration, phase, target_sparsity):
-    """The scale factor a(s) = alpha * exp(beta * s) of a `blasst calibrate` JSON file (or a list of
-    them, or their loaded dicts) for a phase ("prefill" or "decode") and a target tile sparsity."""
+def _phase_fit(calibration, phase):
+    """The first fit for ``phase`` among a calibration file, a list of them, or their dicts (None: none)."""
     import json
-    import math
 
     sources = calibration if isinstance(calibration, (list, tuple)) else [calibration]
     for src in sources:
         cal = src if isinstance(src, dict) else json.load(open(src))
         fit = cal.get(phase)
-        if fit is None:
-            continue
+        if fit is not None:
+            return fit
+    return None
+
+
+def calibration_geometry(calibration, phase):
+    """The geometry the fit for ``phase`` was measured under, as `blasst calibrate` records it
+    (``block_k``, ``order``, ``splits``, ``max_seed``, and ``block_q`` for prefill); None when the
+    calibration has no fit for the phase or records no geometry. A scale factor reaches its
+    calibrated sparsity only under the same geometry: a key tile of another size gives another
+    sparsity and accuracy for the same scale factor."""
+    fit = _phase_fit(calibration, phase)
+    return dict(fit["geometry"]) if fit is not None and fit.get("geometry") else None
+
+
+def scale_factor_for(calibration, phase, target_sparsity):
+    """The scale factor a(s) = alpha * exp(beta * s) of a `blasst calibrate` JSON file (or a list of
+    them, or their loaded dicts) for a phase ("prefill" or "decode") and a target tile sparsity.
+    The fit holds under the geometry it was measured with (``calibration_geometry``)."""
+    import math
+
+    fit = _phase_fit(calibration, phase)
+    if fit is not None:
         if "alpha" not in fit or "beta" not in fit:
             raise ValueError(f"calibration for {phase} has no alpha/beta fit")
         s = float(target_sparsity)

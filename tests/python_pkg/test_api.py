@@ -203,6 +203,17 @@ def test_scale_factor_from_calibration(tmp_path):
         blasst.scale_factor_for(str(path), "decode", 0.5)
 
 
+def test_calibration_geometry(tmp_path):
+    import json
+    geo = {"block_q": 64, "block_k": 176, "order": "reverse", "splits": 1, "max_seed": False}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"prefill": {"alpha": 2.0, "beta": 5.0, "geometry": geo}}))
+    assert blasst.calibration_geometry(str(path), "prefill") == geo
+    assert blasst.calibration_geometry([{"decode": {"alpha": 1.0, "beta": 1.0}}, str(path)], "prefill") == geo
+    assert blasst.calibration_geometry({"decode": {"alpha": 1.0, "beta": 1.0}}, "decode") is None  # none recorded
+    assert blasst.calibration_geometry(str(path), "decode") is None
+
+
 def test_decode_plan_reuses_its_buffers(rng):
     q, kc, vc, bt, sl = inputs.paged_decode(rng, [300, 1000], 1, 8, 2, 64, 64, 16)
     plan = blasst.DecodePlan(q, kc, vc, bt, sl, scale_factor=8.0, block_k=32, splits=2, return_lse=True)
@@ -264,6 +275,7 @@ def test_calibration_fit_and_runtime_lookup(rng, tmp_path):
     blasst.calibrate.save(cal, str(path))
     s = (fit["s_min"] + fit["s_max"]) / 2
     assert blasst.scale_factor_for(str(path), "prefill", s) == pytest.approx(fit["alpha"] * np.exp(fit["beta"] * s))
+    assert blasst.calibration_geometry(str(path), "prefill") == fit["geometry"]  # what the fit recorded
 
 
 def test_calibration_default_tile_is_the_gpu_default(rng):

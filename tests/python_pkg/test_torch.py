@@ -1,4 +1,6 @@
 """torch custom ops and the transformers backend (skipped where torch or transformers is missing)."""
+import math
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -144,6 +146,36 @@ def test_transformers_refuses_padded_batches():
         model(ids)  # unpadded: fine
         with pytest.raises(ValueError, match="padded"):
             model(ids, attention_mask=mask)
+
+
+def test_register_runs_a_calibration_under_its_geometry():
+    from blasst.integrations import transformers as bt
+
+    def cal(prefill_tile, decode_tile=128, order="reverse"):
+        geo = {"block_k": prefill_tile, "order": order, "splits": 1, "max_seed": False}
+        return {"prefill": {"alpha": 2.0, "beta": 5.0, "geometry": {"block_q": 64, **geo}},
+                "decode": {"alpha": 1.0, "beta": 4.0, "geometry": {**geo, "block_k": decode_tile, "order": "forward"}}}
+
+    try:
+        bt.register(prefill_block_k=None, block_k=None, order="reverse", block_q=64)  # earlier tests' settings
+        bt.register(calibration=cal(176), target_sparsity=0.5)  # no tile asked for: the calibration's
+        assert bt.settings.prefill_block_k == 176 and bt.settings.block_k is None
+        assert bt.settings.prefill_scale_factor == pytest.approx(2.0 * math.exp(2.5))
+        bt.register(calibration=cal(192), target_sparsity=0.5)  # an adopted tile does not stick
+        assert bt.settings.prefill_block_k == 192
+        bt.register(prefill_scale_factor=3.0)  # no calibration: nothing checked, the adopted tile dropped
+        assert bt.settings.prefill_block_k is None
+        bt.register(calibration=cal(176), target_sparsity=0.5, prefill_block_k=176)
+        assert bt.settings.prefill_block_k == 176
+        with pytest.raises(ValueError, match="176-key tiles, but block_k / prefill_block_k ask for 192"):
+            bt.register(calibration=cal(176), target_sparsity=0.5, prefill_block_k=192)
+        assert bt.settings.prefill_block_k == 176  # a refused call changes nothing
+        with pytest.raises(ValueError, match="decode calibration was measured with 64-key tiles"):
+            bt.register(calibration=cal(176, decode_tile=64), target_sparsity=0.5, prefill_block_k=None)
+        with pytest.raises(ValueError, match="order='sink_first'"):
+            bt.register(calibration=cal(176, order="sink_first"), target_sparsity=0.5)
+    finally:
+        bt.register(prefill_block_k=None, block_k=None, order="reverse", block_q=64)
 
 
 def test_padding_check_layer_is_not_inherited_through_a_reused_config_id():

@@ -11,6 +11,7 @@ long as the key tensor): a mask that hides keys from the last query row (padding
 ValueError (checked at the model's first full-attention layer: one read-back per forward), as does
 logit soft-capping.
 """
+import dataclasses
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -107,11 +108,20 @@ def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration
 
     With ``calibration`` (a `blasst calibrate` JSON file, a list of them, or their dicts) and
     ``target_sparsity`` (a float, or {"prefill": s, "decode": s}), the scale factors come from the
-    fits a(s) = alpha * exp(beta * s). Other Settings fields go as keyword arguments."""
+    fits a(s) = alpha * exp(beta * s), and the calibration's recorded geometry is followed: its
+    prefill key tile is used when none is asked for, and a key tile, query tile or visit order asked
+    for that differs from the calibration's raises ValueError (the scale factor would reach another
+    sparsity). Other Settings fields go as keyword arguments. A call that raises changes nothing."""
     from transformers import AttentionInterface
 
-    from .. import scale_factor_for
+    from .. import calibration_geometry, scale_factor_for
 
+    global _adopted_prefill_block_k
+    # The new settings are built on a copy and take effect only when everything checks out.
+    new = dataclasses.replace(settings)
+    if _adopted_prefill_block_k and "prefill_block_k" not in kwargs:
+        new.prefill_block_k = None  # adopted from an earlier call's calibration, not asked for
+    adopted = False
     if target_sparsity is not None:
         if calibration is None:
             raise ValueError("target_sparsity needs a calibration")
@@ -127,12 +137,20 @@ def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration
                 decode_scale_factor = a
     elif calibration is not None:
         raise ValueError("a calibration needs target_sparsity")
-    settings.prefill_scale_factor = prefill_scale_factor
-    settings.decode_scale_factor = decode_scale_factor
+    new.prefill_scale_factor = prefill_scale_factor
+    new.decode_scale_factor = decode_scale_factor
     for k, v in kwargs.items():
-        if not hasattr(settings, k):
+        if not hasattr(new, k):
             raise ValueError(f"unknown blasst setting '{k}'")
-        setattr(settings, k, v)
+        setattr(new, k, v)
+    if target_sparsity is not None:
+        for phase in targets:
+            geometry = calibration_geometry(calibration, phase)
+            if geometry:
+                adopted |= _follow_geometry(new, phase, geometry)
+    for f in dataclasses.fields(Settings):
+        setattr(settings, f.name, getattr(new, f.name))
+    _adopted_prefill_block_k = adopted
     AttentionInterface.register("blasst", blasst_attention)
     # Masks as SDPA gets them (None when purely causal and unpadded), so that padding can be refused
     # and sliding-window layers get their window; without this transformers passes no mask at all
@@ -141,6 +159,36 @@ def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration
 
     AttentionMaskInterface.register("blasst", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     return settings
+
+
+_adopted_prefill_block_k = False  # settings.prefill_block_k came from a calibration, not a caller
+
+
+def _follow_geometry(st, phase, geometry) -> bool:
+    """Run a calibrated phase under the geometry its fit was measured with: the prefill key tile
+    is taken from the calibration when none was asked for (returns True then); any other
+    difference (a key tile, query tile or visit order asked for that the calibration did not use)
+    raises, since the calibrated scale factor would then reach another sparsity."""
+    bk = geometry.get("block_k")
+    if phase == "prefill":
+        have = st.prefill_block_k or st.block_k
+        if bk is not None and have is None:
+            st.prefill_block_k = int(bk)
+            return True
+        if bk is not None and have != bk:
+            raise ValueError(f"the prefill calibration was measured with {bk}-key tiles, but block_k / prefill_block_k "
+                             f"ask for {have}: pass prefill_block_k={bk} (or leave both unset), or calibrate again")
+        for name in ("block_q", "order"):
+            if name in geometry and getattr(st, name) != geometry[name]:
+                raise ValueError(f"the prefill calibration was measured with {name}={geometry[name]!r}, but the "
+                                 f"settings ask for {getattr(st, name)!r}: pass {name}={geometry[name]!r}, or "
+                                 "calibrate again")
+    else:
+        have = st.block_k or 128  # decode's default key tile
+        if bk is not None and have != bk:
+            raise ValueError(f"the decode calibration was measured with {bk}-key tiles, but block_k asks for "
+                             f"{have}: pass block_k={bk} (and prefill_block_k for prefill), or calibrate again")
+    return False
 
 
 def blasst_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
