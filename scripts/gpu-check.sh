@@ -29,7 +29,12 @@ want() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; 
 cat "$OUT/gpu.txt"
 
 B=.devbuild
-if ! "$B/tests/blasst_cuda_tests" --gtest_list_tests >/dev/null 2>&1; then
+# Only steps that run our binaries need them (python builds its own extension, peers run PyTorch).
+needs_bins=false
+for s in "${steps[@]}"; do
+  case $s in python | peers | peers-quick) ;; *) needs_bins=true ;; esac
+done
+if $needs_bins && ! "$B/tests/blasst_cuda_tests" --gtest_list_tests >/dev/null 2>&1; then
   echo "carried binaries do not run here; building on the device"
   B=/tmp/blasst-build
   gt=()
