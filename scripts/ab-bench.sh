@@ -8,7 +8,8 @@
 # can run as several variants, e.g. "bk176=.devbuild/bench@--block-k 176"); each CASE is the
 # bench's --one argument plus any flags, quoted, e.g. "128,32768,1,170.213 --time --reps 30"
 # (prefill) or "8,1,8,32768" (decode). Ends with a summary: each case's median time per build and
-# its speed relative to the first build (>1: faster).
+# its speed relative to the first build (>1: faster). AB_DEADLINE=SECONDS starts no run after that
+# many seconds and still prints the summary (a device call's time limit would kill it otherwise).
 set -uo pipefail
 [ $# -ge 4 ] || { sed -n 2,10p "$0"; exit 2; }
 kind=$1 rounds=$2
@@ -17,10 +18,15 @@ builds=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do builds+=("$1"); shift; done
 shift
 log=$(mktemp)
+start=$(date +%s)
 for c in "$@"; do
   echo "== $c"
   for ((r = 0; r < rounds; ++r)); do
     for b in "${builds[@]}"; do
+      if [ -n "${AB_DEADLINE:-}" ] && [ $(($(date +%s) - start)) -ge "$AB_DEADLINE" ]; then
+        echo "== deadline of $AB_DEADLINE s reached: the summary covers the runs so far"
+        break 3
+      fi
       dir=${b#*=} flags=
       if [[ $dir == *@* ]]; then flags=${dir#*@} dir=${dir%%@*}; fi
       # shellcheck disable=SC2086  # the case string and the flags are the bench's arguments
