@@ -181,6 +181,15 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
 // Tile sparsity of one decode call, for the bisection below.
 double sparsity_of(Setup& st, const SkipPolicy& pol) { return time_policy(st, pol, 0, 0).sparsity; }
 
+// The skip rows' policy: scale factor a, forward, with max seeding, `splits` splits (0: the planner's).
+SkipPolicy skip_policy(double a, int splits) {
+  SkipPolicy pol = SkipPolicy::with_scale_factor(a);
+  pol.order = VisitOrder::forward;
+  pol.splits = splits;
+  pol.max_seed = true;
+  return pol;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -252,39 +261,23 @@ int main(int argc, char** argv) {
     };
     report("dense", 0, d);
     if (!one.empty() && one_target > 0) {  // --target: the scale factor for that sparsity
-      auto skip_at = [&](double a) {
-        SkipPolicy pol = SkipPolicy::with_scale_factor(a);
-        pol.order = VisitOrder::forward, pol.splits = one_splits, pol.max_seed = true;
-        return pol;
-      };
       const double a = bench::scale_factor_for_sparsity(one_target, 1e-3, double(s.len), [&](double x) {
-                         return sparsity_of(st, skip_at(x));
+                         return sparsity_of(st, skip_policy(x, one_splits));
                        }).first;
       factors = {a};
     }
     for (double a : factors) {
-      SkipPolicy pol = SkipPolicy::with_scale_factor(a);
-      pol.order = VisitOrder::forward;
-      pol.splits = one_splits;
-      pol.max_seed = true;
       char name[32];
       std::snprintf(name, sizeof name, "a=%g+s", a);
-      report(name, a, time_policy(st, pol, quick ? 5 : 11, std::min(inner, 50)));
+      report(name, a, time_policy(st, skip_policy(a, one_splits), quick ? 5 : 11, std::min(inner, 50)));
     }
     // Scale factors for 50, 70 and 90 % tile sparsity on these inputs (issue 3's sweep), found by
     // bisection on log a with the kernel's own counters; a target the inputs cannot reach within
     // 0.05 is reported as missing.
     if (!quick && one.empty())
       for (double target : {0.5, 0.7, 0.9}) {
-        auto policy = [&](double a) {
-          SkipPolicy pol = SkipPolicy::with_scale_factor(a);
-          pol.order = VisitOrder::forward;
-          pol.splits = 0;
-          pol.max_seed = true;
-          return pol;
-        };
         const auto [a, got] = bench::scale_factor_for_sparsity(  // a = len: lambda = 1
-            target, 1e-3, double(s.len), [&](double x) { return sparsity_of(st, policy(x)); });
+            target, 1e-3, double(s.len), [&](double x) { return sparsity_of(st, skip_policy(x, 0)); });
         char name[32];
         std::snprintf(name, sizeof name, "s=%.1f", target);
         if (std::fabs(got - target) > 0.05) {
@@ -292,7 +285,7 @@ int main(int argc, char** argv) {
                       s.len, name, got, a);
           continue;
         }
-        report(name, a, time_policy(st, policy(a), 11, std::min(inner, 50)));
+        report(name, a, time_policy(st, skip_policy(a, 0), 11, std::min(inner, 50)));
       }
     free_setup(st);
   }

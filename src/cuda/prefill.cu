@@ -1,7 +1,9 @@
 // Host side of the CUDA prefill: support checks, the plan and the dispatch over compiled variants.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "blasst/cuda/prefill.hpp"
 #include "blasst/cuda/prefill/prefill_mma_sm90.cuh"
@@ -38,12 +40,18 @@ constexpr int kAltBlockK128 = 128, kPrevBlockK128 = 176;
 // Head dim 256 takes 80-key tiles by default (FA3's tile there; 2 + 2 stages fill shared memory
 // beside a 128 x 256 Q), and 64 on request (the default until 2026-11-30).
 constexpr int kPrevBlockK256 = 64;
+// The key tiles the wgmma kernels take on request beside prefill_block_k(d).
+std::vector<int> requested_block_ks(int d) {
+  if (d == 128) return {kAltBlockK128, kPrevBlockK128};
+  if (d == 256) return {kPrevBlockK256};
+  return {};
+}
 // Whether a kernel takes key tiles of bk at head dim d: mma_sync 128 only; the wgmma kernels
-// prefill_block_k(d), at d 128 also 128 and 176, at d 256 also 64.
+// prefill_block_k(d) and requested_block_ks(d).
 bool takes_block_k(PrefillKernel kernel, int d, int bk) {
   if (kernel == PrefillKernel::mma_sync) return bk == 128;
-  return bk == prefill_block_k(d) || (d == 128 && (bk == kAltBlockK128 || bk == kPrevBlockK128)) ||
-         (d == 256 && bk == kPrevBlockK256);
+  const std::vector<int> more = requested_block_ks(d);
+  return bk == prefill_block_k(d) || std::find(more.begin(), more.end(), bk) != more.end();
 }
 
 template <class T, int D>
@@ -111,11 +119,13 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
     return std::string("the CUDA prefill kernel (") + to_string(kernel) + ") supports head dims 64, 128" +
            (kernel == PrefillKernel::mma_sync ? "" : " and 256") + ", got " + std::to_string(d);
   const int bk = kernel == PrefillKernel::mma_sync ? 128 : prefill_block_k(d);
-  if (pol.block_q != 64 || !takes_block_k(kernel, d, pol.block_k))
+  if (pol.block_q != 64 || !takes_block_k(kernel, d, pol.block_k)) {
+    std::string tiles = std::to_string(bk);
+    if (kernel != PrefillKernel::mma_sync)
+      for (int more : requested_block_ks(d)) tiles += " or " + std::to_string(more);
     return "the CUDA prefill kernel (" + std::string(to_string(kernel)) + ") at head dim " + std::to_string(d) +
-           " votes over 64 query rows and " + std::to_string(bk) + "-key tiles (block_q 64, block_k " +
-           std::to_string(bk) +
-           (kernel == PrefillKernel::mma_sync ? "" : d == 128 ? ", 128 or 192" : d == 256 ? ", or 80" : "") + ")";
+           " votes over 64 query rows and " + std::to_string(bk) + "-key tiles (block_q 64, block_k " + tiles + ")";
+  }
   if (pol.splits > 1) return "the CUDA prefill kernel has no split-KV";
   if (pol.max_seed) return "max seeding is a split-KV option (decode)";
   if (p.total_k > 0x7fffffff || p.total_q > 0x7fffffff) return "more than 2^31 tokens";

@@ -164,6 +164,11 @@ def register(prefill_scale_factor=None, decode_scale_factor=None, *, calibration
 _adopted_prefill_block_k = False  # settings.prefill_block_k came from a calibration, not a caller
 
 
+def _decode_block_k(st) -> int:
+    """The decode key tile the settings give: block_k, or the CUDA decode kernel's 128."""
+    return st.block_k or 128
+
+
 def _follow_geometry(st, phase, geometry) -> bool:
     """Run a calibrated phase under the geometry its fit was measured with: the prefill key tile
     is taken from the calibration when none was asked for (returns True then); any other
@@ -184,7 +189,7 @@ def _follow_geometry(st, phase, geometry) -> bool:
                                  f"settings ask for {getattr(st, name)!r}: pass {name}={geometry[name]!r}, or "
                                  "calibrate again")
     else:
-        have = st.block_k or 128  # decode's default key tile
+        have = _decode_block_k(st)
         if bk is not None and have != bk:
             raise ValueError(f"the decode calibration was measured with {bk}-key tiles, but block_k asks for "
                              f"{have}: pass block_k={bk} (and prefill_block_k for prefill), or calibrate again")
@@ -220,7 +225,7 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
         table = torch.arange(B, dtype=torch.int32, device=query.device).view(B, 1)
         lens = torch.full((B,), L, dtype=torch.int32, device=query.device)
         res = _decode(q, kc, vc, table, lens, softmax_scale=scale, scale_factor=settings.decode_scale_factor,
-                      block_k=settings.block_k or 128, max_seed=settings.max_seed, max_seq_len=L,
+                      block_k=_decode_block_k(settings), max_seed=settings.max_seed, max_seq_len=L,
                       return_stats=settings.collect_stats)
         if settings.collect_stats:
             res, st = res
