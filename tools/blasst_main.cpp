@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "blasst/synthetic.hpp"
 #include "cli_util.hpp"
 #include "commands.hpp"
+#include "cuda_run.hpp"
 
 namespace blasst::cli {
 namespace {
@@ -34,7 +36,10 @@ const std::vector<Flag> kPolicyFlags = {
     {"stats", "STATS.json", "write skip statistics as JSON"},
     {"skip-mask", "MASK.npy", "write the per (vote group, tile) decisions (uint8)"},
     {"dropped-mass", "D.npy", "write each row's exact dropped share of softmax mass (float32)"},
-    {"threads", "N", "worker threads (default: all cores)"},
+    {"threads", "N", "CPU engine worker threads (default: all cores)"},
+    {"device", "DEV", "cpu (default: the CPU engine, the contract's reference) or cuda (the Hopper kernels)"},
+    {"dtype", "T", "compute on inputs rounded to float32, float16 or bfloat16 (default: the files' dtype; "
+                   "on cuda, float32 files become bfloat16)"},
 };
 
 std::vector<Flag> with_policy(std::vector<Flag> f) {
@@ -61,7 +66,7 @@ const std::vector<Flag> kDecodeFlags = with_policy({
     {"block-table", "BT.npy", "int32 [batch, max_pages_per_seq] page ids"},
     {"seq-lens", "SL.npy", "int32 [batch] KV lengths (new tokens included)"},
     {"out", "O.npy", "output [batch, q_tokens, Hq, d_v], float32"},
-    {"splits", "N", "split-KV chunks per vote group (default 1)"},
+    {"splits", "N", "split-KV chunks per vote group (default: 1 on cpu, the planner's choice on cuda)"},
     {"max-seed", nullptr, "seed later splits' running max from tile 0 (BLASST.md 6)"},
 });
 
@@ -74,6 +79,76 @@ SkipPolicy policy_from(const Args& a) {
   p.block_k = static_cast<int>(a.get_int("block-k", 128));
   if (a.has("block-k") && a.get_int("block-k", 0) != p.block_k) throw Error("--block-k out of range");
   return p;
+}
+
+enum class Device { cpu, cuda };
+
+Device device_from(const Args& a) {
+  const std::string d = a.get("device", "cpu");
+  if (d == "cpu") return Device::cpu;
+  if (d == "cuda") return Device::cuda;
+  throw UsageError("--device must be cpu or cuda, got '" + d + "'");
+}
+
+// The dtype a run computes in: --dtype, else the files' own, except that the CUDA kernels take
+// 16-bit inputs, so float32 files run as bfloat16 there (the default engines use).
+DType run_dtype(const Args& a, Device dev, DType file) {
+  if (!a.has("dtype")) return dev == Device::cuda && file == DType::f32 ? DType::bf16 : file;
+  const std::string t = a.get("dtype", "");
+  if (t == "float32" || t == "fp32" || t == "f32") {
+    if (dev == Device::cuda) throw Error("--dtype float32: the CUDA kernels take float16 or bfloat16 inputs");
+    return DType::f32;
+  }
+  if (t == "float16" || t == "fp16" || t == "f16") return DType::f16;
+  if (t == "bfloat16" || t == "bf16") return DType::bf16;
+  throw UsageError("--dtype must be float32, float16 or bfloat16, got '" + t + "'");
+}
+
+float element_as_float(const std::uint8_t* bytes, DType t, std::size_t i) {
+  if (t == DType::f32) {
+    float f;
+    std::memcpy(&f, bytes + 4 * i, 4);
+    return f;
+  }
+  std::uint16_t v;
+  std::memcpy(&v, bytes + 2 * i, 2);
+  if (t == DType::bf16) {
+    const std::uint32_t b = static_cast<std::uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+  }
+  _Float16 h;
+  std::memcpy(&h, &v, 2);
+  return static_cast<float>(h);
+}
+
+void store_float(std::uint8_t* bytes, DType t, std::size_t i, float f) {
+  if (t == DType::f32) {
+    std::memcpy(bytes + 4 * i, &f, 4);
+    return;
+  }
+  std::uint16_t v;
+  if (t == DType::bf16) {
+    std::uint32_t b;
+    std::memcpy(&b, &f, 4);
+    v = (b & 0x7fffffffu) > 0x7f800000u ? std::uint16_t(0x7fc0 | (b >> 16 & 0x8000u))
+                                         : static_cast<std::uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  } else {
+    const _Float16 h = static_cast<_Float16>(f);
+    std::memcpy(&v, &h, 2);
+  }
+  std::memcpy(bytes + 2 * i, &v, 2);
+}
+
+// Rounds a loaded float tensor's elements to `to` in place (round to nearest even).
+void cast_tensor(npy::Array& a, DType from, DType to) {
+  if (from == to) return;
+  std::size_t n = 1;
+  for (std::int64_t e : a.shape) n *= static_cast<std::size_t>(e);
+  std::vector<std::uint8_t> out(n * (to == DType::f32 ? 4 : 2));
+  for (std::size_t i = 0; i < n; ++i) store_float(out.data(), to, i, element_as_float(a.bytes.data(), from, i));
+  a.bytes.swap(out);
 }
 
 float softmax_scale_from(const Args& a) {
@@ -91,10 +166,11 @@ const char* mode_name(SkipPolicy::Mode m) {
   return "?";
 }
 
-std::string stats_json(const char* phase, const SkipStats& s, const SkipPolicy& p) {
+std::string stats_json(const char* phase, const SkipStats& s, const SkipPolicy& p, const std::string& device) {
   Json j;
   j.begin_object();
   j.key("phase").value(phase);
+  j.key("device").value(device);
   j.key("tiles_visited").value(s.tiles_visited());
   j.key("tiles_skipped").value(s.tiles_skipped());
   j.key("sparsity").value(s.sparsity());
@@ -137,8 +213,8 @@ struct OptionalOutputs {
     out.stats = &stats;
   }
   // Every output lands, or none does.
-  void save(const Args& a, const char* phase, const SkipPolicy& p, const std::vector<std::int64_t>& o_shape,
-            const std::vector<std::int64_t>& row_shape) const {
+  void save(const Args& a, const char* phase, const SkipPolicy& p, const std::string& device,
+            const std::vector<std::int64_t>& o_shape, const std::vector<std::int64_t>& row_shape) const {
     StagedFiles files;
     npy::save(files.stage(a.required("out")), npy::Type::f32, o_shape, o.data());
     if (a.has("lse")) npy::save(files.stage(a.get("lse", "")), npy::Type::f32, row_shape, lse.data());
@@ -147,7 +223,7 @@ struct OptionalOutputs {
     if (a.has("skip-mask"))
       npy::save(files.stage(a.get("skip-mask", "")), npy::Type::u8, {static_cast<std::int64_t>(mask.size())},
                 mask.data());
-    if (a.has("stats")) write_text_atomic(files.stage(a.get("stats", "")), stats_json(phase, stats, p));
+    if (a.has("stats")) write_text_atomic(files.stage(a.get("stats", "")), stats_json(phase, stats, p, device));
     files.commit();
   }
 };
@@ -175,11 +251,15 @@ int cmd_attention(int argc, char** argv) {
   pol.order = parse_visit_order(a.get("order", "reverse"));
   validate(pol);
   apply_threads(a);
+  const Device dev = device_from(a);
+  if (dev == Device::cuda && a.has("dropped-mass"))
+    throw Error("--dropped-mass is computed by the CPU engine's extra pass: use --device cpu for it");
 
-  const npy::Array q = load_tensor("q", qp, 3), k = load_tensor("k", kp, 3), v = load_tensor("v", vp, 3);
-  const DType dt = float_dtype("q", q);
-  if (float_dtype("k", k) != dt || float_dtype("v", v) != dt)
+  npy::Array q = load_tensor("q", qp, 3), k = load_tensor("k", kp, 3), v = load_tensor("v", vp, 3);
+  const DType file_dt = float_dtype("q", q);
+  if (float_dtype("k", k) != file_dt || float_dtype("v", v) != file_dt)
     throw Error("--q, --k and --v must have the same dtype");
+  const DType dt = run_dtype(a, dev, file_dt);
   if (k.shape[0] != v.shape[0] || k.shape[1] != v.shape[1])
     throw Error("--k " + shape_str(k.shape) + " and --v " + shape_str(v.shape) + " disagree in tokens or heads");
   if (q.shape[2] != k.shape[2])
@@ -223,10 +303,17 @@ int cmd_attention(int argc, char** argv) {
   out.set_contiguous_strides(p);
   OptionalOutputs opt;
   const std::int64_t rows = p.total_q * p.num_heads_q;
-  opt.bind(a, out, rows * p.head_dim_v, rows,
-           a.has("skip-mask") ? skip_mask_layout(p, pol.block_q, pol.block_k).size() : 0);
-  cpu::prefill(p, pol, out);
-  opt.save(a, "prefill", pol, {p.total_q, p.num_heads_q, p.head_dim_v}, {p.total_q, p.num_heads_q});
+  const std::int64_t mask_bytes = a.has("skip-mask") ? skip_mask_layout(p, pol.block_q, pol.block_k).size() : 0;
+  opt.bind(a, out, rows * p.head_dim_v, rows, mask_bytes);
+  for (npy::Array* x : {&q, &k, &v}) cast_tensor(*x, file_dt, dt);
+  p.q = q.bytes.data(), p.k = k.bytes.data(), p.v = v.bytes.data();
+  std::string device = "cpu";
+  if (dev == Device::cuda) {
+    device = "cuda: " + run_prefill_cuda(p, pol, out, mask_bytes).device_name;
+  } else {
+    cpu::prefill(p, pol, out);
+  }
+  opt.save(a, "prefill", pol, device, {p.total_q, p.num_heads_q, p.head_dim_v}, {p.total_q, p.num_heads_q});
   return 0;
 }
 
@@ -245,18 +332,22 @@ int cmd_decode(int argc, char** argv) {
   check_output_paths(a);
   SkipPolicy pol = policy_from(a);
   pol.order = VisitOrder::forward;
-  pol.splits = static_cast<int>(a.get_int("splits", 1));
+  const Device dev = device_from(a);
+  pol.splits = static_cast<int>(a.get_int("splits", dev == Device::cuda ? 0 : 1));
   if (a.has("splits") && a.get_int("splits", 0) != pol.splits) throw Error("--splits out of range");
+  if (a.has("splits") && pol.splits < 1) throw Error("--splits must be >= 1");
   pol.max_seed = a.has("max-seed");
   validate(pol);
   apply_threads(a);
+  if (dev == Device::cuda && a.has("dropped-mass"))
+    throw Error("--dropped-mass is computed by the CPU engine's extra pass: use --device cpu for it");
 
-  const npy::Array q = load_tensor("q", qp, 4, 3), kc = load_tensor("k-cache", kp, 4),
-                   vc = load_tensor("v-cache", vp, 4), bt = load_tensor("block-table", bp, 2),
-                   sl = load_tensor("seq-lens", sp, 1);
-  const DType dt = float_dtype("q", q);
-  if (float_dtype("k-cache", kc) != dt || float_dtype("v-cache", vc) != dt)
+  npy::Array q = load_tensor("q", qp, 4, 3), kc = load_tensor("k-cache", kp, 4), vc = load_tensor("v-cache", vp, 4);
+  const npy::Array bt = load_tensor("block-table", bp, 2), sl = load_tensor("seq-lens", sp, 1);
+  const DType file_dt = float_dtype("q", q);
+  if (float_dtype("k-cache", kc) != file_dt || float_dtype("v-cache", vc) != file_dt)
     throw Error("--q, --k-cache and --v-cache must have the same dtype");
+  const DType dt = run_dtype(a, dev, file_dt);
   require_int32("block-table", bt);
   require_int32("seq-lens", sl);
   const bool q3 = q.shape.size() == 3;
@@ -296,11 +387,21 @@ int cmd_decode(int argc, char** argv) {
   out.set_contiguous_strides(p);
   OptionalOutputs opt;
   const std::int64_t rows = batch * qtok * hq;
-  opt.bind(a, out, rows * p.head_dim_v, rows, a.has("skip-mask") ? skip_mask_layout(p, pol.block_k).size() : 0);
-  cpu::decode(p, pol, out);
+  const std::int64_t mask_bytes = a.has("skip-mask") ? skip_mask_layout(p, pol.block_k).size() : 0;
+  opt.bind(a, out, rows * p.head_dim_v, rows, mask_bytes);
+  for (npy::Array* x : {&q, &kc, &vc}) cast_tensor(*x, file_dt, dt);
+  p.q = q.bytes.data(), p.k_cache = kc.bytes.data(), p.v_cache = vc.bytes.data();
+  std::string device = "cpu";
+  if (dev == Device::cuda) {
+    const CudaRunInfo info = run_decode_cuda(p, pol, out, mask_bytes);
+    device = "cuda: " + info.device_name;
+    pol.splits = info.splits;  // the statistics record the split count that ran
+  } else {
+    cpu::decode(p, pol, out);
+  }
   std::vector<std::int64_t> o_shape = {batch, qtok, hq, p.head_dim_v}, row_shape = {batch, qtok, hq};
   if (q3) o_shape = {batch, hq, p.head_dim_v}, row_shape = {batch, hq};
-  opt.save(a, "decode", pol, o_shape, row_shape);
+  opt.save(a, "decode", pol, device, o_shape, row_shape);
   return 0;
 }
 

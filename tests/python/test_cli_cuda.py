@@ -1,0 +1,135 @@
+"""`blasst attention|decode --device cuda`: the CLI's GPU path against its CPU engine.
+
+On a machine with a Hopper GPU (`blasst info` lists an sm_90 device) the same 16-bit inputs run
+on both devices, and the test checks that the kernels' decisions agree with the CPU engine's
+(boundary ties aside: at most 0.5 % of the tiles, and never more than a few), that O and LSE agree
+to 16-bit tolerance, and that the statistics JSON matches the mask it came with. The kernels' own
+test suite (tests/cuda) does the exact checks; this one covers the CLI's plumbing: upload, dtype
+rounding, outputs read back, split count and device recorded. Without such a GPU only the refusal
+is tested: `--device cuda` exits 1 with one clear line.
+"""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+import blasst_inputs as bi
+from conftest import cli_path
+
+
+def _hopper():
+    p = cli_path()
+    if not p.exists():
+        return False
+    out = subprocess.run([str(p), "info"], capture_output=True, text=True).stdout
+    return re.search(r"device \d+: .*, sm_90,", out) is not None
+
+
+HOPPER = _hopper()
+needs_gpu = pytest.mark.skipif(not HOPPER, reason="no sm_90 GPU: CLI CUDA test skipped")
+
+
+def _decisions(mask):
+    return mask[mask > 0]
+
+
+def _check_masks_agree(gpu, cpu, seed):
+    assert gpu.mask.shape == cpu.mask.shape, f"mask sizes differ (seed {seed})"
+    assert np.array_equal(gpu.mask == 0, cpu.mask == 0), f"visited tiles differ (seed {seed})"
+    differ = int(np.sum(gpu.mask != cpu.mask))
+    visited = int(np.sum(cpu.mask > 0))
+    assert differ <= max(2, 0.005 * visited), (
+        f"{differ} of {visited} decisions differ between cuda and cpu (seed {seed})")
+
+
+def _check_stats(res, phase, device_prefix):
+    s = res.stats
+    assert s["phase"] == phase
+    assert s["device"].startswith(device_prefix), s["device"]
+    assert s["tiles_visited"] == int(np.sum(res.mask > 0))
+    assert s["tiles_skipped"] == int(np.sum(res.mask == 2))
+    assert sum(s["per_head"]["visited"]) == s["tiles_visited"]
+
+
+def _close(name, got, want, seed, rtol=2e-2):
+    d = got.astype(np.float64) - want
+    rel = np.linalg.norm(d) / max(np.linalg.norm(want), 1e-30)
+    assert rel <= rtol, f"{name}: ||cuda - cpu|| / ||cpu|| = {rel:.3g} > {rtol} (seed {seed})"
+
+
+def _close_lse(gpu, cpu, seed):
+    fin = np.isfinite(cpu)
+    assert np.array_equal(fin, np.isfinite(gpu)), f"LSE: rows without keys differ (seed {seed})"
+    assert np.max(np.abs(gpu[fin] - cpu[fin]), initial=0.0) <= 2e-2, f"LSE differs (seed {seed})"
+
+
+@pytest.mark.skipif(HOPPER, reason="a Hopper GPU is present: the refusal is not what runs")
+def test_cuda_refused_cleanly_without_gpu(cli, rng):
+    q, k, v = bi.random_qkv(rng, 5, 5, 2, 1, 64, 64)
+    d = cli.workdir()
+    args = ["attention", "--q", cli.write(d, "q", q.astype(np.float16)), "--k",
+            cli.write(d, "k", k.astype(np.float16)), "--v", cli.write(d, "v", v.astype(np.float16)),
+            "--out", d / "o.npy", "--device", "cuda"]
+    proc = cli.run(args)
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0 and line.startswith("blasst: error: --device cuda: "), line
+    assert not (d / "o.npy").exists()
+
+
+@needs_gpu
+@pytest.mark.parametrize("causal", [True, False])
+def test_prefill_cuda_matches_cpu(cli, seed, rng, causal):
+    lens_q, lens_k = [1, 17, 300, 1013, 200], [1, 17, 300, 1013, 700]
+    q, k, v, cq, ck = bi.varlen_prefill(rng, lens_q, lens_k, 8, 2, 128, 128, dtype=np.float16)
+    inputs = {"q": q, "k": k, "v": v, "cu-seqlens-q": cq, "cu-seqlens-k": ck}
+    flags = ["--scale-factor", "40"] + (["--causal"] if causal else [])
+    gpu = cli.invoke("attention", inputs, flags + ["--device", "cuda"])
+    cpu = cli.invoke("attention", inputs, flags)
+    _check_masks_agree(gpu, cpu, seed)
+    _check_stats(gpu, "prefill", "cuda")
+    _check_stats(cpu, "prefill", "cpu")
+    assert gpu.stats["geometry"] == cpu.stats["geometry"]
+    _close("O", gpu.o, cpu.o, seed)
+    _close_lse(gpu.lse, cpu.lse, seed)
+
+
+@needs_gpu
+def test_prefill_cuda_float32_files_run_as_bfloat16(cli, seed, rng):
+    q, k, v, cq, ck = bi.varlen_prefill(rng, [129], [129], 4, 4, 64, 64, structure=False)
+    inputs = {"q": q, "k": k, "v": v}
+    gpu = cli.invoke("attention", inputs, ["--causal", "--device", "cuda"])
+    cpu = cli.invoke("attention", inputs, ["--causal", "--dtype", "bfloat16"])
+    assert gpu.stats["tiles_skipped"] == 0
+    _close("O", gpu.o, cpu.o, seed)
+    _close_lse(gpu.lse, cpu.lse, seed)
+
+
+@needs_gpu
+@pytest.mark.parametrize("splits,max_seed", [(1, False), (2, True)])
+def test_decode_cuda_matches_cpu(cli, seed, rng, splits, max_seed):
+    q, kc, vc, bt, sl = bi.paged_decode(rng, [1, 17, 1013, 2000, 0], 2, 16, 2, 128, 128, 16)
+    inputs = {"q": q, "k-cache": kc, "v-cache": vc, "block-table": bt, "seq-lens": sl}
+    flags = ["--scale-factor", "20", "--splits", str(splits)] + (["--max-seed"] if max_seed else [])
+    gpu = cli.invoke("decode", inputs, flags + ["--device", "cuda", "--dtype", "bf16"])
+    cpu = cli.invoke("decode", inputs, flags + ["--dtype", "bfloat16"])
+    _check_masks_agree(gpu, cpu, seed)
+    _check_stats(gpu, "decode", "cuda")
+    assert gpu.stats["geometry"] == cpu.stats["geometry"]
+    _close("O", gpu.o, cpu.o, seed)
+    _close_lse(gpu.lse, cpu.lse, seed)
+
+
+@needs_gpu
+def test_decode_cuda_planner_splits_recorded(cli, seed, rng):
+    q, kc, vc, bt, sl = bi.paged_decode(rng, [4096], 1, 8, 1, 128, 128, 64, structure=False)
+    inputs = {"q": q[:, 0].astype(np.float16), "k-cache": kc.astype(np.float16),
+              "v-cache": vc.astype(np.float16), "block-table": bt, "seq-lens": sl}
+    gpu = cli.invoke("decode", inputs, ["--device", "cuda"])
+    cpu = cli.invoke("decode", inputs, [])
+    assert gpu.o.shape == cpu.o.shape == (1, 8, 128)
+    assert gpu.stats["geometry"]["splits"] > 1  # one sequence: the planner splits it over the SMs
+    assert gpu.stats["tiles_skipped"] == 0
+    _close("O", gpu.o, cpu.o, seed)
