@@ -335,7 +335,8 @@ int cmd_decode(int argc, char** argv) {
   const Device dev = device_from(a);
   pol.splits = static_cast<int>(a.get_int("splits", dev == Device::cuda ? 0 : 1));
   if (a.has("splits") && a.get_int("splits", 0) != pol.splits) throw Error("--splits out of range");
-  if (a.has("splits") && pol.splits < 1) throw Error("--splits must be >= 1");
+  if (a.has("splits") && pol.splits < 1)
+    throw Error("--splits must be >= 1 (on cuda, leave it out for the planner's choice)");
   pol.max_seed = a.has("max-seed");
   validate(pol);
   apply_threads(a);
