@@ -91,7 +91,7 @@ Device device_from(const Args& a) {
 }
 
 // The dtype a run computes in: --dtype, else the files' own, except that the CUDA kernels take
-// 16-bit inputs, so float32 files run as bfloat16 there (the default engines use).
+// 16-bit inputs, so float32 files run as bfloat16 there (what serving engines run).
 DType run_dtype(const Args& a, Device dev, DType file) {
   if (!a.has("dtype")) return dev == Device::cuda && file == DType::f32 ? DType::bf16 : file;
   const std::string t = a.get("dtype", "");
@@ -102,43 +102,6 @@ DType run_dtype(const Args& a, Device dev, DType file) {
   if (t == "float16" || t == "fp16" || t == "f16") return DType::f16;
   if (t == "bfloat16" || t == "bf16") return DType::bf16;
   throw UsageError("--dtype must be float32, float16 or bfloat16, got '" + t + "'");
-}
-
-float element_as_float(const std::uint8_t* bytes, DType t, std::size_t i) {
-  if (t == DType::f32) {
-    float f;
-    std::memcpy(&f, bytes + 4 * i, 4);
-    return f;
-  }
-  std::uint16_t v;
-  std::memcpy(&v, bytes + 2 * i, 2);
-  if (t == DType::bf16) {
-    const std::uint32_t b = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
-  }
-  _Float16 h;
-  std::memcpy(&h, &v, 2);
-  return static_cast<float>(h);
-}
-
-void store_float(std::uint8_t* bytes, DType t, std::size_t i, float f) {
-  if (t == DType::f32) {
-    std::memcpy(bytes + 4 * i, &f, 4);
-    return;
-  }
-  std::uint16_t v;
-  if (t == DType::bf16) {
-    std::uint32_t b;
-    std::memcpy(&b, &f, 4);
-    v = (b & 0x7fffffffu) > 0x7f800000u ? std::uint16_t(0x7fc0 | (b >> 16 & 0x8000u))
-                                         : static_cast<std::uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-  } else {
-    const _Float16 h = static_cast<_Float16>(f);
-    std::memcpy(&v, &h, 2);
-  }
-  std::memcpy(bytes + 2 * i, &v, 2);
 }
 
 // Rounds a loaded float tensor's elements to `to` in place (round to nearest even).

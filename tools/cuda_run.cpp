@@ -2,11 +2,11 @@
 #include "cuda_run.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "blasst/types.hpp"
+#include "cli_util.hpp"
 
 #if BLASST_WITH_CUDA
 #include <cuda_runtime.h>
@@ -66,24 +66,12 @@ std::string first_device() {
   return prop.name;
 }
 
-float from_16bit(std::uint16_t v, DType t) {
-  if (t == DType::bf16) {
-    const std::uint32_t b = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
-  }
-  _Float16 h;
-  std::memcpy(&h, &v, 2);
-  return static_cast<float>(h);
-}
-
 // The kernel's 16-bit O, read back as the CLI's float32 O.
 void download_o(const DeviceBytes& d, DType t, std::int64_t elems, void* host_o) {
-  std::vector<std::uint16_t> h(static_cast<std::size_t>(elems));
-  d.download(h.data(), h.size() * 2);
+  std::vector<std::uint8_t> h(static_cast<std::size_t>(elems) * 2);
+  d.download(h.data(), h.size());
   float* o = static_cast<float*>(host_o);
-  for (std::size_t i = 0; i < h.size(); ++i) o[i] = from_16bit(h[i], t);
+  for (std::size_t i = 0; i < static_cast<std::size_t>(elems); ++i) o[i] = element_as_float(h.data(), t, i);
 }
 
 void check_outputs(const Outputs& out) {

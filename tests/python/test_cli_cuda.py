@@ -1,4 +1,5 @@
-"""`blasst attention|decode --device cuda`: the CLI's GPU path against its CPU engine.
+"""`blasst attention|decode --device cuda`: the CLI's GPU path against its CPU engine, and
+`--dtype` (the inputs' rounding, on either device).
 
 On a machine with a Hopper GPU (`blasst info` lists an sm_90 device) the same 16-bit inputs run
 on both devices, and the test checks that the kernels' decisions agree with the CPU engine's
@@ -63,6 +64,38 @@ def _close_lse(gpu, cpu, seed):
     fin = np.isfinite(cpu)
     assert np.array_equal(fin, np.isfinite(gpu)), f"LSE: rows without keys differ (seed {seed})"
     assert np.max(np.abs(gpu[fin] - cpu[fin]), initial=0.0) <= 2e-2, f"LSE differs (seed {seed})"
+
+
+def test_dtype_rounds_float32_files_like_numpy(cli, seed, rng):
+    """--dtype float16 on float32 files equals the run on the same tensors saved as float16, and
+    --dtype float32 on float16 files equals the float16 run (the CPU engine computes in float32)."""
+    q, k, v, cq, ck = bi.varlen_prefill(rng, [40, 200], [90, 200], 4, 2, 64, 64, structure=False)
+    f32 = {"q": q, "k": k, "v": v, "cu-seqlens-q": cq, "cu-seqlens-k": ck}
+    f16 = dict(f32, q=q.astype(np.float16), k=k.astype(np.float16), v=v.astype(np.float16))
+    flags = ["--causal", "--threshold", "0.01"]
+    rounded = cli.invoke("attention", f32, flags + ["--dtype", "float16"])
+    native = cli.invoke("attention", f16, flags)
+    widened = cli.invoke("attention", f16, flags + ["--dtype", "fp32"])
+    for other in (native, widened):
+        assert np.array_equal(rounded.o, other.o), f"O differs (seed {seed})"
+        assert np.array_equal(rounded.mask, other.mask), f"mask differs (seed {seed})"
+    assert rounded.stats["device"] == "cpu"
+
+
+def test_dtype_bfloat16_rounds_to_nearest_even(cli, seed, rng):
+    """--dtype bfloat16: the CPU engine sees each float32 input rounded to bfloat16 (nearest even),
+    checked on a decode whose output is one value's V row (one key)."""
+    q, kc, vc, bt, sl = bi.paged_decode(rng, [1], 1, 2, 1, 64, 64, 16, structure=False)
+    # 1 .. 1 + 2^-6 in steps of 2^-12: bfloat16 neighbours 1, 1 + 2^-7, 1 + 2^-6 and the ties
+    # between them (1 + 2^-8 rounds down to the even 1, 1 + 3 * 2^-8 up to the even 1 + 2^-6)
+    x = np.float32(1.0) + np.float32(2.0 ** -6) * np.arange(64, dtype=np.float32) / 64
+    vc[:] = x
+    inputs = {"q": q, "k-cache": kc, "v-cache": vc, "block-table": bt, "seq-lens": sl}
+    res = cli.invoke("decode", inputs, ["--dtype", "bfloat16"])
+    bits = x.view(np.uint32)
+    want = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).view(np.float32)
+    assert np.array_equal(res.o[0, 0, 0], want), f"bfloat16 rounding differs (seed {seed})"
+    assert want[16] == 1.0 and want[48] == np.float32(1 + 2.0 ** -6)  # the two ties, to even
 
 
 @pytest.mark.skipif(HOPPER, reason="a Hopper GPU is present: the refusal is not what runs")
