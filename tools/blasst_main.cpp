@@ -1,13 +1,14 @@
 // The `blasst` command line: attention and decode on .npy files, a synthetic benchmark, build info.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "blasst/blasst.hpp"
+#include "blasst/convert.hpp"
 #include "blasst/npy.hpp"
 #include "blasst/synthetic.hpp"
 #include "cli_util.hpp"
@@ -104,13 +105,21 @@ DType run_dtype(const Args& a, Device dev, DType file) {
   throw UsageError("--dtype must be float32, float16 or bfloat16, got '" + t + "'");
 }
 
-// Rounds a loaded float tensor's elements to `to` in place (round to nearest even).
+// Rounds a loaded float tensor's elements to `to` in place (blasst/convert.hpp, the CPU engine's
+// conversion), a block at a time.
 void cast_tensor(npy::Array& a, DType from, DType to) {
   if (from == to) return;
-  std::size_t n = 1;
-  for (std::int64_t e : a.shape) n *= static_cast<std::size_t>(e);
-  std::vector<std::uint8_t> out(n * (to == DType::f32 ? 4 : 2));
-  for (std::size_t i = 0; i < n; ++i) store_float(out.data(), to, i, element_as_float(a.bytes.data(), from, i));
+  std::int64_t n = 1;
+  for (std::int64_t e : a.shape) n *= e;
+  const std::size_t in = from == DType::f32 ? 4 : 2, outsz = to == DType::f32 ? 4 : 2;
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(n) * outsz);
+  constexpr std::int64_t kBlock = 4096;
+  float buf[kBlock];
+  for (std::int64_t i = 0; i < n; i += kBlock) {
+    const std::int64_t m = std::min(kBlock, n - i);
+    convert_row(a.bytes.data() + i * in, from, buf, m);
+    store_row(buf, to, out.data() + i * outsz, m);
+  }
   a.bytes.swap(out);
 }
 

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -234,43 +233,6 @@ void apply_threads(const Args& a) {
   const long long n = a.get_int("threads", 0);
   if (n < 1 || n > 4096) throw Error("--threads must be between 1 and 4096");
   cpu::set_num_threads(static_cast<int>(n));
-}
-
-float element_as_float(const std::uint8_t* bytes, DType t, std::size_t i) {
-  if (t == DType::f32) {
-    float f;
-    std::memcpy(&f, bytes + 4 * i, 4);
-    return f;
-  }
-  std::uint16_t v;
-  std::memcpy(&v, bytes + 2 * i, 2);
-  if (t == DType::bf16) {
-    const std::uint32_t b = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
-  }
-  _Float16 h;
-  std::memcpy(&h, &v, 2);
-  return static_cast<float>(h);
-}
-
-void store_float(std::uint8_t* bytes, DType t, std::size_t i, float f) {
-  if (t == DType::f32) {
-    std::memcpy(bytes + 4 * i, &f, 4);
-    return;
-  }
-  std::uint16_t v;
-  if (t == DType::bf16) {
-    std::uint32_t b;
-    std::memcpy(&b, &f, 4);
-    v = (b & 0x7fffffffu) > 0x7f800000u ? std::uint16_t(0x7fc0 | (b >> 16 & 0x8000u))
-                                         : static_cast<std::uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-  } else {
-    const _Float16 h = static_cast<_Float16>(f);
-    std::memcpy(&v, &h, 2);
-  }
-  std::memcpy(bytes + 2 * i, &v, 2);
 }
 
 }  // namespace blasst::cli

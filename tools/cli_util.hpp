@@ -104,8 +104,4 @@ class StagedFiles {
   std::vector<std::pair<std::string, std::string>> files_;  // (temporary, final)
 };
 
-// Element i of raw float data of dtype t, as float; and its store, rounded to nearest even.
-float element_as_float(const std::uint8_t* bytes, DType t, std::size_t i);
-void store_float(std::uint8_t* bytes, DType t, std::size_t i, float f);
-
 }  // namespace blasst::cli

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "blasst/convert.hpp"
 #include "blasst/types.hpp"
-#include "cli_util.hpp"
 
 #if BLASST_WITH_CUDA
 #include <cuda_runtime.h>
@@ -66,18 +66,62 @@ std::string first_device() {
   return prop.name;
 }
 
-// The kernel's 16-bit O, read back as the CLI's float32 O.
-void download_o(const DeviceBytes& d, DType t, std::int64_t elems, void* host_o) {
-  std::vector<std::uint8_t> h(static_cast<std::size_t>(elems) * 2);
-  d.download(h.data(), h.size());
-  float* o = static_cast<float*>(host_o);
-  for (std::size_t i = 0; i < static_cast<std::size_t>(elems); ++i) o[i] = element_as_float(h.data(), t, i);
-}
-
 void check_outputs(const Outputs& out) {
   if (out.dropped_mass)
     throw Error("--dropped-mass is computed by the CPU engine's extra pass: use --device cpu for it");
   if (out.o_dtype != DType::f32) throw Error("internal: the CLI's O is float32");
+}
+
+// The kernel's outputs on the device (O in the input dtype, and LSE, mask and tile counters where
+// the host asks for them), then read back into the CLI's host outputs: O as float32, and the
+// statistics from the counters with each sequence's lambda.
+class DeviceOutputs {
+ public:
+  DeviceOutputs(const Outputs& host, DType t, std::int64_t rows, int d_v, std::size_t mask_alloc, int counter_rows)
+      : host_(host), t_(t), o_elems_(rows * d_v), lse_bytes_(host.lse ? std::size_t(rows) * 4 : 0),
+        o_(std::size_t(o_elems_) * 2), lse_(lse_bytes_), mask_(host.skip_mask ? mask_alloc : 0),
+        counters_(std::size_t(counter_rows) * 16) {}
+
+  // The kernel's Outputs for problem p.
+  template <class Problem> Outputs device(const Problem& p) const {
+    Outputs d;
+    d.set_contiguous_strides(p);
+    d.o = o_.get(), d.o_dtype = p.dtype;
+    d.lse = host_.lse ? lse_.get<float>() : nullptr;
+    d.skip_mask = host_.skip_mask ? mask_.get<std::uint8_t>() : nullptr;
+    d.tile_counters = counters_.get<std::uint64_t>();
+    return d;
+  }
+  void clear_mask() { mask_.zero(); }
+
+  // kv_lens: each sequence's key count, for its lambda; heads: the counters' heads per sequence.
+  void read_back(const SkipPolicy& policy, std::int64_t mask_bytes, const std::vector<std::int64_t>& kv_lens,
+                 int heads) const {
+    std::vector<std::uint16_t> o(static_cast<std::size_t>(o_elems_));
+    o_.download(o.data(), o.size() * 2);
+    convert_row(o.data(), t_, static_cast<float*>(host_.o), o_elems_);
+    if (host_.lse) lse_.download(host_.lse, lse_bytes_);
+    if (host_.skip_mask) mask_.download(host_.skip_mask, std::size_t(mask_bytes));
+    if (!host_.stats) return;
+    const int batch = static_cast<int>(kv_lens.size());
+    std::vector<std::uint64_t> c(std::size_t(batch) * heads * 2);
+    counters_.download(c.data(), c.size() * 8);
+    std::vector<double> lambda;
+    for (std::int64_t len : kv_lens) lambda.push_back(sequence_lambda(policy, len));
+    *host_.stats = stats_from_counters(c.data(), batch, heads, std::move(lambda));
+  }
+
+ private:
+  const Outputs& host_;
+  DType t_;
+  std::int64_t o_elems_;
+  std::size_t lse_bytes_;
+  DeviceBytes o_, lse_, mask_, counters_;
+};
+
+void finish(const char* what) {
+  check(cudaGetLastError(), what);
+  check(cudaDeviceSynchronize(), what);
 }
 
 }  // namespace
@@ -96,42 +140,26 @@ CudaRunInfo run_prefill_cuda(const PrefillProblem& hp, const SkipPolicy& policy,
   const std::size_t cu_bytes = hp.cu_seqlens_q ? std::size_t(hp.batch + 1) * 4 : 0;
   const DeviceBytes cq(hp.cu_seqlens_q, cu_bytes), ck(hp.cu_seqlens_k, cu_bytes);
   int max_q = static_cast<int>(hp.total_q);
+  std::vector<std::int64_t> kv_lens = {hp.total_k};
   if (hp.cu_seqlens_q) {
     max_q = 0;
-    for (int b = 0; b < hp.batch; ++b) max_q = std::max(max_q, hp.cu_seqlens_q[b + 1] - hp.cu_seqlens_q[b]);
+    kv_lens.clear();
+    for (int b = 0; b < hp.batch; ++b) {
+      max_q = std::max(max_q, hp.cu_seqlens_q[b + 1] - hp.cu_seqlens_q[b]);
+      kv_lens.push_back(hp.cu_seqlens_k[b + 1] - hp.cu_seqlens_k[b]);
+    }
   }
   PrefillProblem p = hp;
   p.q = q.get(), p.k = k.get(), p.v = v.get();
   p.cu_seqlens_q = hp.cu_seqlens_q ? cq.get<std::int32_t>() : nullptr;
   p.cu_seqlens_k = hp.cu_seqlens_k ? ck.get<std::int32_t>() : nullptr;
 
-  const std::int64_t rows = hp.total_q * hp.num_heads_q;
-  DeviceBytes o(std::size_t(rows) * hp.head_dim_v * es), lse(out.lse ? std::size_t(rows) * 4 : 0),
-      mask(out.skip_mask ? std::size_t(mask_bytes) : 0), counters(std::size_t(hp.batch) * hp.num_heads_q * 16);
-  mask.zero();  // the caller clears the prefill mask (cuda/prefill.hpp)
-  Outputs d;
-  d.set_contiguous_strides(p);
-  d.o = o.get(), d.o_dtype = p.dtype;
-  d.lse = out.lse ? lse.get<float>() : nullptr;
-  d.skip_mask = out.skip_mask ? mask.get<std::uint8_t>() : nullptr;
-  d.tile_counters = counters.get<std::uint64_t>();
-
-  const cuda::PrefillPlan plan = cuda::plan_prefill(p, max_q, policy);
-  cuda::prefill(p, policy, plan, d, nullptr);
-  check(cudaGetLastError(), "prefill launch");
-  check(cudaDeviceSynchronize(), "prefill");
-
-  download_o(o, p.dtype, rows * hp.head_dim_v, out.o);
-  if (out.lse) lse.download(out.lse, std::size_t(rows) * 4);
-  if (out.skip_mask) mask.download(out.skip_mask, std::size_t(mask_bytes));
-  if (out.stats) {
-    std::vector<std::uint64_t> c(std::size_t(hp.batch) * hp.num_heads_q * 2);
-    counters.download(c.data(), c.size() * 8);
-    std::vector<double> lambda(static_cast<std::size_t>(hp.batch));
-    for (int b = 0; b < hp.batch; ++b)
-      lambda[b] = sequence_lambda(policy, hp.cu_seqlens_k ? hp.cu_seqlens_k[b + 1] - hp.cu_seqlens_k[b] : hp.total_k);
-    *out.stats = stats_from_counters(c.data(), hp.batch, hp.num_heads_q, std::move(lambda));
-  }
+  DeviceOutputs d(out, p.dtype, hp.total_q * hp.num_heads_q, hp.head_dim_v, std::size_t(mask_bytes),
+                  hp.batch * hp.num_heads_q);
+  d.clear_mask();  // the caller clears the prefill mask (cuda/prefill.hpp)
+  cuda::prefill(p, policy, cuda::plan_prefill(p, max_q, policy), d.device(p), nullptr);
+  finish("prefill");
+  d.read_back(policy, mask_bytes, kv_lens, hp.num_heads_q);
   return info;
 }
 
@@ -148,42 +176,23 @@ CudaRunInfo run_decode_cuda(const DecodeProblem& hp, const SkipPolicy& policy, c
   const DeviceBytes kc(hp.k_cache, slots * hp.head_dim_qk * es), vc(hp.v_cache, slots * hp.head_dim_v * es);
   const DeviceBytes table(hp.block_table, std::size_t(hp.batch) * hp.max_pages_per_seq * 4);
   const DeviceBytes lens(hp.seq_lens, std::size_t(hp.batch) * 4);
-  int max_len = 0;
-  for (int b = 0; b < hp.batch; ++b) max_len = std::max(max_len, hp.seq_lens[b]);
+  const std::vector<std::int64_t> kv_lens(hp.seq_lens, hp.seq_lens + hp.batch);
+  const int max_len = kv_lens.empty() ? 0 : static_cast<int>(*std::max_element(kv_lens.begin(), kv_lens.end()));
   DecodeProblem p = hp;
   p.q = q.get(), p.k_cache = kc.get(), p.v_cache = vc.get();
   p.block_table = table.get<std::int32_t>(), p.seq_lens = lens.get<std::int32_t>();
 
   const cuda::DecodePlan plan = cuda::plan_decode(p, max_len, policy);
   info.splits = plan.splits;
-  const std::int64_t rows = std::int64_t(hp.batch) * hp.q_tokens * hp.num_heads_q;
   // The kernel clears and writes its mask up to batch x Hkv x ceil(max_len / block_k) bytes.
   const std::int64_t mask_bound =
       std::int64_t(hp.batch) * hp.num_heads_kv * ((max_len + plan.block_k - 1) / plan.block_k);
-  DeviceBytes o(std::size_t(rows) * hp.head_dim_v * es), lse(out.lse ? std::size_t(rows) * 4 : 0),
-      mask(out.skip_mask ? std::size_t(std::max(mask_bytes, mask_bound)) : 0),
-      counters(std::size_t(hp.batch) * hp.num_heads_kv * 16), workspace(plan.workspace_bytes);
-  Outputs d;
-  d.set_contiguous_strides(p);
-  d.o = o.get(), d.o_dtype = p.dtype;
-  d.lse = out.lse ? lse.get<float>() : nullptr;
-  d.skip_mask = out.skip_mask ? mask.get<std::uint8_t>() : nullptr;
-  d.tile_counters = counters.get<std::uint64_t>();
-
-  cuda::decode(p, policy, plan, d, workspace.get(), nullptr);
-  check(cudaGetLastError(), "decode launch");
-  check(cudaDeviceSynchronize(), "decode");
-
-  download_o(o, p.dtype, rows * hp.head_dim_v, out.o);
-  if (out.lse) lse.download(out.lse, std::size_t(rows) * 4);
-  if (out.skip_mask) mask.download(out.skip_mask, std::size_t(mask_bytes));
-  if (out.stats) {
-    std::vector<std::uint64_t> c(std::size_t(hp.batch) * hp.num_heads_kv * 2);
-    counters.download(c.data(), c.size() * 8);
-    std::vector<double> lambda(static_cast<std::size_t>(hp.batch));
-    for (int b = 0; b < hp.batch; ++b) lambda[b] = sequence_lambda(policy, hp.seq_lens[b]);
-    *out.stats = stats_from_counters(c.data(), hp.batch, hp.num_heads_kv, std::move(lambda));
-  }
+  DeviceOutputs d(out, p.dtype, std::int64_t(hp.batch) * hp.q_tokens * hp.num_heads_q, hp.head_dim_v,
+                  std::size_t(std::max(mask_bytes, mask_bound)), hp.batch * hp.num_heads_kv);
+  const DeviceBytes workspace(plan.workspace_bytes);
+  cuda::decode(p, policy, plan, d.device(p), workspace.get(), nullptr);
+  finish("decode");
+  d.read_back(policy, mask_bytes, kv_lens, hp.num_heads_kv);
   return info;
 }
 

@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include "blasst/convert.hpp"
 #include "blasst/types.hpp"
 
 namespace blasst::cpu {
@@ -44,53 +45,8 @@ inline vf vbroadcast(float x) {  // not vf{} + x: 0 + x is not x for x = -0, so 
 #endif
 }
 
-// ---- element conversion ----------------------------------------------------------------------
-
-inline float bf16_to_float(std::uint16_t h) {
-  const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-inline std::uint16_t float_to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-inline void convert_row(const void* src, DType t, float* dst, int n) {
-  switch (t) {
-    case DType::f32: std::memcpy(dst, src, sizeof(float) * n); return;
-    case DType::f16: {
-      const _Float16* s = static_cast<const _Float16*>(src);
-      for (int i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
-      return;
-    }
-    case DType::bf16: {
-      const std::uint16_t* s = static_cast<const std::uint16_t*>(src);
-      for (int i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
-      return;
-    }
-  }
-}
-
-inline void store_row(const float* src, DType t, void* dst, int n) {
-  switch (t) {
-    case DType::f32: std::memcpy(dst, src, sizeof(float) * n); return;
-    case DType::f16: {
-      _Float16* d = static_cast<_Float16*>(dst);
-      for (int i = 0; i < n; ++i) d[i] = static_cast<_Float16>(src[i]);
-      return;
-    }
-    case DType::bf16: {
-      std::uint16_t* d = static_cast<std::uint16_t*>(dst);
-      for (int i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
-      return;
-    }
-  }
-}
+// ---- element conversion: blasst/convert.hpp (bf16_to_float, float_to_bf16, convert_row,
+// store_row), found from this namespace ----------------------------------------------------------
 
 // ---- GEMM: C[M x N] (+)= A[M x K] * B[K x N], N a multiple of kPad ------------------------------
 // A(r, k) = A[r * ars + k * acs] (any layout: it is read one broadcast scalar at a time);

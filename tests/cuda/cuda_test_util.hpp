@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "blasst/blasst.hpp"
+#include "blasst/convert.hpp"
 #include "blasst/synthetic.hpp"
 
 namespace blasst::test {
@@ -63,14 +64,9 @@ template <class T> struct DeviceBuffer {
   }
 };
 
+// 16-bit bits of f and back (bfloat16 with the library's conversion, blasst/convert.hpp).
 inline std::uint16_t to_bits(float f, DType t) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, 4);
-  if (t == DType::bf16) {
-    if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    b += 0x7fffu + ((b >> 16) & 1u);
-    return static_cast<std::uint16_t>(b >> 16);
-  }
+  if (t == DType::bf16) return float_to_bf16(f);
   const _Float16 h = static_cast<_Float16>(f);
   std::uint16_t r;
   std::memcpy(&r, &h, 2);
@@ -78,12 +74,7 @@ inline std::uint16_t to_bits(float f, DType t) {
 }
 
 inline float from_bits(std::uint16_t v, DType t) {
-  if (t == DType::bf16) {
-    const std::uint32_t b = static_cast<std::uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
-  }
+  if (t == DType::bf16) return bf16_to_float(v);
   _Float16 h;
   std::memcpy(&h, &v, 2);
   return static_cast<float>(h);

@@ -98,6 +98,19 @@ def test_dtype_bfloat16_rounds_to_nearest_even(cli, seed, rng):
     assert want[16] == 1.0 and want[48] == np.float32(1 + 2.0 ** -6)  # the two ties, to even
 
 
+def _both_devices(cli, sub, inputs, flags, seed, gpu_flags=(), cpu_flags=()):
+    """Runs `sub` with the inputs and flags on cuda (plus gpu_flags) and on the CPU (plus
+    cpu_flags), and checks decisions, the GPU's statistics, the geometry, O and LSE."""
+    gpu = cli.invoke(sub, inputs, list(flags) + list(gpu_flags) + ["--device", "cuda"])
+    cpu = cli.invoke(sub, inputs, list(flags) + list(cpu_flags))
+    _check_masks_agree(gpu, cpu, seed)
+    _check_stats(gpu, "prefill" if sub == "attention" else "decode", "cuda")
+    assert gpu.stats["geometry"] == cpu.stats["geometry"]
+    _close("O", gpu.o, cpu.o, seed)
+    _close_lse(gpu.lse, cpu.lse, seed)
+    return gpu, cpu
+
+
 @pytest.mark.skipif(HOPPER, reason="a Hopper GPU is present: the refusal is not what runs")
 def test_cuda_refused_cleanly_without_gpu(cli, rng):
     q, k, v = bi.random_qkv(rng, 5, 5, 2, 1, 64, 64)
@@ -119,14 +132,8 @@ def test_prefill_cuda_matches_cpu(cli, seed, rng, causal):
     q, k, v, cq, ck = bi.varlen_prefill(rng, lens_q, lens_k, 8, 2, 128, 128, dtype=np.float16)
     inputs = {"q": q, "k": k, "v": v, "cu-seqlens-q": cq, "cu-seqlens-k": ck}
     flags = ["--scale-factor", "40"] + (["--causal"] if causal else [])
-    gpu = cli.invoke("attention", inputs, flags + ["--device", "cuda"])
-    cpu = cli.invoke("attention", inputs, flags)
-    _check_masks_agree(gpu, cpu, seed)
-    _check_stats(gpu, "prefill", "cuda")
+    _, cpu = _both_devices(cli, "attention", inputs, flags, seed)
     _check_stats(cpu, "prefill", "cpu")
-    assert gpu.stats["geometry"] == cpu.stats["geometry"]
-    _close("O", gpu.o, cpu.o, seed)
-    _close_lse(gpu.lse, cpu.lse, seed)
 
 
 @needs_gpu
@@ -146,13 +153,8 @@ def test_decode_cuda_matches_cpu(cli, seed, rng, splits, max_seed):
     q, kc, vc, bt, sl = bi.paged_decode(rng, [1, 17, 1013, 2000, 0], 2, 16, 2, 128, 128, 16)
     inputs = {"q": q, "k-cache": kc, "v-cache": vc, "block-table": bt, "seq-lens": sl}
     flags = ["--scale-factor", "20", "--splits", str(splits)] + (["--max-seed"] if max_seed else [])
-    gpu = cli.invoke("decode", inputs, flags + ["--device", "cuda", "--dtype", "bf16"])
-    cpu = cli.invoke("decode", inputs, flags + ["--dtype", "bfloat16"])
-    _check_masks_agree(gpu, cpu, seed)
-    _check_stats(gpu, "decode", "cuda")
-    assert gpu.stats["geometry"] == cpu.stats["geometry"]
-    _close("O", gpu.o, cpu.o, seed)
-    _close_lse(gpu.lse, cpu.lse, seed)
+    _both_devices(cli, "decode", inputs, flags, seed, gpu_flags=["--dtype", "bf16"],
+                  cpu_flags=["--dtype", "bfloat16"])
 
 
 @needs_gpu
