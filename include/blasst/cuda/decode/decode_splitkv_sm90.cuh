@@ -60,6 +60,9 @@ struct DecodeTraits {
   static constexpr bool kQInRegs = NT <= 4 && D <= 128;
   static constexpr bool kSplitAcc = NT <= 4;
   static constexpr int NDEC = NSK + 1;    // decision ring: the producer lags NSK - 1 steps
+  // K and V tiles a dense walk keeps in flight at head dim 128 (see the producer; measured there
+  // only): two, fewer than the rings hold.
+  static constexpr int kEagerDepth = D == 128 ? 2 : NSK > NSV ? NSK : NSV;
   static_assert(NSV >= 2, "the P V queue needs two V stages");
   static_assert(D % 64 == 0, "head dim must be a multiple of 64");
   static_assert(KW % 16 == 0, "keys per warp must be a multiple of 16");
@@ -196,11 +199,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       load_tile(&tm_v, sV + (vi % NSV) * Tr::kTileBytes, &full_v[vi % NSV], tile_of(d));
       ++vi;
     };
+    // Dense walks keep at most kEagerDepth tiles of K and of V in flight, at head dim 128 fewer than
+    // the rings hold: with all of them in flight dense ran 1-2 % slower at batch 1 and 8 (PERF.md,
+    // session 11). Tile j waits until tile j - depth is consumed: that stage's barrier cannot be a
+    // phase further on, since tile j - depth + stages is not loaded yet. Skip walks need the whole
+    // K ring ahead of the decisions.
+    const int dk = eager ? min(NSK, Tr::kEagerDepth) : NSK, dv = min(NSV, Tr::kEagerDepth);
     for (int j = 0; j < steps; ++j) {
-      if (j >= NSK) ptx::mbar_wait(&empty_k[j % NSK], ((j / NSK) - 1) & 1);
+      if (j >= dk) ptx::mbar_wait(&empty_k[(j - dk) % NSK], ((j - dk) / NSK) & 1);
       load_tile(&tm_k, sK + (j % NSK) * Tr::kTileBytes, &full_k[j % NSK], tile_of(j));
       if (eager) {
-        if (j >= NSV) ptx::mbar_wait(&empty_v[j % NSV], ((j / NSV) - 1) & 1);
+        if (j >= dv) ptx::mbar_wait(&empty_v[(j - dv) % NSV], ((j - dv) / NSV) & 1);
         load_tile(&tm_v, sV + (j % NSV) * Tr::kTileBytes, &full_v[j % NSV], tile_of(j));
       } else if (j >= NSK - 1) {
         serve_decision(j - (NSK - 1));
