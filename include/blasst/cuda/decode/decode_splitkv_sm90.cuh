@@ -60,9 +60,9 @@ struct DecodeTraits {
   static constexpr bool kQInRegs = NT <= 4 && D <= 128;
   static constexpr bool kSplitAcc = NT <= 4;
   static constexpr int NDEC = NSK + 1;    // decision ring: the producer lags NSK - 1 steps
-  // K and V tiles a dense walk keeps in flight at head dim 128 (see the producer; measured there
-  // only): two, fewer than the rings hold.
-  static constexpr int kEagerDepth = D == 128 ? 2 : NSK > NSV ? NSK : NSV;
+  // K and V tiles a dense walk keeps in flight: two at head dim 128 with one or two row warps
+  // (measured there only; see the producer), fewer than the rings hold; elsewhere the rings.
+  static constexpr int kEagerDepth = D == 128 && WM < 4 ? 2 : NSK > NSV ? NSK : NSV;
   static_assert(NSV >= 2, "the P V queue needs two V stages");
   static_assert(D % 64 == 0, "head dim must be a multiple of 64");
   static_assert(KW % 16 == 0, "keys per warp must be a multiple of 16");
