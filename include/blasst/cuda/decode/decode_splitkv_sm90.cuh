@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       ++vi;
     };
     // Dense walks keep at most kEagerDepth tiles of K and of V in flight, at head dim 128 fewer than
-    // the rings hold: with all of them in flight dense ran 1-2 % slower at batch 1 and 8 (PERF.md,
+    // the rings hold: with all of them in flight dense ran up to 2 % slower at batch 1 and 8 (PERF.md,
     // session 11). Tile j waits until tile j - depth is consumed: that stage's barrier cannot be a
     // phase further on, since tile j - depth + stages is not loaded yet. Skip walks need the whole
     // K ring ahead of the decisions.
