@@ -66,10 +66,18 @@ std::string first_device() {
   return prop.name;
 }
 
-void check_outputs(const Outputs& out) {
+constexpr std::size_t kElemBytes = 2;  // the kernels' inputs: bf16 / fp16
+
+// What every GPU run checks first (the outputs the CLI asks for, the kernel's own refusal), then
+// the device it runs on.
+CudaRunInfo begin_run(const Outputs& out, const std::string& unsupported) {
   if (out.dropped_mass)
     throw Error("--dropped-mass is computed by the CPU engine's extra pass: use --device cpu for it");
   if (out.o_dtype != DType::f32) throw Error("internal: the CLI's O is float32");
+  if (!unsupported.empty()) throw Error("--device cuda: " + unsupported);
+  CudaRunInfo info;
+  info.device_name = first_device();
+  return info;
 }
 
 // The kernel's outputs on the device (O in the input dtype, and LSE, mask and tile counters where
@@ -128,12 +136,8 @@ void finish(const char* what) {
 
 CudaRunInfo run_prefill_cuda(const PrefillProblem& hp, const SkipPolicy& policy, const Outputs& out,
                              std::int64_t mask_bytes) {
-  check_outputs(out);
-  if (const std::string why = cuda::prefill_unsupported_reason(hp, policy); !why.empty())
-    throw Error("--device cuda: " + why);
-  CudaRunInfo info;
-  info.device_name = first_device();
-  const std::size_t es = 2;  // bf16 / fp16
+  const CudaRunInfo info = begin_run(out, cuda::prefill_unsupported_reason(hp, policy));
+  const std::size_t es = kElemBytes;
   const DeviceBytes q(hp.q, std::size_t(hp.total_q) * hp.num_heads_q * hp.head_dim_qk * es);
   const DeviceBytes k(hp.k, std::size_t(hp.total_k) * hp.num_heads_kv * hp.head_dim_qk * es);
   const DeviceBytes v(hp.v, std::size_t(hp.total_k) * hp.num_heads_kv * hp.head_dim_v * es);
@@ -165,12 +169,8 @@ CudaRunInfo run_prefill_cuda(const PrefillProblem& hp, const SkipPolicy& policy,
 
 CudaRunInfo run_decode_cuda(const DecodeProblem& hp, const SkipPolicy& policy, const Outputs& out,
                             std::int64_t mask_bytes) {
-  check_outputs(out);
-  if (const std::string why = cuda::decode_unsupported_reason(hp, policy); !why.empty())
-    throw Error("--device cuda: " + why);
-  CudaRunInfo info;
-  info.device_name = first_device();
-  const std::size_t es = 2;
+  CudaRunInfo info = begin_run(out, cuda::decode_unsupported_reason(hp, policy));
+  const std::size_t es = kElemBytes;
   const std::size_t slots = std::size_t(hp.num_pages) * hp.page_size * hp.num_heads_kv;
   const DeviceBytes q(hp.q, std::size_t(hp.batch) * hp.q_tokens * hp.num_heads_q * hp.head_dim_qk * es);
   const DeviceBytes kc(hp.k_cache, slots * hp.head_dim_qk * es), vc(hp.v_cache, slots * hp.head_dim_v * es);
@@ -198,12 +198,14 @@ CudaRunInfo run_decode_cuda(const DecodeProblem& hp, const SkipPolicy& policy, c
 
 #else  // a build without CUDA
 
-CudaRunInfo run_prefill_cuda(const PrefillProblem&, const SkipPolicy&, const Outputs&, std::int64_t) {
+namespace {
+[[noreturn]] void no_cuda() {
   throw Error("--device cuda: this blasst was built without CUDA (configure with nvcc present and BLASST_CUDA=ON)");
 }
-CudaRunInfo run_decode_cuda(const DecodeProblem&, const SkipPolicy&, const Outputs&, std::int64_t) {
-  throw Error("--device cuda: this blasst was built without CUDA (configure with nvcc present and BLASST_CUDA=ON)");
-}
+}  // namespace
+
+CudaRunInfo run_prefill_cuda(const PrefillProblem&, const SkipPolicy&, const Outputs&, std::int64_t) { no_cuda(); }
+CudaRunInfo run_decode_cuda(const DecodeProblem&, const SkipPolicy&, const Outputs&, std::int64_t) { no_cuda(); }
 
 #endif
 
