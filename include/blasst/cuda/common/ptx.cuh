@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <type_traits>
 
 namespace blasst::cuda::ptx {
@@ -20,6 +21,39 @@ __device__ __forceinline__ void mbar_init(std::uint64_t* bar, std::uint32_t coun
   asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
 }
 
+#ifdef BLASST_MBAR_WATCHDOG
+// Debug builds only (-DBLASST_MBAR_WATCHDOG): a wait that spins far too long is reported and
+// given up, so that a hung kernel ends (with wrong results) and its printf output reaches the host.
+// Threads 128 on print their wait after 2^21 polls, with the record below. Threads below 128 (the
+// prefill kernels' producer warpgroup, which cannot call printf at the 24-40 registers it keeps
+// after setmaxnreg: that faulted with "illegal instruction") record their stuck wait per CTA at
+// 2^20 polls, as tid << 24 | (shared address & 0xffff) << 4 | parity, and give up at 2^24. In the
+// decode kernel, threads below 128 are consumer warps: they only record too. Read a shared
+// address against the kernel's barrier layout (its offset past the 1024-aligned dynamic base).
+// Found prefill-demand-v2's hang in session 12 (PERF.md).
+static __device__ unsigned g_mbar_watchdog[1 << 16];
+__device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) {
+  const unsigned cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  for (long long i = 0;; ++i) {
+    std::uint32_t done;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (threadIdx.x < 128 && i == (1ll << 20))
+      g_mbar_watchdog[cta & 0xffff] = (threadIdx.x << 24) | ((smem_addr(bar) & 0xffff) << 4) | parity;
+    if (threadIdx.x >= 128 && i == (1ll << 21)) {
+      printf("mbarrier watchdog: block (%d,%d,%d) tid %d waits on shared 0x%x parity %u; producer record 0x%08x\n",
+             blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, smem_addr(bar), parity,
+             *reinterpret_cast<volatile unsigned*>(&g_mbar_watchdog[cta & 0xffff]));
+      return;
+    }
+    if (i == (1ll << 24)) return;
+  }
+}
+#else
 __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) {
   asm volatile(
       "{\n"
@@ -31,6 +65,7 @@ __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t pari
       "r"(parity)
       : "memory");
 }
+#endif
 
 // Registers `bytes` of expected transaction bytes and arrives once.
 __device__ __forceinline__ void mbar_arrive_expect_tx(std::uint64_t* bar, std::uint32_t bytes) {
