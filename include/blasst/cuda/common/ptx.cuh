@@ -26,11 +26,11 @@ __device__ __forceinline__ void mbar_init(std::uint64_t* bar, std::uint32_t coun
 // given up, so that a hung kernel ends (with wrong results) and its printf output reaches the host.
 // Threads 128 on print their wait after 2^21 polls, with the record below. Threads below 128 (the
 // prefill kernels' producer warpgroup, which cannot call printf at the 24-40 registers it keeps
-// after setmaxnreg: that faulted with "illegal instruction") record their stuck wait per CTA at
-// 2^20 polls, as tid << 24 | (shared address & 0xffff) << 4 | parity, and give up at 2^24. In the
-// decode kernel, threads below 128 are consumer warps: they only record too. Read a shared
-// address against the kernel's barrier layout (its offset past the 1024-aligned dynamic base).
-// Found prefill-demand-v2's hang in session 12 (PERF.md).
+// after setmaxnreg: that faulted with "illegal instruction") record their stuck wait per CTA (the
+// CTA's linear index modulo 2^16) at 2^20 polls, as tid << 24 | (shared address / 8) << 1 | parity,
+// and give up at 2^24. In the decode kernel, threads below 128 are consumer warps: they only
+// record too. Read a shared address against the kernel's barrier layout (its offset past the
+// 1024-aligned dynamic base). Found prefill-demand-v2's hang in session 12 (PERF.md).
 static __device__ unsigned g_mbar_watchdog[1 << 16];
 __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) {
   const unsigned cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
@@ -43,7 +43,7 @@ __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t pari
         : "memory");
     if (done) return;
     if (threadIdx.x < 128 && i == (1ll << 20))
-      g_mbar_watchdog[cta & 0xffff] = (threadIdx.x << 24) | ((smem_addr(bar) & 0xffff) << 4) | parity;
+      g_mbar_watchdog[cta & 0xffff] = (threadIdx.x << 24) | ((smem_addr(bar) >> 3) & 0x7fffffu) << 1 | parity;
     if (threadIdx.x >= 128 && i == (1ll << 21)) {
       printf("mbarrier watchdog: block (%d,%d,%d) tid %d waits on shared 0x%x parity %u; producer record 0x%08x\n",
              blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, smem_addr(bar), parity,
