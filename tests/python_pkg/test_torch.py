@@ -77,6 +77,43 @@ def test_transformers_backend_matches_sdpa_and_collects_stats():
     assert "prefill: sparsity" in str(bt.stats)
 
 
+def test_transformers_batched_prefill_is_one_packed_call_per_layer():
+    # A batch of equal-length prompts runs as one packed (cu_seqlens) call: the same logits and the
+    # same tile counts as the prompts one by one, each with its own lambda.
+    from blasst.integrations import transformers as bt
+
+    _, model = _tiny_llama()
+    ids = torch.randint(0, 512, (3, 260), generator=torch.Generator().manual_seed(3))
+    calls = []
+    real = bt._prefill
+    bt._prefill = lambda *a, **kw: calls.append(kw.get("cu_seqlens_q")) or real(*a, **kw)
+    try:
+        bt.register()  # dense, against SDPA
+        with torch.no_grad():
+            model.config._attn_implementation = "sdpa"
+            ref = model(ids).logits
+            model.config._attn_implementation = "blasst"
+            got = model(ids).logits
+        assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+        assert len(calls) == 2 and all(c is not None and c.tolist() == [0, 260, 520, 780] for c in calls)
+
+        bt.register(prefill_scale_factor=250.0, block_q=16, block_k=16)  # lambda 0.96: skips even here
+        bt.stats.reset()
+        with torch.no_grad():
+            batched = model(ids).logits
+        together = {layer: (s.visited, s.skipped) for layer, s in bt.stats.layers["prefill"].items()}
+        bt.stats.reset()
+        with torch.no_grad():
+            alone = torch.cat([model(ids[b:b + 1]).logits for b in range(3)])
+        one_by_one = {layer: (s.visited, s.skipped) for layer, s in bt.stats.layers["prefill"].items()}
+        assert together == one_by_one and together[0][1] > 0
+        assert torch.allclose(batched, alone, atol=1e-5, rtol=1e-5)
+    finally:
+        bt._prefill = real
+        bt.register(block_q=64, block_k=None)
+        bt.stats.reset()
+
+
 def test_transformers_prefill_block_k_is_prefill_only():
     from blasst.integrations import transformers as bt
 

@@ -231,17 +231,24 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
             res, st = res
             stats.add("decode", layer, st)
         return res, None
-    outs = []
-    for b in range(B):
-        o = _prefill(query[b].transpose(0, 1), key[b].transpose(0, 1), value[b].transpose(0, 1), causal=True,
-                     softmax_scale=scale, scale_factor=settings.prefill_scale_factor, block_q=settings.block_q,
-                     block_k=settings.prefill_block_k or settings.block_k, order=settings.order,
-                     return_stats=settings.collect_stats)
-        if settings.collect_stats:
-            o, st = o
-            stats.add("prefill", layer, st)
-        outs.append(o)
-    return torch.stack(outs), None
+    kw = dict(causal=True, softmax_scale=scale, scale_factor=settings.prefill_scale_factor, block_q=settings.block_q,
+              block_k=settings.prefill_block_k or settings.block_k, order=settings.order,
+              return_stats=settings.collect_stats)
+    if B == 1:
+        o = _prefill(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), **kw)
+    else:
+        # One packed call for the batch: its sequences all have S queries and L keys (padding is
+        # refused above), so sequence b holds rows b S .. and keys b L ..; each keeps its own lambda.
+        dv = value.shape[3]
+        cu_q = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=query.device)
+        cu_k = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=query.device)
+        o = _prefill(query.transpose(1, 2).reshape(B * S, Hq, d), key.transpose(1, 2).reshape(B * L, -1, d),
+                     value.transpose(1, 2).reshape(B * L, -1, dv), cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                     max_seqlen_q=S, **kw)
+    if settings.collect_stats:
+        o, st = o
+        stats.add("prefill", layer, st)
+    return o.view(B, S, Hq, o.shape[-1]), None
 
 
 def _refuse_padding(mask, L):
