@@ -114,6 +114,30 @@ def test_transformers_batched_prefill_is_one_packed_call_per_layer():
         bt.stats.reset()
 
 
+def test_transformers_decode_plans_are_shared_by_layers_and_steps():
+    # One plan per key-tile bucket of the length: 12 steps from 200 keys stay within 256 (and the
+    # layers share it), and a new bucket makes a new plan. Outputs as SDPA's (the generate test).
+    from blasst.integrations import transformers as bt
+
+    _, model = _tiny_llama()
+    ids = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(4))
+    made = []
+    real = bt._DecodePlan
+    bt._DecodePlan = lambda *a, **kw: made.append(kw["max_seq_len"]) or real(*a, **kw)
+    try:
+        bt.register(decode_scale_factor=8.0)
+        bt._plans.clear()
+        with torch.no_grad():
+            model.config._attn_implementation = "blasst"
+            model.generate(ids[:, :200], max_new_tokens=12, do_sample=False)
+            assert made == [256]
+            model.generate(ids[:, :250], max_new_tokens=12, do_sample=False)  # 250 .. 261 keys
+            assert made == [256, 384]
+    finally:
+        bt._DecodePlan = real
+        bt.register()
+
+
 def test_transformers_prefill_block_k_is_prefill_only():
     from blasst.integrations import transformers as bt
 

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .. import decode as _decode
+from .. import DecodePlan as _DecodePlan
 from .. import prefill as _prefill
 
 
@@ -224,12 +224,10 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
         kc, vc = key.transpose(1, 2), value.transpose(1, 2)  # [B, L, Hkv, d]: one page per sequence
         table = torch.arange(B, dtype=torch.int32, device=query.device).view(B, 1)
         lens = torch.full((B,), L, dtype=torch.int32, device=query.device)
-        res = _decode(q, kc, vc, table, lens, softmax_scale=scale, scale_factor=settings.decode_scale_factor,
-                      block_k=_decode_block_k(settings), max_seed=settings.max_seed, max_seq_len=L,
-                      return_stats=settings.collect_stats)
+        plan = _decode_plan(q, kc, vc, table, lens, scale, L)
+        res = plan.run(q, kc, vc, table, lens).clone()  # the plan's buffer is the next layer's too
         if settings.collect_stats:
-            res, st = res
-            stats.add("decode", layer, st)
+            stats.add("decode", layer, plan.stats(lens))
         return res, None
     kw = dict(causal=True, softmax_scale=scale, scale_factor=settings.prefill_scale_factor, block_q=settings.block_q,
               block_k=settings.prefill_block_k or settings.block_k, order=settings.order,
@@ -249,6 +247,28 @@ def blasst_attention(module, query, key, value, attention_mask, scaling=None, dr
         o, st = o
         stats.add("prefill", layer, st)
     return o.view(B, S, Hq, o.shape[-1]), None
+
+
+_plans = {}  # decode plans, shared by the layers and steps whose key they match (_decode_plan)
+
+
+def _decode_plan(q, kc, vc, table, lens, scale, L):
+    """A decode plan for this step, reused across layers and steps: the planner sees the length only
+    through its tile count, so a plan for L rounded up to whole key tiles is the plan for L (the same
+    split count), and it stays valid for the next block_k - 1 steps."""
+    bk = _decode_block_k(settings)
+    bound = -(-L // bk) * bk
+    key = (tuple(q.shape), tuple(kc.shape[2:]), tuple(vc.shape[3:]), q.dtype, q.device, bound, scale,
+           settings.decode_scale_factor, bk, settings.max_seed, settings.collect_stats)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= 64:
+            _plans.clear()
+        plan = _DecodePlan(q, kc, vc, table, lens, max_seq_len=bound, softmax_scale=scale,
+                           scale_factor=settings.decode_scale_factor, block_k=bk, max_seed=settings.max_seed,
+                           collect_stats=settings.collect_stats)
+        _plans[key] = plan
+    return plan
 
 
 def _refuse_padding(mask, L):
