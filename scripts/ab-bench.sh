@@ -10,6 +10,8 @@
 # (prefill) or "8,1,8,32768" (decode). Ends with a summary: each case's median time per build and
 # its speed relative to the first build (>1: faster). AB_DEADLINE=SECONDS starts no run after that
 # many seconds and still prints the summary (a device call's time limit would kill it otherwise).
+# AB_TIMEOUT=SECONDS stops any one run after that many seconds (a branch that may hang: the
+# deadline cannot stop a run that never ends) and prints "NAME timed out" in its place.
 set -uo pipefail
 [ $# -ge 4 ] || { sed -n 2,10p "$0"; exit 2; }
 kind=$1 rounds=$2
@@ -29,8 +31,11 @@ for c in "$@"; do
       fi
       dir=${b#*=} flags=
       if [[ $dir == *@* ]]; then flags=${dir#*@} dir=${dir%%@*}; fi
-      # shellcheck disable=SC2086  # the case string and the flags are the bench's arguments
-      "$dir/blasst_cuda_${kind}_bench" --one $c $flags 2>&1 | grep -E "sparsity|dense|a=|rror" | sed "s|^|${b%%=*} |"
+      # shellcheck disable=SC2206  # the case string and the flags are the bench's arguments
+      run=("$dir/blasst_cuda_${kind}_bench" --one $c $flags)
+      [ -n "${AB_TIMEOUT:-}" ] && run=(timeout -k 5 "$AB_TIMEOUT" "${run[@]}")
+      "${run[@]}" 2>&1 | grep -E "sparsity|dense|a=|rror" | sed "s|^|${b%%=*} |"
+      [ "${PIPESTATUS[0]}" = 124 ] && echo "${b%%=*} timed out after $AB_TIMEOUT s"
     done
   done
 done | tee "$log"
