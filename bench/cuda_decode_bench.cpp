@@ -6,9 +6,13 @@
 // (each head's page contiguous, as FlashInfer's HND).
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
-//                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]]
+//                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
+// --rotate K: K copies of the cache (K times the memory), the timed calls taking them in turn, so
+// that no call finds the previous call's lines in L2. Without it a step whose K + V is a few times
+// L2 (50 MB; e.g. 8/1 batch 8 32K, 134 MB) may find part of the last replay's in L2, which a
+// server (other layers in between) never does. Default 1: the same cache every call.
 // --one runs one shape dense and at a = 64 (max seeding on); --splits N fixes the split count of
 // both (default 0: the planner's); --target S instead runs the skip at the scale factor that
 // reaches tile sparsity S with those splits (bisection, as the full run's "s=" rows).
@@ -54,12 +58,15 @@ struct Setup {
   std::int32_t *table = nullptr, *lens = nullptr;
   std::uint64_t* counters = nullptr;
   std::size_t bytes = 0;  // dense K + V bytes
+  // --rotate: tables[c] maps the batch onto copy c of the pages (tables[0] == table).
+  std::vector<std::int32_t*> tables;
 };
 
 constexpr int kD = 128;
 int g_page = 64;         // --page
 bool g_hnd = true;
 double g_warm = 0.2;     // --warm
+int g_rotate = 1;        // --rotate
 bool g_shuffle = true;  // --ordered: each sequence's pages in order, sequences one after another
 
 // One generated sequence, uploaded once and copied to every sequence of the batch (its own pages).
@@ -71,7 +78,7 @@ bool make_setup(const Shape& s, Setup& st) {
   st.bytes = std::size_t(s.batch) * s.len * slot * 2 * 2;
   std::size_t free_b = 0, total_b = 0;
   CK(cudaMemGetInfo(&free_b, &total_b));
-  if (st.bytes + (64ull << 20) > free_b * 0.9) return false;
+  if (st.bytes * g_rotate + (64ull << 20) > free_b * 0.9) return false;
   SyntheticSpec spec;
   const SyntheticQKV x = synthetic_qkv(1, s.len, s.hq, s.hkv, kD, kD, spec);
   std::vector<std::uint16_t> k1(std::size_t(pages_per) * page_elems, 0), v1(k1.size(), 0);
@@ -89,8 +96,8 @@ bool make_setup(const Shape& s, Setup& st) {
   std::vector<std::int32_t> perm(total_pages);
   std::iota(perm.begin(), perm.end(), 0);
   if (g_shuffle) std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
-  CK(cudaMalloc(&st.kc, total_pages * page_elems * 2));
-  CK(cudaMalloc(&st.vc, total_pages * page_elems * 2));
+  CK(cudaMalloc(&st.kc, total_pages * g_rotate * page_elems * 2));
+  CK(cudaMalloc(&st.vc, total_pages * g_rotate * page_elems * 2));
   std::uint16_t *k_dev, *v_dev;
   CK(cudaMalloc(&k_dev, k1.size() * 2));
   CK(cudaMalloc(&v_dev, v1.size() * 2));
@@ -101,14 +108,26 @@ bool make_setup(const Shape& s, Setup& st) {
     CK(cudaMemcpyAsync(st.kc + dst, k_dev + src, page_elems * 2, cudaMemcpyDeviceToDevice));
     CK(cudaMemcpyAsync(st.vc + dst, v_dev + src, page_elems * 2, cudaMemcpyDeviceToDevice));
   }
+  for (int c = 1; c < g_rotate; ++c) {  // --rotate: copies of the pages, after the first copy's
+    CK(cudaMemcpyAsync(st.kc + c * total_pages * page_elems, st.kc, total_pages * page_elems * 2,
+                       cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpyAsync(st.vc + c * total_pages * page_elems, st.vc, total_pages * page_elems * 2,
+                       cudaMemcpyDeviceToDevice));
+  }
   CK(cudaDeviceSynchronize());
   CK(cudaFree(k_dev));
   CK(cudaFree(v_dev));
   std::vector<std::int32_t> lens(s.batch, s.len);
   CK(cudaMalloc(&st.q, q.size() * 2));
   CK(cudaMemcpy(st.q, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
-  CK(cudaMalloc(&st.table, perm.size() * 4));
-  CK(cudaMemcpy(st.table, perm.data(), perm.size() * 4, cudaMemcpyHostToDevice));
+  st.tables.assign(g_rotate, nullptr);
+  for (int c = 0; c < g_rotate; ++c) {
+    std::vector<std::int32_t> tc(perm);
+    for (auto& t : tc) t += static_cast<std::int32_t>(c * total_pages);
+    CK(cudaMalloc(&st.tables[c], tc.size() * 4));
+    CK(cudaMemcpy(st.tables[c], tc.data(), tc.size() * 4, cudaMemcpyHostToDevice));
+  }
+  st.table = st.tables[0];
   CK(cudaMalloc(&st.lens, lens.size() * 4));
   CK(cudaMemcpy(st.lens, lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
   CK(cudaMalloc(&st.o, q.size() * 2));
@@ -116,7 +135,7 @@ bool make_setup(const Shape& s, Setup& st) {
   DecodeProblem& p = st.p;
   p.batch = s.batch, p.q_tokens = 1, p.num_heads_q = s.hq, p.num_heads_kv = s.hkv;
   p.head_dim_qk = p.head_dim_v = kD, p.dtype = DType::bf16;
-  p.num_pages = static_cast<int>(total_pages), p.page_size = g_page, p.max_pages_per_seq = pages_per;
+  p.num_pages = static_cast<int>(total_pages * g_rotate), p.page_size = g_page, p.max_pages_per_seq = pages_per;
   p.q = st.q, p.k_cache = st.kc, p.v_cache = st.vc, p.block_table = st.table, p.seq_lens = st.lens;
   p.set_contiguous_strides();
   if (g_hnd) {
@@ -127,8 +146,10 @@ bool make_setup(const Shape& s, Setup& st) {
 }
 
 void free_setup(Setup& st) {
-  for (void* ptr : {(void*)st.q, (void*)st.kc, (void*)st.vc, (void*)st.o, (void*)st.table, (void*)st.lens, (void*)st.counters})
+  for (void* ptr : {(void*)st.q, (void*)st.kc, (void*)st.vc, (void*)st.o, (void*)st.lens, (void*)st.counters})
     cudaFree(ptr);
+  for (std::int32_t* t : st.tables) cudaFree(t);
+  st.tables.clear();
 }
 
 struct Result {
@@ -163,8 +184,14 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   out.tile_counters = nullptr;  // time the kernel as a server would run it
   bench::GpuState gs;
   const double ms =
-      reps > 0 ? bench::time_graph(stream, reps, inner, [&](cudaStream_t s) { cuda::decode(st.p, pol, plan, out, ws, s); },
-                                     g_warm, &gs)
+      reps > 0 ? bench::time_graph(
+                     stream, reps, inner,
+                     [&, call = 0](cudaStream_t s) mutable {  // --rotate: the copies in turn
+                       DecodeProblem p = st.p;
+                       p.block_table = st.tables[call++ % st.tables.size()];
+                       cuda::decode(p, pol, plan, out, ws, s);
+                     },
+                     g_warm, &gs)
                : 0.0;
   if (reps > 0 && std::getenv("BLASST_BENCH_PROFILE")) {
     CK(cudaStreamSynchronize(stream));
@@ -206,6 +233,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) g_hnd = !std::strcmp(argv[++i], "hnd");
     else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) g_page = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--ordered")) g_shuffle = false;
+    else if (!std::strcmp(argv[i], "--rotate") && i + 1 < argc) g_rotate = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) g_warm = std::atof(argv[++i]);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);

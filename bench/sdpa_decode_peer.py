@@ -4,7 +4,9 @@ One query token per sequence, bf16, head dim 128, contiguous (unpaged) K and V. 
 GQA through enable_gqa where it accepts it; otherwise K and V are expanded to Hq heads beforehand
 (the expansion is not timed, but the larger read is what that backend does). Bytes are always the
 dense K+V of Hkv heads, as for our kernel. Each timing follows --warm seconds of replays (steady
-clocks, as cuda_decode_bench --warm). Writes CSV to --csv and prints a table.
+clocks, as cuda_decode_bench --warm). --rotate K gives the timed calls K copies of K and V in
+turn, as cuda_decode_bench --rotate (no call finds the last one's lines in L2). Writes CSV to
+--csv and prints a table.
 """
 import argparse
 import csv
@@ -22,6 +24,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--csv", default="")
     ap.add_argument("--warm", type=float, default=0.2, help="seconds of replays before each timing")
+    ap.add_argument("--rotate", type=int, default=1, help="copies of K and V the timed calls take in turn")
     args = ap.parse_args()
     shapes = [(hq, hkv, b, n) for hq, hkv in [(32, 8), (64, 8), (8, 1)] for b in (1, 8, 64)
               for n in (8192, 32768, 131072)]
@@ -34,13 +37,14 @@ def main():
     for hq, hkv, batch, n in shapes:
         kv_bytes = batch * n * hkv * d * 2 * 2
         free, _ = torch.cuda.mem_get_info()
-        if kv_bytes * 1.2 > free:
+        rot = max(1, args.rotate)
+        if kv_bytes * rot * 1.2 > free:
             print(f"{hq}/{hkv} batch {batch} len {n}: skipped (memory)")
             continue
-        can_expand = kv_bytes * (hq // hkv) < free * 0.6
+        can_expand = kv_bytes * rot * (hq // hkv) < free * 0.6
         q = torch.randn(batch, hq, 1, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(batch, hkv, n, d, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn_like(k)
+        ks = [torch.randn(batch, hkv, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(rot)]
+        vs = [torch.randn_like(k) for k in ks]
         for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
             result = None
             for gqa in ("enable_gqa", "expand"):
@@ -48,13 +52,20 @@ def main():
                     continue
                 try:
                     if gqa == "enable_gqa":
-                        kk, vv, kw = k, v, {"enable_gqa": hq != hkv}
+                        kks, vvs, kw = ks, vs, {"enable_gqa": hq != hkv}
                     else:
-                        kk = k.repeat_interleave(hq // hkv, dim=1)
-                        vv = v.repeat_interleave(hq // hkv, dim=1)
+                        kks = [k.repeat_interleave(hq // hkv, dim=1) for k in ks]
+                        vvs = [v.repeat_interleave(hq // hkv, dim=1) for v in vs]
                         kw = {}
+                    calls = [0]
+
+                    def step():  # the copies in turn (--rotate)
+                        i = calls[0] % rot
+                        calls[0] += 1
+                        return F.scaled_dot_product_attention(q, kks[i], vvs[i], **kw)
+
                     with sdpa_kernel([backend]):
-                        ms = timed(lambda: F.scaled_dot_product_attention(q, kk, vv, **kw), warm=args.warm)
+                        ms = timed(step, warm=args.warm)
                     result = (gqa, ms)
                     break
                 except RuntimeError as e:
@@ -68,7 +79,7 @@ def main():
             tbps = kv_bytes / (ms * 1e-3) / 1e12
             print(f"{hq:<6}{hkv:<6}{batch:<7}{n:<8}{name:<8}{gqa:<9}{ms:>9.4f}{tbps:>8.3f}")
             rows.append(dict(hq=hq, hkv=hkv, batch=batch, len=n, backend=name, gqa=gqa, ms=ms, tbps=tbps))
-        del q, k, v
+        del q, ks, vs
         torch.cuda.empty_cache()
     if args.csv:
         with open(args.csv, "w", newline="") as f:
