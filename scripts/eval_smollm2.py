@@ -43,7 +43,9 @@ def main():
     ids = tok(open(args.text, encoding="utf-8").read(), return_tensors="pt").input_ids.to(args.device)
     print(f"{ids.shape[1]} tokens of text; model {model.config.model_type}, {model.config.num_hidden_layers} layers, "
           f"{model.config.num_attention_heads}/{model.config.num_key_value_heads} heads", flush=True)
-    bk = bt.settings.prefill_block_k or bt.settings.block_k or blasst.prefill_block_k(model.config.head_dim)
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    bk = bt.settings.prefill_block_k or bt.settings.block_k or blasst.prefill_block_k(head_dim)
     res = {"model": args.label, "geometry": f"BQ 64, BK {bk}, reverse",
            "device": args.device, "dtype": "bfloat16" if args.device == "cuda" else "float32"}
 
