@@ -17,6 +17,26 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from blasst.integrations import transformers as bt
 
 
+def teacher_forced_logprobs(model, prompt, ref, impl):
+    """Log-probabilities of each decode step under attention `impl`: the prompt prefilled, then the
+    reference tokens fed one by one through the KV cache (the first row is the prompt's last)."""
+    model.config._attn_implementation = impl
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+        past, rows = out.past_key_values, [out.logits[0, -1]]
+        for t in range(ref.shape[1] - 1):
+            out = model(ref[:, t:t + 1], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            rows.append(out.logits[0, -1])
+    return torch.log_softmax(torch.stack(rows).double(), dim=-1)
+
+
+def compare(base, lp):
+    """(top-1 agreement, mean KL(base || lp)) of two sets of per-step log-probabilities."""
+    kl = float((base.exp() * (base - lp)).sum(-1).mean())
+    return float((lp.argmax(-1) == base.argmax(-1)).double().mean()), kl
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gguf", required=True)
@@ -39,26 +59,12 @@ def main():
     with torch.no_grad():
         ref = model.generate(prompt, max_new_tokens=args.new, do_sample=False)[:, prompt.shape[1]:]
 
-    def step_logprobs(impl):
-        """Log-probabilities of each decode step, the reference tokens fed one by one."""
-        model.config._attn_implementation = impl
-        with torch.no_grad():
-            out = model(prompt, use_cache=True)
-            past, rows = out.past_key_values, [out.logits[0, -1]]
-            for t in range(ref.shape[1] - 1):
-                out = model(ref[:, t:t + 1], past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                rows.append(out.logits[0, -1])
-        return torch.log_softmax(torch.stack(rows).double(), dim=-1)
-
-    base = step_logprobs("sdpa")
+    base = teacher_forced_logprobs(model, prompt, ref, "sdpa")
     rows = []
     for a in [None] + [float(x) for x in args.scale_factors.split(",")]:
         bt.register(decode_scale_factor=a)  # prefill dense
         bt.stats.reset()
-        lp = step_logprobs("blasst")
-        kl = float((base.exp() * (base - lp)).sum(-1).mean())
-        top1 = float((lp.argmax(-1) == base.argmax(-1)).double().mean())
+        top1, kl = compare(base, teacher_forced_logprobs(model, prompt, ref, "blasst"))
         sparsity = bt.stats.sparsity("decode")
         rows.append({"scale_factor": a, "decode_sparsity": sparsity, "top1_agreement": top1, "mean_kl": kl})
         print(f"decode a={a}: sparsity {sparsity:.3f}, top-1 agreement {top1:.4f}, mean KL {kl:.2e}", flush=True)
