@@ -55,10 +55,10 @@ struct Setup {
   Shape s;
   DecodeProblem p;
   std::uint16_t *q = nullptr, *kc = nullptr, *vc = nullptr, *o = nullptr;
-  std::int32_t *table = nullptr, *lens = nullptr;
+  std::int32_t* lens = nullptr;
   std::uint64_t* counters = nullptr;
   std::size_t bytes = 0;  // dense K + V bytes
-  // --rotate: tables[c] maps the batch onto copy c of the pages (tables[0] == table).
+  // The block tables: tables[c] maps the batch onto copy c of the pages (--rotate; one without).
   std::vector<std::int32_t*> tables;
 };
 
@@ -127,7 +127,6 @@ bool make_setup(const Shape& s, Setup& st) {
     CK(cudaMalloc(&st.tables[c], tc.size() * 4));
     CK(cudaMemcpy(st.tables[c], tc.data(), tc.size() * 4, cudaMemcpyHostToDevice));
   }
-  st.table = st.tables[0];
   CK(cudaMalloc(&st.lens, lens.size() * 4));
   CK(cudaMemcpy(st.lens, lens.data(), lens.size() * 4, cudaMemcpyHostToDevice));
   CK(cudaMalloc(&st.o, q.size() * 2));
@@ -136,7 +135,7 @@ bool make_setup(const Shape& s, Setup& st) {
   p.batch = s.batch, p.q_tokens = 1, p.num_heads_q = s.hq, p.num_heads_kv = s.hkv;
   p.head_dim_qk = p.head_dim_v = kD, p.dtype = DType::bf16;
   p.num_pages = static_cast<int>(total_pages * g_rotate), p.page_size = g_page, p.max_pages_per_seq = pages_per;
-  p.q = st.q, p.k_cache = st.kc, p.v_cache = st.vc, p.block_table = st.table, p.seq_lens = st.lens;
+  p.q = st.q, p.k_cache = st.kc, p.v_cache = st.vc, p.block_table = st.tables[0], p.seq_lens = st.lens;
   p.set_contiguous_strides();
   if (g_hnd) {
     p.k_stride_slot = p.v_stride_slot = kD;

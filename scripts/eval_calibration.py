@@ -19,36 +19,27 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import blasst
 import blasst.calibrate
 from blasst.integrations import transformers as bt
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eval_decode import compare, teacher_forced_logprobs  # noqa: E402
+from eval_decode import compare, teacher_forced_logprobs  # the scripts' folder is on sys.path
+from gguf_eval import add_common_args, load_gguf
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", required=True)
+    add_common_args(ap, "calibration_eval")
     ap.add_argument("--texts", required=True, help="comma-separated text files for the calibration prompts")
     ap.add_argument("--lengths", default="1024,2048,4096", help="prompt lengths in tokens, one prompt each")
     ap.add_argument("--eval-text", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--label", default="")
-    ap.add_argument("--name", default="calibration_eval")
     ap.add_argument("--targets", default="0.2,0.3,0.4,0.5")
     ap.add_argument("--phase", default="prefill", choices=["prefill", "decode"])
     ap.add_argument("--capture-steps", type=int, default=8, help="decode steps captured per prompt (decode)")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    d, f = os.path.split(os.path.abspath(args.gguf))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    tok, model = load_gguf(args.gguf)
     texts = args.texts.split(",")
     lengths = [int(n) for n in args.lengths.split(",")]
 
@@ -86,11 +77,10 @@ def main():
         with torch.no_grad():
             return math.exp(float(model(x, labels=x).loss))
 
+    model.config._attn_implementation = "sdpa"
     if phase == "prefill":
-        model.config._attn_implementation = "sdpa"
         base = ppl()
     else:
-        model.config._attn_implementation = "sdpa"
         with torch.no_grad():
             ref = model.generate(x, max_new_tokens=64, do_sample=False)[:, x.shape[1]:]
         base_lp = teacher_forced_logprobs(model, x, ref, "sdpa")

@@ -12,9 +12,9 @@ import json
 import os
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from blasst.integrations import transformers as bt
+from gguf_eval import add_common_args, load_gguf
 
 
 def teacher_forced_logprobs(model, prompt, ref, impl):
@@ -39,19 +39,13 @@ def compare(base, lp):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", required=True)
+    add_common_args(ap, "decode_eval")
     ap.add_argument("--text", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--label", default="")
-    ap.add_argument("--name", default="decode_eval")
     ap.add_argument("--prompt-tokens", type=int, default=4096)
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--scale-factors", default="16,64,256,1024")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    d, f = os.path.split(os.path.abspath(args.gguf))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    tok, model = load_gguf(args.gguf)
     ids = tok(open(args.text, encoding="utf-8").read(), return_tensors="pt").input_ids
     prompt = ids[:, :args.prompt_tokens]
 

