@@ -222,7 +222,12 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& pla
     const std::size_t bound = std::size_t(p.batch) * p.num_heads_kv * ((plan.max_seq_len + plan.block_k - 1) / plan.block_k);
     BLASST_CUDA_CHECK(cudaMemsetAsync(out.skip_mask, 0, bound, stream));
   }
-  d.box_rows = std::gcd(p.page_size, plan.block_k);
+  // TMA boxes of box_rows slots never leave a page: box_rows divides the page size and the key tile.
+  // With one page per sequence (a contiguous cache, e.g. transformers' [B, Hkv, L, d] seen as pages
+  // of L slots, L changing every step) no tile leaves its page, so a box is the whole tile even when
+  // L is odd (the gcd would be 1: 128 boxes of one row per tile). Its slots past the page lie
+  // outside the tensor map and arrive as zeros; they are past the sequence too, so masked.
+  d.box_rows = p.max_pages_per_seq == 1 ? plan.block_k : std::gcd(p.page_size, plan.block_k);
   const CUtensorMap tmk = cache_map(p.k_cache, p.dtype, p.head_dim_qk, p.num_heads_kv, p.page_size, p.num_pages,
                                     p.k_stride_page, p.k_stride_slot, p.k_stride_head, d.box_rows);
   const CUtensorMap tmv = cache_map(p.v_cache, p.dtype, p.head_dim_v, p.num_heads_kv, p.page_size, p.num_pages,

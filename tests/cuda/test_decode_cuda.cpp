@@ -237,7 +237,8 @@ TEST(CudaDecode, LargeVoteGroupsSpanAClusterOfCtas) {
 TEST(CudaDecode, PageSizesAndShuffledTables) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
-  for (int page : {1, 16, 32, 64, 128, 48}) {
+  // 3001 and 5000: one page per sequence, the contiguous case, in boxes of a whole tile.
+  for (int page : {1, 16, 32, 64, 128, 48, 3001, 5000}) {
     const PagedBatch x = make_paged(seed + page, {1, 129, 3000, 0, 777}, 1, 16, 2, 128, page, DType::bf16, true);
     SkipPolicy pol = SkipPolicy::with_scale_factor(4.0);
     pol.order = VisitOrder::forward;

@@ -176,8 +176,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // ---- producer ------------------------------------------------------------------------------
     ptx::prefetch_tensor_map(&tm_k);
     ptx::prefetch_tensor_map(&tm_v);
-    // Boxes of BR slots (BR divides both the page size and BK, so a box never crosses a page) and
-    // 64 channels; boxes wholly past the end of the sequence are not loaded.
+    // Boxes of BR slots (BR divides both the page size and BK, or is BK with one page per sequence,
+    // so a box never crosses a page) and 64 channels; boxes wholly past the end of the sequence are
+    // not loaded.
     const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
     const int BR = p.box_rows;
     auto load_tile = [&](const CUtensorMap* tm, unsigned char* dst, std::uint64_t* bar, int tile) {
