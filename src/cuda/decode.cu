@@ -207,6 +207,7 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& pla
   d.scale = effective_softmax_scale(p.softmax_scale, p.head_dim_qk);
   d.mode = static_cast<int>(pol.mode), d.value = pol.value;
   d.splits = plan.splits, d.max_seed = pol.max_seed, d.replay = pol.replay_mask;
+  d.l2_evict_first = plan.l2_evict_first;
   d.o = out.o, d.o_sb = out.o_stride_batch, d.o_st = out.o_stride_token, d.o_sh = out.o_stride_head;
   d.lse = out.lse, d.lse_sb = out.lse_stride_batch, d.lse_st = out.lse_stride_token, d.lse_sh = out.lse_stride_head;
   d.counters = out.tile_counters, d.mask = out.skip_mask;

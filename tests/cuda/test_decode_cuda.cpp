@@ -33,11 +33,12 @@ int max_len(const PagedBatch& x) {
 
 // Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first.
 GpuRun run_gpu(const PagedBatch& x, const SkipPolicy& pol, const std::uint8_t* replay_host = nullptr,
-               cudaStream_t stream = nullptr) {
+               cudaStream_t stream = nullptr, bool l2_evict_first = false) {
   GpuRun r;
   DeviceBatch dev(x);
   const DecodeProblem p = dev.problem(x);
   r.plan = cuda::plan_decode(p, max_len(x), pol);
+  r.plan.l2_evict_first = l2_evict_first;
   const std::size_t rows = std::size_t(x.batch) * x.q_tokens * x.hq;
   DeviceBuffer<std::uint16_t> o(rows * x.d);
   DeviceBuffer<float> lse(rows);
@@ -306,6 +307,21 @@ TEST(CudaDecode, ThresholdZeroIsBitIdenticalToDense) {
   zero.order = VisitOrder::forward;
   zero.splits = 4;
   EXPECT_EQ(run_gpu(x, dense).o_bits, run_gpu(x, zero).o_bits);
+}
+
+// The L2 evict-first policy is a cache hint only: the same step gives the same bits, dense and with
+// the skip (and the same decisions).
+TEST(CudaDecode, L2EvictFirstIsBitIdentical) {
+  REQUIRE_HOPPER();
+  const PagedBatch x = make_paged(fresh_seed(), {9000, 4097}, 1, 8, 1, 128, 64, DType::bf16, true);
+  for (double a : {0.0, 16.0}) {
+    SkipPolicy pol = a > 0 ? SkipPolicy::with_scale_factor(a) : SkipPolicy{};
+    pol.order = VisitOrder::forward;
+    pol.max_seed = a > 0;
+    const GpuRun plain = run_gpu(x, pol), hinted = run_gpu(x, pol, nullptr, nullptr, true);
+    EXPECT_EQ(plain.o_bits, hinted.o_bits) << "a " << a;
+    EXPECT_EQ(plain.mask, hinted.mask) << "a " << a;
+  }
 }
 
 TEST(CudaDecode, Deterministic) {

@@ -24,6 +24,9 @@ struct DecodePlan {
   int chunk_rows = 0;                         // rows per CTA of the cluster
   int sm_count = 0;
   std::size_t workspace_bytes = 0;            // device scratch run() needs (0 if splits == 1)
+  // The cache's loads carry an L2 evict-first policy. Off by default; the planner does not set it
+  // yet. Measured per shape in PERF.md (session 12: MQA 8/1 batch 8 32K 1.05x, 32/8 0.99x).
+  bool l2_evict_first = false;
 };
 
 // Why this problem/policy cannot run on the CUDA decode kernel, or "" if it can.

@@ -83,6 +83,22 @@ __device__ __forceinline__ void tma_load_4d(void* smem, const void* tensor_map, 
       : "memory");
 }
 
+// The same load with an L2 cache policy (l2_evict_first()): data streamed once need not displace
+// what L2 holds for others.
+__device__ __forceinline__ void tma_load_4d_hint(void* smem, const void* tensor_map, int c0, int c1, int c2, int c3,
+                                                 std::uint64_t* bar, std::uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, "
+      "{%2, %3, %4, %5}], [%6], %7;\n" ::"r"(smem_addr(smem)),
+      "l"(tensor_map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar)), "l"(policy)
+      : "memory");
+}
+__device__ __forceinline__ std::uint64_t l2_evict_first() {
+  std::uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+
 __device__ __forceinline__ void prefetch_tensor_map(const void* tensor_map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(tensor_map) : "memory");
 }

@@ -29,6 +29,7 @@ struct DecodeParams {
   int splits;
   bool max_seed;
   const std::uint8_t* replay;  // SkipMaskLayout order, or null
+  bool l2_evict_first;         // the cache's TMA loads carry an L2 evict-first policy (DecodePlan)
 
   // Outputs.
   void* o;

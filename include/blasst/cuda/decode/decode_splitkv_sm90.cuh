@@ -181,6 +181,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // not loaded.
     const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
     const int BR = p.box_rows;
+    // Optionally the cache's lines go first when L2 needs room: it is streamed once per step.
+    const bool hint = p.l2_evict_first;
+    const std::uint64_t policy = hint ? ptx::l2_evict_first() : 0;
     auto load_tile = [&](const CUtensorMap* tm, unsigned char* dst, std::uint64_t* bar, int tile) {
       const int boxes = (min(BK, sk - tile * BK) + BR - 1) / BR;
       if (lane == 0) ptx::mbar_arrive_expect_tx(bar, static_cast<std::uint32_t>(boxes * BR * NH * 128));
@@ -188,8 +191,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       for (int o = lane; o < boxes * NH; o += 32) {
         const int i = o / NH, hf = o % NH;
         const int pos = tile * BK + i * BR;
-        ptx::tma_load_4d(dst + hf * (BK * 128) + i * BR * 128, tm, hf * 64, h, pos % p.page_size,
-                         table[pos / p.page_size], bar);
+        if (hint)
+          ptx::tma_load_4d_hint(dst + hf * (BK * 128) + i * BR * 128, tm, hf * 64, h, pos % p.page_size,
+                                table[pos / p.page_size], bar, policy);
+        else
+          ptx::tma_load_4d(dst + hf * (BK * 128) + i * BR * 128, tm, hf * 64, h, pos % p.page_size,
+                           table[pos / p.page_size], bar);
       }
     };
     int vi = 0;
