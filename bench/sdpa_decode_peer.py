@@ -25,11 +25,17 @@ def main():
     ap.add_argument("--csv", default="")
     ap.add_argument("--warm", type=float, default=0.2, help="seconds of replays before each timing")
     ap.add_argument("--rotate", type=int, default=1, help="copies of K and V the timed calls take in turn")
+    ap.add_argument("--shapes", default="", help="HQ,HKV,BATCH,LEN[;...]: these shapes only (as the decode "
+                    "bench's --one), for an A/B beside our kernel in the same call")
     args = ap.parse_args()
     shapes = [(hq, hkv, b, n) for hq, hkv in [(32, 8), (64, 8), (8, 1)] for b in (1, 8, 64)
               for n in (8192, 32768, 131072)]
     if args.quick:
         shapes = [(32, 8, 8, 32768), (32, 8, 1, 131072)]
+    if args.shapes:
+        shapes = [tuple(int(x) for x in one.split(",")) for one in args.shapes.split(";") if one]
+        if any(len(s) != 4 for s in shapes):
+            ap.error("--shapes takes HQ,HKV,BATCH,LEN groups separated by ';'")
     d = 128
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     rows = []

@@ -33,12 +33,12 @@ int max_len(const PagedBatch& x) {
 
 // Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first.
 GpuRun run_gpu(const PagedBatch& x, const SkipPolicy& pol, const std::uint8_t* replay_host = nullptr,
-               cudaStream_t stream = nullptr, bool l2_evict_first = false) {
+               cudaStream_t stream = nullptr, int l2_evict_first = -1) {
   GpuRun r;
   DeviceBatch dev(x);
   const DecodeProblem p = dev.problem(x);
   r.plan = cuda::plan_decode(p, max_len(x), pol);
-  r.plan.l2_evict_first = l2_evict_first;
+  if (l2_evict_first >= 0) r.plan.l2_evict_first = l2_evict_first != 0;  // -1: the planner's choice
   const std::size_t rows = std::size_t(x.batch) * x.q_tokens * x.hq;
   DeviceBuffer<std::uint16_t> o(rows * x.d);
   DeviceBuffer<float> lse(rows);
@@ -318,7 +318,7 @@ TEST(CudaDecode, L2EvictFirstIsBitIdentical) {
     SkipPolicy pol = a > 0 ? SkipPolicy::with_scale_factor(a) : SkipPolicy{};
     pol.order = VisitOrder::forward;
     pol.max_seed = a > 0;
-    const GpuRun plain = run_gpu(x, pol), hinted = run_gpu(x, pol, nullptr, nullptr, true);
+    const GpuRun plain = run_gpu(x, pol, nullptr, nullptr, 0), hinted = run_gpu(x, pol, nullptr, nullptr, 1);
     EXPECT_EQ(plain.o_bits, hinted.o_bits) << "a " << a;
     EXPECT_EQ(plain.mask, hinted.mask) << "a " << a;
   }

@@ -24,9 +24,11 @@ struct DecodePlan {
   int chunk_rows = 0;                         // rows per CTA of the cluster
   int sm_count = 0;
   std::size_t workspace_bytes = 0;            // device scratch run() needs (0 if splits == 1)
-  // The cache's loads carry an L2 evict-first policy. Off by default; the planner does not set it
-  // yet. Measured per shape in PERF.md (session 12: MQA 8/1 batch 8 32K 1.05x, 32/8 0.99x).
-  bool l2_evict_first = false;
+  // The cache's loads carry an L2 evict-first policy: the cache streams through L2 once per step,
+  // so it need not displace what is read again (Q, page tables, partials). On by default; a hint
+  // only (same bits either way). PERF.md, session 13: with the cache rotated as a server sees it,
+  // MQA 8/1 batch 8 32K 1.03x, batch 64 1.02x dense, 32/8 batch 8 1.01x.
+  bool l2_evict_first = true;
 };
 
 // Why this problem/policy cannot run on the CUDA decode kernel, or "" if it can.
