@@ -12,6 +12,9 @@
 //   demand after a skipped one);
 // - waits: steps from a skipped to a kept tile, where a predicted producer requests V only after
 //   the vote (on demand, every kept tile waits).
+// Per vote group it also counts what predicting a tile kept after S kept tiles in a row would do
+// (prefill-spec-keep, S = 1; prefill-spec-streak, S = 8): tiles predicted and kept (the vote's wait
+// saved) and predicted but skipped (a softmax wasted).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -72,6 +75,27 @@ int main(int argc, char** argv) {
         prev = need;
       }
     }
+  // Speculating "kept" in a vote group after a run of at least S kept tiles (the softmax runs
+  // before the vote is known): per visited tile, how often it is speculated and kept (the vote's
+  // wait saved) and speculated but skipped (a softmax wasted). The first visited tile never votes.
+  for (int S : {1, 2, 4, 8, 16, 32}) {
+    long tiles = 0, good = 0, wasted = 0;
+    for (int h = 0; h < hq; ++h)
+      for (int qt = 0; qt < qtiles; ++qt) {
+        const int tiles_k = (len + BK - 1) / BK;
+        int run = 0, jw = 0;
+        for (int t = tiles_k - 1; t >= 0; --t) {
+          const std::uint8_t m = mask[layout.index(0, h * qtiles + qt, t)];
+          if (m == tile_unvisited) continue;
+          ++tiles;
+          const bool kept = m == tile_kept;
+          if (jw++ > 0 && run >= S) (kept ? good : wasted) += 1;
+          run = kept ? run + 1 : 0;
+        }
+      }
+    std::printf("  speculate after %2d kept: speculated and kept %.3f, speculated and skipped %.4f of %ld tiles\n", S,
+                double(good) / tiles, double(wasted) / tiles, tiles);
+  }
   std::printf("len %d causal %d a %g: tile sparsity %.3f (vote groups); per CTA step: V needed %.3f, "
               "predicted loads %.3f, skip-to-keep waits %.3f (%ld steps)\n",
               len, causal ? 1 : 0, a, visited ? double(skipped) / visited : 0.0, double(needed) / steps,
