@@ -10,11 +10,15 @@
 #                        [peers] [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile]
 # (no argument: all of tests sanitize sass bench peers python). sanitize is memcheck and racecheck
 # (together ~7 min on the H200: one device call may not hold them beside other steps).
+# bench and peers read ROTATE copies of the cache in turn (default 2; 1: the same cache every step).
 # decode-bytes: ncu's DRAM bytes, time and per-SM busy cycles of one dense and one 70 % skip step
 # (DECODE_BYTES_SHAPES, default 32/8 batch 8 and 64 at 32K), to show where the skip's time goes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/blasst-out}
+# The decode benchmark and its peers take ROTATE copies of the cache in turn (--rotate), so no step
+# finds the previous one's lines in L2, as in a server where other layers run in between.
+ROTATE=${ROTATE:-2}
 mkdir -p "$OUT"
 steps=("$@")
 # At most 8 files come back from a device call: keep $OUT to the logs that matter.
@@ -85,7 +89,7 @@ if want bench || want bench-quick; then
   echo "== decode benchmark"
   q=(); want bench-quick && q=(--quick)
   for layout in hnd nhd; do
-    "$B/bench/blasst_cuda_decode_bench" "${q[@]}" --layout $layout --csv "$OUT/decode_bench_$layout.csv" 2>&1 |
+    "$B/bench/blasst_cuda_decode_bench" "${q[@]}" --layout $layout --rotate "$ROTATE" --csv "$OUT/decode_bench_$layout.csv" 2>&1 |
       tee "$OUT/decode_bench_$layout.log" | tail -80
     want bench-quick || break  # the full sweep runs the HND layout only
   done
@@ -200,6 +204,6 @@ fi
 if want peers || want peers-quick; then
   echo "== SDPA peers"
   q=(); want peers-quick && q=(--quick)
-  python3 bench/sdpa_decode_peer.py "${q[@]}" --csv "$OUT/sdpa_decode.csv" 2>&1 | tee "$OUT/sdpa_decode.log" | tail -60
+  python3 bench/sdpa_decode_peer.py "${q[@]}" --rotate "$ROTATE" --csv "$OUT/sdpa_decode.csv" 2>&1 | tee "$OUT/sdpa_decode.log" | tail -60
 fi
 exit $status
