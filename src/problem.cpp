@@ -34,6 +34,8 @@ void PrefillProblem::set_contiguous_strides() {
   k_stride_token = static_cast<std::int64_t>(num_heads_kv) * head_dim_qk;
   v_stride_head = head_dim_v;
   v_stride_token = static_cast<std::int64_t>(num_heads_kv) * head_dim_v;
+  k_stride_page = k_stride_token * page_size;
+  v_stride_page = v_stride_token * page_size;
 }
 
 void DecodeProblem::set_contiguous_strides() {
@@ -59,6 +61,13 @@ void validate_shapes(const PrefillProblem& p) {
     throw Error("a batch of " + str(p.batch) + " sequences needs cu_seqlens_q and cu_seqlens_k");
   if ((p.total_q > 0 && p.q == nullptr) || (p.total_k > 0 && (p.k == nullptr || p.v == nullptr)))
     throw Error("q, k and v must not be null");
+  if (p.block_table) {
+    if (p.page_size < 1) throw Error("page_size must be >= 1 with a block table, got " + str(p.page_size));
+    if (p.num_pages < 0) throw Error("num_pages must be >= 0, got " + str(p.num_pages));
+    if (p.max_pages_per_seq < 0) throw Error("max_pages_per_seq must be >= 0");
+  } else if (p.max_pages_per_seq > 0 || p.page_size > 0 || p.num_pages > 0) {
+    throw Error("page_size, num_pages and max_pages_per_seq describe a paged cache: block_table must be set");
+  }
 }
 
 void validate_shapes(const DecodeProblem& p) {
@@ -74,8 +83,9 @@ void validate_shapes(const DecodeProblem& p) {
     throw Error("q, block_table and seq_lens must not be null");
 }
 
-void validate_host_indices(const PrefillProblem& p) {
-  if (p.cu_seqlens_q == nullptr) return;
+namespace {
+// Packed offsets: non-decreasing from 0 to the row counts.
+void validate_cu_seqlens(const PrefillProblem& p) {
   const char* names[2] = {"cu_seqlens_q", "cu_seqlens_k"};
   const std::int32_t* cu[2] = {p.cu_seqlens_q, p.cu_seqlens_k};
   const std::int64_t total[2] = {p.total_q, p.total_k};
@@ -91,21 +101,38 @@ void validate_host_indices(const PrefillProblem& p) {
   }
 }
 
+// The block table row of sequence b: len keys fit its pages, each one of the cache's. `what` names
+// the length in the error ("seq_lens[3] = 5000").
+void check_pages(const std::int32_t* table, int max_pages, int page_size, int num_pages, int b, std::int64_t len,
+                 const std::string& what) {
+  if (len > static_cast<std::int64_t>(max_pages) * page_size)
+    throw Error(what + " exceeds the block table's " + str(max_pages) + " pages of " + str(page_size) + " slots");
+  const std::int64_t pages = (len + page_size - 1) / page_size;
+  for (std::int64_t i = 0; i < pages; ++i) {
+    const std::int32_t page = table[b * static_cast<std::int64_t>(max_pages) + i];
+    if (page < 0 || page >= num_pages)
+      throw Error("block_table[" + str(b) + "][" + str(i) + "] = " + str(page) + " is outside the cache's " +
+                  str(num_pages) + " pages");
+  }
+}
+}  // namespace
+
+void validate_host_indices(const PrefillProblem& p) {
+  if (p.cu_seqlens_q != nullptr) validate_cu_seqlens(p);
+  if (p.block_table == nullptr) return;
+  for (int b = 0; b < p.batch; ++b) {
+    const std::int64_t len = p.cu_seqlens_k ? p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b] : p.total_k;
+    check_pages(p.block_table, p.max_pages_per_seq, p.page_size, p.num_pages, b, len,
+                "sequence " + str(b) + "'s key count " + str(len));
+  }
+}
+
 void validate_host_indices(const DecodeProblem& p) {
-  const std::int64_t capacity = static_cast<std::int64_t>(p.max_pages_per_seq) * p.page_size;
   for (int b = 0; b < p.batch; ++b) {
     const std::int64_t len = p.seq_lens[b];
     if (len < 0) throw Error("seq_lens[" + str(b) + "] is negative (" + str(len) + ")");
-    if (len > capacity)
-      throw Error("seq_lens[" + str(b) + "] = " + str(len) + " exceeds the block table's " +
-                  str(p.max_pages_per_seq) + " pages of " + str(p.page_size) + " slots");
-    const std::int64_t pages = (len + p.page_size - 1) / p.page_size;
-    for (std::int64_t i = 0; i < pages; ++i) {
-      const std::int32_t page = p.block_table[b * static_cast<std::int64_t>(p.max_pages_per_seq) + i];
-      if (page < 0 || page >= p.num_pages)
-        throw Error("block_table[" + str(b) + "][" + str(i) + "] = " + str(page) +
-                    " is outside the cache's " + str(p.num_pages) + " pages");
-    }
+    check_pages(p.block_table, p.max_pages_per_seq, p.page_size, p.num_pages, b, len,
+                "seq_lens[" + str(b) + "] = " + str(len));
   }
 }
 

@@ -37,7 +37,19 @@ struct PrefillProblem {
   const void* v = nullptr;
   std::int64_t v_stride_token = 0, v_stride_head = 0;
 
-  // Fills the strides of a contiguous [tokens, heads, dim] layout for each of Q, K and V.
+  // Optional: K and V in paged caches, as an engine's chunked prefill reads them (the new chunk's
+  // keys already written to the cache). With block_table set, k and v point at caches
+  // [num_pages, page_size, Hkv, d] or any layout the strides describe: k_stride_page between
+  // pages, k_stride_token between slots, k_stride_head between heads (v likewise). Key position
+  // j of sequence b lives in page block_table[b * max_pages_per_seq + j / page_size], slot
+  // j % page_size. cu_seqlens_k (or total_k for one sequence) still gives each sequence's key
+  // count, as differences; its offsets address nothing. CPU engine only for now.
+  const std::int32_t* block_table = nullptr;
+  int max_pages_per_seq = 0, page_size = 0, num_pages = 0;
+  std::int64_t k_stride_page = 0, v_stride_page = 0;
+
+  // Fills the strides of a contiguous [tokens, heads, dim] layout for each of Q, K and V (with a
+  // block table: K and V as [num_pages, page_size, Hkv, d] caches).
   void set_contiguous_strides();
 };
 

@@ -81,14 +81,27 @@ struct Seq {
 };
 
 // Key tiles of one prefill sequence and KV head. float32 rows are used in place (values too when
-// their padded width stays inside the row); other types are converted into the scratch.
+// their padded width stays inside the row); other types, and rows of a paged cache, are converted
+// into the scratch.
 struct PrefillLoader {
   const PrefillProblem& p;
   const Seq& s;
-  int hkv, bk;
+  int b, hkv, bk;
   int keys(int t) const { return static_cast<int>(std::min<std::int64_t>(bk, s.sk - std::int64_t{t} * bk)); }
-  const float* rows(const void* base, std::int64_t stride_token, std::int64_t stride_head, int dim, int width,
-                    int t, float* scratch, std::int64_t& ld) const {
+  const float* rows(const void* base, std::int64_t stride_token, std::int64_t stride_head, std::int64_t stride_page,
+                    int dim, int width, int t, float* scratch, std::int64_t& ld) const {
+    if (p.block_table) {  // key j of the sequence: page table[j / page_size], slot j % page_size
+      const std::int32_t* table = p.block_table + static_cast<std::int64_t>(b) * p.max_pages_per_seq;
+      ld = width;
+      const int nk = keys(t);
+      for (int j = 0; j < nk; ++j) {
+        const std::int64_t pos = std::int64_t{t} * bk + j;
+        convert_row(at(base, table[pos / p.page_size] * stride_page + (pos % p.page_size) * stride_token +
+                                 hkv * stride_head, p.dtype),
+                    p.dtype, scratch + j * ld, dim);
+      }
+      return scratch;
+    }
     const std::int64_t tok0 = s.k0 + std::int64_t{t} * bk;
     if (p.dtype == DType::f32 && dim == width) {
       ld = stride_token;
@@ -101,10 +114,11 @@ struct PrefillLoader {
     return scratch;
   }
   const float* k_rows(int t, float* scratch, std::int64_t& ld) const {
-    return rows(p.k, p.k_stride_token, p.k_stride_head, p.head_dim_qk, p.head_dim_qk, t, scratch, ld);
+    return rows(p.k, p.k_stride_token, p.k_stride_head, p.k_stride_page, p.head_dim_qk, p.head_dim_qk, t, scratch, ld);
   }
   const float* v_rows(int t, float* scratch, std::int64_t& ld) const {
-    return rows(p.v, p.v_stride_token, p.v_stride_head, p.head_dim_v, round_up(p.head_dim_v, kPad), t, scratch, ld);
+    return rows(p.v, p.v_stride_token, p.v_stride_head, p.v_stride_page, p.head_dim_v, round_up(p.head_dim_v, kPad), t,
+                scratch, ld);
   }
 };
 
@@ -195,7 +209,7 @@ struct PrefillGroups {
                     w.q.data() + static_cast<std::ptrdiff_t>(r) * p.head_dim_qk, p.head_dim_qk);
         w.key_limit[r] = row_key_limit(p.causal, r0 + r, s.sq, s.sk);
       }
-      PrefillLoader loader{p, s, it.h / G, BK};
+      PrefillLoader loader{p, s, it.b, it.h / G, BK};
       fn(i, it, wp, w, loader);
     });
   }

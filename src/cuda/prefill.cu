@@ -112,6 +112,7 @@ CUtensorMap packed_map(const void* base, DType dt, int d, int heads, std::int64_
 }  // namespace
 
 std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy& pol, PrefillKernel kernel) {
+  if (p.block_table) return "the CUDA prefill kernel reads packed K and V; paged K and V (a block table) run on the CPU engine only";
   if (p.dtype == DType::f32) return "the CUDA prefill kernel takes bfloat16 or float16 inputs, not float32";
   if (p.head_dim_qk != p.head_dim_v) return "the CUDA prefill kernel needs head_dim_qk == head_dim_v";
   const int d = p.head_dim_qk;

@@ -367,6 +367,11 @@ TEST(CudaPrefill, UnsupportedCombinationsSaySo) {
   p.head_dim_qk = p.head_dim_v = 64;
   wide.block_k = 176;
   EXPECT_NE(cuda::prefill_unsupported_reason(p, wide), "");
+  // Paged K and V (a block table): the CPU engine only, said so.
+  const std::int32_t table[1] = {0};
+  p.block_table = table, p.page_size = 16, p.max_pages_per_seq = 1, p.num_pages = 1;
+  const std::string paged = cuda::prefill_unsupported_reason(p, policy(0, VisitOrder::reverse, 64));
+  EXPECT_NE(paged.find("CPU engine"), std::string::npos) << paged;
 }
 
 }  // namespace
