@@ -137,8 +137,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       ptx::prefetch_tensor_map(tm);
       for (int j = 0; j < n; ++j) {
         const int st = j % stages;
-        if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
         if constexpr (kPaged) {
+          if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
           // The tile's keys below the sequence's end, in boxes of box_rows slots within a page,
           // then rows of one slot; the rest of the stage keeps older rows of this sequence (or zeros).
           const int key0 = visit_tile(order, n, j) * BK;
@@ -155,6 +155,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           }
         } else {
           const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
+          if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
           ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(Tr::kTileBytes));
           for (int s = 0; s < NH; ++s)
             ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128), tm, s * 64, hkv, key, 0, &full[st]);
