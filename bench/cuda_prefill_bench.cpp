@@ -23,6 +23,8 @@
 // --one: A > 0 is a scale factor, A < 0 the explicit threshold -A (e.g. -1e-30: vote-only); --target S
 // instead bisects for the scale factor that reaches tile sparsity S with --one's key tiles and kernel;
 // --kernel K (wgmma-pingpong, the default, wgmma or mma-sync) picks --one's kernel.
+// --page N: K and V from paged caches [pages, N, Hkv, d] in shuffled page order (chunked prefill
+// against an engine's cache) instead of packed arrays; the wgmma-pingpong kernel's default tiles.
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
 // default kernel (or --kernel's): a few plain launches for a profiler (ncu), no timing loop; with --time also its
@@ -83,6 +85,7 @@ int main(int argc, char** argv) {
   double warm_s = 0.5;  // --warm: seconds of replays before each timing (steady clocks)
   int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
   std::string csv_path, dump_dir;
+  int page = 0;  // --page N: paged K and V
   int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (128, 176 or 192 at d 128; 64 or 80 at d 256)
   double one_target = 0;  // --target S: --one at the scale factor that reaches tile sparsity S
   double one_a = 0;
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--block-k") && i + 1 < argc) one_bk = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--target") && i + 1 < argc) one_target = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) one_reps = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) page = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--kernel") && i + 1 < argc) {
       const std::string k = argv[++i];
       bool found = false;
@@ -141,6 +145,32 @@ int main(int argc, char** argv) {
     }
     std::uint16_t *q = upload(x.q), *k = upload(x.k), *v = upload(x.v), *o = nullptr;
     CK(cudaMalloc(&o, x.q.size() * 2));
+    // --page: the packed K and V copied into caches of `page` slots, pages in shuffled order, the
+    // last page's other slots NaN.
+    std::int32_t* table = nullptr;
+    const int num_pages = page ? (len + page - 1) / page : 0;
+    if (page) {
+      std::vector<std::int32_t> ids(num_pages);
+      for (int i = 0; i < num_pages; ++i) ids[i] = i;
+      std::uint64_t s = 0x9e3779b97f4a7c15ull;
+      for (int i = num_pages - 1; i > 0; --i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        std::swap(ids[i], ids[(s >> 33) % std::uint64_t(i + 1)]);
+      }
+      const std::size_t row = std::size_t(hkv) * d, page_elems = row * page;
+      for (std::uint16_t** kv : {&k, &v}) {
+        std::uint16_t* cache = nullptr;
+        CK(cudaMalloc(&cache, num_pages * page_elems * 2));
+        CK(cudaMemset(cache, 0xff, num_pages * page_elems * 2));
+        for (int i = 0; i < num_pages; ++i)
+          CK(cudaMemcpy(cache + ids[i] * page_elems, *kv + i * page_elems,
+                        std::min<std::size_t>(page, len - std::size_t(i) * page) * row * 2, cudaMemcpyDeviceToDevice));
+        CK(cudaFree(*kv));
+        *kv = cache;
+      }
+      CK(cudaMalloc(&table, num_pages * 4));
+      CK(cudaMemcpy(table, ids.data(), num_pages * 4, cudaMemcpyHostToDevice));
+    }
     std::uint64_t* counters = nullptr;
     CK(cudaMalloc(&counters, std::size_t(hq) * 2 * 8));
     for (bool causal : {true, false}) {
@@ -149,6 +179,10 @@ int main(int argc, char** argv) {
       p.total_q = p.total_k = len, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = d;
       p.causal = causal, p.dtype = DType::bf16, p.q = q, p.k = k, p.v = v;
       p.set_contiguous_strides();
+      if (page) {
+        p.block_table = table, p.page_size = page, p.max_pages_per_seq = p.num_pages = num_pages;
+        p.k_stride_page = p.k_stride_token * page, p.v_stride_page = p.v_stride_token * page;
+      }
       Outputs out;
       out.set_contiguous_strides(p);
       out.o = o, out.o_dtype = DType::bf16;
@@ -279,7 +313,7 @@ int main(int argc, char** argv) {
                        gs.power_w, err, pol.block_k);
       }
     }
-    for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)counters}) cudaFree(ptr);
+    for (void* ptr : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)counters, (void*)table}) cudaFree(ptr);
   }
   if (csv) std::fclose(csv);
   return 0;

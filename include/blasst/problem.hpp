@@ -43,7 +43,8 @@ struct PrefillProblem {
   // pages, k_stride_token between slots, k_stride_head between heads (v likewise). Key position
   // j of sequence b lives in page block_table[b * max_pages_per_seq + j / page_size], slot
   // j % page_size. cu_seqlens_k (or total_k for one sequence) still gives each sequence's key
-  // count, as differences; its offsets address nothing. CPU engine only for now.
+  // count, as differences; its offsets address nothing. The CPU engine and the CUDA prefill's
+  // wgmma-pingpong kernel with its default key tiles run it.
   const std::int32_t* block_table = nullptr;
   int max_pages_per_seq = 0, page_size = 0, num_pages = 0;
   std::int64_t k_stride_page = 0, v_stride_page = 0;

@@ -1,6 +1,7 @@
 // Host side of the CUDA prefill: support checks, the plan and the dispatch over compiled variants.
 #include <algorithm>
 #include <cstdio>
+#include <numeric>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -19,6 +20,7 @@ using PrefillTraitsFor = PrefillTraits<T, D, (D == 64 ? 4 : 3), 2>;
 
 struct Maps {
   CUtensorMap q, k, v;
+  CUtensorMap k1, v1;  // paged: boxes of one slot (a sequence's last keys); else unused
 };
 
 // The wgmma kernel's geometry per head dim besides its key tile (prefill_block_k): consumer
@@ -57,24 +59,30 @@ bool takes_block_k(PrefillKernel kernel, int d, int bk) {
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
   const dim3 grid(plan.max_q_tiles, plan.num_heads_q, plan.batch);
-  auto wgmma = [&](auto traits) {
+  auto wgmma = [&](auto traits, auto paged) {
     using Tr = decltype(traits);
-    set_smem_limit_once<prefill_wgmma_kernel<Tr>>(Tr::kSmemBytes);
-    prefill_wgmma_kernel<Tr><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v);
+    constexpr bool kPaged = decltype(paged)::value;
+    set_smem_limit_once<prefill_wgmma_kernel<Tr, kPaged>>(Tr::kSmemBytes);
+    prefill_wgmma_kernel<Tr, kPaged>
+        <<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v, maps.k1, maps.v1);
   };
+  constexpr std::false_type packed{};
   if (!takes_block_k(plan.kernel, D, plan.block_k))
     throw Error("internal: no prefill variant with " + std::to_string(plan.block_k) + "-key tiles at head dim " +
                 std::to_string(D));
   auto wgmma_tiles = [&](auto pingpong) {  // the key tile: the plan's
     constexpr bool kPP = decltype(pingpong)::value;
+    if constexpr (kPP) {  // paged K and V: the ping-pong kernel with its default tile only
+      if (params.block_table) return wgmma(WgmmaTraitsFor<T, D, kPP>{}, std::true_type{});
+    }
     if constexpr (D == 128) {
-      if (plan.block_k == kAltBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kAltBlockK128>{});
-      if (plan.block_k == kPrevBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK128>{});
+      if (plan.block_k == kAltBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kAltBlockK128>{}, packed);
+      if (plan.block_k == kPrevBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK128>{}, packed);
     }
     if constexpr (D == 256) {
-      if (plan.block_k == kPrevBlockK256) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK256>{});
+      if (plan.block_k == kPrevBlockK256) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK256>{}, packed);
     }
-    wgmma(WgmmaTraitsFor<T, D, kPP>{});
+    wgmma(WgmmaTraitsFor<T, D, kPP>{}, packed);
   };
   if (plan.kernel == PrefillKernel::wgmma_pingpong) {
     wgmma_tiles(std::true_type{});
@@ -112,7 +120,6 @@ CUtensorMap packed_map(const void* base, DType dt, int d, int heads, std::int64_
 }  // namespace
 
 std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy& pol, PrefillKernel kernel) {
-  if (p.block_table) return "the CUDA prefill kernel reads packed K and V; paged K and V (a block table) run on the CPU engine only";
   if (p.dtype == DType::f32) return "the CUDA prefill kernel takes bfloat16 or float16 inputs, not float32";
   if (p.head_dim_qk != p.head_dim_v) return "the CUDA prefill kernel needs head_dim_qk == head_dim_v";
   const int d = p.head_dim_qk;
@@ -134,6 +141,13 @@ std::string prefill_unsupported_reason(const PrefillProblem& p, const SkipPolicy
   if (!aligned(p.q_stride_token) || !aligned(p.q_stride_head) || !aligned(p.k_stride_token) ||
       !aligned(p.k_stride_head) || !aligned(p.v_stride_token) || !aligned(p.v_stride_head))
     return "the CUDA prefill kernel needs strides that are multiples of 8 elements (16-byte rows)";
+  if (p.block_table) {
+    if (kernel != PrefillKernel::wgmma_pingpong || pol.block_k != prefill_block_k(d))
+      return "paged K and V (a block table) run on the wgmma-pingpong kernel with its default " +
+             std::to_string(prefill_block_k(d)) + "-key tiles only";
+    if (!aligned(p.k_stride_page) || !aligned(p.v_stride_page))
+      return "the CUDA prefill kernel needs page strides that are multiples of 8 elements";
+  }
   return "";
 }
 
@@ -184,6 +198,8 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
   d.o = out.o, d.o_st = out.o_stride_token, d.o_sh = out.o_stride_head;
   d.lse = out.lse, d.lse_st = out.lse_stride_token, d.lse_sh = out.lse_stride_head;
   d.counters = out.tile_counters, d.mask = out.skip_mask;
+  d.block_table = p.block_table, d.max_pages_per_seq = p.max_pages_per_seq, d.page_size = p.page_size;
+  d.box_rows = p.block_table ? std::gcd(p.page_size, plan.block_k) : 0;
   if (out.tile_counters)
     BLASST_CUDA_CHECK(cudaMemsetAsync(out.tile_counters, 0, std::size_t(p.batch) * p.num_heads_q * 2 * 8, stream));
   Maps maps;
@@ -193,10 +209,22 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
   maps.q = mma ? CUtensorMap{}
                : packed_map(p.q, p.dtype, p.head_dim_qk, p.num_heads_q, p.total_q, p.q_stride_token, p.q_stride_head,
                             64 * g.nwg, "Q");
-  maps.k = packed_map(p.k, p.dtype, p.head_dim_qk, p.num_heads_kv, p.total_k, p.k_stride_token, p.k_stride_head, bk,
-                      "K");
-  maps.v = packed_map(p.v, p.dtype, p.head_dim_v, p.num_heads_kv, p.total_k, p.v_stride_token, p.v_stride_head, bk,
-                      "V");
+  if (p.block_table) {  // (channel, head, slot, page) with boxes of box_rows slots, and of one
+    auto cache = [&](const void* base, int dim, std::int64_t sp, std::int64_t ss, std::int64_t sh, int rows,
+                     const char* what) {
+      if (p.num_pages == 0) return CUtensorMap{};  // no keys: nothing is loaded
+      return tensor_map_4d(base, p.dtype, {dim, p.num_heads_kv, p.page_size, p.num_pages}, {sh, ss, sp}, rows, what);
+    };
+    maps.k = cache(p.k, p.head_dim_qk, p.k_stride_page, p.k_stride_token, p.k_stride_head, d.box_rows, "the K cache");
+    maps.v = cache(p.v, p.head_dim_v, p.v_stride_page, p.v_stride_token, p.v_stride_head, d.box_rows, "the V cache");
+    maps.k1 = cache(p.k, p.head_dim_qk, p.k_stride_page, p.k_stride_token, p.k_stride_head, 1, "the K cache");
+    maps.v1 = cache(p.v, p.head_dim_v, p.v_stride_page, p.v_stride_token, p.v_stride_head, 1, "the V cache");
+  } else {
+    maps.k = packed_map(p.k, p.dtype, p.head_dim_qk, p.num_heads_kv, p.total_k, p.k_stride_token, p.k_stride_head,
+                        bk, "K");
+    maps.v = packed_map(p.v, p.dtype, p.head_dim_v, p.num_heads_kv, p.total_k, p.v_stride_token, p.v_stride_head,
+                        bk, "V");
+  }
   if (p.dtype == DType::bf16)
     dispatch<__nv_bfloat16>(p.head_dim_qk, d, maps, plan, stream);
   else

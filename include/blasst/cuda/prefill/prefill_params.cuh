@@ -24,6 +24,12 @@ struct PrefillParams {
   std::int64_t lse_st, lse_sh;
   std::uint64_t* counters;  // [batch * hq][2]
   std::uint8_t* mask;       // SkipMaskLayout order
+  // Paged K and V (the kernel's kPaged variant): key j of sequence b in page
+  // block_table[b * max_pages_per_seq + j / page_size], slot j % page_size, loaded in boxes of
+  // box_rows = gcd(page_size, BK) slots (which never leave a page) and rows of one slot at a
+  // sequence's end.
+  const std::int32_t* block_table;
+  int max_pages_per_seq, page_size, box_rows;
 };
 
 // Offset of (sequence b, group, tile 0) in a SkipMaskLayout-ordered prefill mask.

@@ -74,10 +74,13 @@ struct WgmmaPrefillTraits {
   static constexpr std::size_t kSmemBytes = kBarOffset + kBars * sizeof(std::uint64_t) + 1024;
 };
 
-template <class Tr>
+// kPaged: K and V from paged caches (tm_k / tm_v boxes of p.box_rows slots, tm_k1 / tm_v1 of one
+// slot for a sequence's last keys); otherwise packed, and tm_k1 / tm_v1 unused.
+template <class Tr, bool kPaged = false>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     prefill_wgmma_kernel(const __grid_constant__ PrefillParams p, const __grid_constant__ CUtensorMap tm_q,
-                         const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
+                         const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
+                         const __grid_constant__ CUtensorMap tm_k1, const __grid_constant__ CUtensorMap tm_v1) {
   using T = typename Tr::T;
   constexpr int D = Tr::D, BQ = Tr::BQ, BK = Tr::BK, NSK = Tr::NSK, NSV = Tr::NSV, NH = Tr::NH;
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -115,22 +118,48 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 4 * Tr::NWG);
     ptx::fence_mbarrier_init();
   }
+  if constexpr (kPaged) {
+    // V rows past a sequence's end are not loaded (its last page's other slots may hold anything),
+    // yet P V reads them with P = 0, so they must not be NaN: the V stages start zeroed, and later
+    // hold only keys of this sequence. (K rows past the end are masked out of S.)
+    for (int i = tid; i < int(NSV * Tr::kTileBytes / 16); i += Tr::kThreads)
+      reinterpret_cast<uint4*>(sV)[i] = make_uint4(0u, 0u, 0u, 0u);
+    ptx::fence_proxy_async_smem();
+  }
   __syncthreads();
 
   if (wg == 0) {
     // ---- producers: one thread loads Q and K, another V, each waiting only on its own ring -------
     ptx::setmaxnreg_dec<Tr::kProducerRegs>();
     const int hkv = h / p.group;
-    auto load_ring = [&](const CUtensorMap* tm, unsigned char* ring, std::uint64_t* full, std::uint64_t* empty,
-                         int stages) {
+    auto load_ring = [&](const CUtensorMap* tm, const CUtensorMap* tm1, unsigned char* ring, std::uint64_t* full,
+                         std::uint64_t* empty, int stages) {
       ptx::prefetch_tensor_map(tm);
       for (int j = 0; j < n; ++j) {
         const int st = j % stages;
-        const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
-        if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
-        ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(Tr::kTileBytes));
-        for (int s = 0; s < NH; ++s)
-          ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128), tm, s * 64, hkv, key, 0, &full[st]);
+        if constexpr (kPaged) {
+          if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
+          // The tile's keys below the sequence's end, in boxes of box_rows slots within a page,
+          // then rows of one slot; the rest of the stage keeps older rows of this sequence (or zeros).
+          const int key0 = visit_tile(order, n, j) * BK;
+          const int rows = static_cast<int>(min(std::int64_t(BK), sk - key0));
+          const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
+          ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(rows * NH * 128));
+          for (int r = 0; r < rows;) {
+            const int pos = key0 + r, box = rows - r >= p.box_rows ? p.box_rows : 1;
+            const int page = table[pos / p.page_size], slot = pos % p.page_size;
+            for (int s = 0; s < NH; ++s)
+              ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128) + r * 128, box == 1 ? tm1 : tm, s * 64, hkv,
+                               slot, page, &full[st]);
+            r += box;
+          }
+        } else {
+          const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
+          if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
+          ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(Tr::kTileBytes));
+          for (int s = 0; s < NH; ++s)
+            ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128), tm, s * 64, hkv, key, 0, &full[st]);
+        }
       }
     };
     if (tid == 0 && n > 0) {
@@ -138,9 +167,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       ptx::mbar_arrive_expect_tx(full_q, static_cast<std::uint32_t>(Tr::kQBytes));
       for (int s = 0; s < NH; ++s)
         ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
-      load_ring(&tm_k, sK, full_k, empty_k, NSK);
+      load_ring(&tm_k, &tm_k1, sK, full_k, empty_k, NSK);
     } else if (tid == 32 && n > 0) {
-      load_ring(&tm_v, sV, full_v, empty_v, NSV);
+      load_ring(&tm_v, &tm_v1, sV, full_v, empty_v, NSV);
     }
   } else {
     // ---- consumers: one vote group of 64 rows each ------------------------------------------------
