@@ -138,7 +138,7 @@ def prefill_block_k(head_dim):
 
 def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, threshold=None,
             cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, block_q=64, block_k=None, order="reverse",
-            return_lse=False, return_stats=False):
+            return_lse=False, return_stats=False, block_table=None):
     """Prefill attention. q [total_q, Hq, d_qk], k [total_k, Hkv, d_qk], v [total_k, Hkv, d_v];
     returns O [total_q, Hq, d_v] in q's dtype, then LSE [total_q, Hq] (float32, natural log) and a
     SkipStats if asked.
@@ -149,11 +149,26 @@ def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, thr
     any tile). numpy arrays and CPU tensors run the CPU engine; CUDA tensors (bfloat16 or float16,
     head dim 64, 128 or 256, block_q 64) run the CUDA kernel on torch's current stream. With
     ``cu_seqlens`` on the GPU, pass ``max_seqlen_q`` (the longest sequence's query count) to keep
-    the call free of device-to-host reads; ``return_stats`` reads counters back (a synchronisation)."""
+    the call free of device-to-host reads; ``return_stats`` reads counters back (a synchronisation).
+
+    Chunked prefill against a paged KV cache: with ``block_table`` (int32 [batch, max_pages]), k and
+    v are the caches [num_pages, page_size, Hkv, d] (decode's layout; any strides with a contiguous
+    last dimension) and key j of sequence b is in page ``block_table[b, j // page_size]``, slot
+    ``j % page_size``. ``cu_seqlens_q`` and ``cu_seqlens_k`` are then required; the latter only
+    counts each sequence's keys (the new chunk's included, already in the cache). On the GPU it
+    runs on the default kernel and key tile."""
     mode, value = _policy(scale_factor, threshold)
     if block_k is None:
         block_k = prefill_block_k(q.shape[-1])  # (a wrong rank is reported below)
-    out = _empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[2]))
+    if block_table is not None:
+        if cu_seqlens_q is None or cu_seqlens_k is None:
+            raise ValueError("a block table needs cu_seqlens_q and cu_seqlens_k (the key counts)")
+        # The key count: read on the CPU; on the GPU an upper bound, since the kernel does not read it.
+        total_k = (block_table.shape[0] * block_table.shape[1] * k.shape[1] if _is_torch(q) and q.is_cuda
+                   else int(cu_seqlens_k[-1]))
+    else:
+        total_k = 0
+    out = _empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[-1]))
     lse = _empty_like_kind(q, (q.shape[0], q.shape[1]), _float32(q)) if return_lse else None
     if _is_torch(q) and q.is_cuda:
         if not with_cuda:
@@ -168,7 +183,7 @@ def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, thr
         counters = torch.zeros(batch * q.shape[1] * 2, dtype=torch.int64, device=q.device) if return_stats else None
         _C.prefill_cuda(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, bool(causal), float(softmax_scale or 0.0),
                         mode, value, int(block_q), int(block_k), str(order), max_q, counters,
-                        torch.cuda.current_stream(q.device).cuda_stream)
+                        torch.cuda.current_stream(q.device).cuda_stream, block_table, total_k)
         stats = None
         if return_stats:
             c = counters.cpu().tolist()
@@ -178,7 +193,7 @@ def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, thr
         return _result(out, lse, stats, return_lse, return_stats)
     visited, skipped, lambdas, batch, heads = _C.prefill_cpu(
         q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, bool(causal), float(softmax_scale or 0.0), mode, value,
-        int(block_q), int(block_k), str(order))
+        int(block_q), int(block_k), str(order), block_table, total_k)
     return _result(out, lse, SkipStats(batch, heads, visited, skipped, lambdas), return_lse, return_stats)
 
 

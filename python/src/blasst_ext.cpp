@@ -79,23 +79,28 @@ void set_lse(Outputs& out, const std::optional<MutArray>& lse, std::size_t ndim,
 }
 
 // A prefill problem over DLPack arrays (v may be k where V plays no part); cu_seqlens live where
-// q does.
+// q does. With a block table, k and v are paged caches [pages, page_size, Hkv, d], cu_seqlens are
+// required, and total_k is their key count (an upper bound on the GPU, which does not read it).
 PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, const std::optional<Array>& cu_q,
-                               const std::optional<Array>& cu_k, bool causal, float scale, bool cuda = false) {
-  require(q, "q", 3, cuda), require(k, "k", 3, cuda), require(v, "v", 3, cuda);
+                               const std::optional<Array>& cu_k, bool causal, float scale, bool cuda = false,
+                               const std::optional<Array>& bt = std::nullopt, std::int64_t total_k = 0) {
+  const std::size_t kv_dims = bt ? 4 : 3, h = kv_dims - 2;  // h: the head dimension's index
+  require(q, "q", 3, cuda), require(k, "k", kv_dims, cuda), require(v, "v", kv_dims, cuda);
   PrefillProblem p;
   p.dtype = dtype_of(q.dtype(), "q");
   if (dtype_of(k.dtype(), "k") != p.dtype || dtype_of(v.dtype(), "v") != p.dtype)
     throw nb::type_error("q, k and v must have the same dtype");
-  if (k.shape(0) != v.shape(0) || k.shape(1) != v.shape(1)) throw nb::value_error("k and v disagree in tokens or heads");
-  if (q.shape(2) != k.shape(2)) throw nb::value_error("q and k disagree in head dim");
-  p.total_q = q.shape(0), p.total_k = k.shape(0);
-  p.num_heads_q = static_cast<int>(q.shape(1)), p.num_heads_kv = static_cast<int>(k.shape(1));
-  p.head_dim_qk = static_cast<int>(q.shape(2)), p.head_dim_v = static_cast<int>(v.shape(2));
+  for (std::size_t i = 0; i < kv_dims - 1; ++i)
+    if (k.shape(i) != v.shape(i))
+      throw nb::value_error(bt ? "k and v disagree in pages, page size or heads" : "k and v disagree in tokens or heads");
+  if (q.shape(2) != k.shape(kv_dims - 1)) throw nb::value_error("q and k disagree in head dim");
+  p.total_q = q.shape(0), p.total_k = bt ? total_k : std::int64_t(k.shape(0));
+  p.num_heads_q = static_cast<int>(q.shape(1)), p.num_heads_kv = static_cast<int>(k.shape(h));
+  p.head_dim_qk = static_cast<int>(q.shape(2)), p.head_dim_v = static_cast<int>(v.shape(kv_dims - 1));
   p.causal = causal, p.softmax_scale = scale;
   p.q = q.data(), p.q_stride_token = q.stride(0), p.q_stride_head = q.stride(1);
-  p.k = k.data(), p.k_stride_token = k.stride(0), p.k_stride_head = k.stride(1);
-  p.v = v.data(), p.v_stride_token = v.stride(0), p.v_stride_head = v.stride(1);
+  p.k = k.data(), p.k_stride_token = k.stride(h - 1), p.k_stride_head = k.stride(h);
+  p.v = v.data(), p.v_stride_token = v.stride(h - 1), p.v_stride_head = v.stride(h);
   if (cu_q.has_value() != cu_k.has_value()) throw nb::value_error("cu_seqlens_q and cu_seqlens_k go together");
   if (cu_q) {
     if (cu_q->ndim() != 1 || cu_k->ndim() != 1 || cu_q->shape(0) != cu_k->shape(0) || cu_q->shape(0) < 2)
@@ -105,13 +110,25 @@ PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, c
     p.cu_seqlens_q = int32_data(*cu_q, "cu_seqlens_q");
     p.cu_seqlens_k = int32_data(*cu_k, "cu_seqlens_k");
   }
+  if (bt) {
+    if (!cu_q) throw nb::value_error("a block table needs cu_seqlens_q and cu_seqlens_k (the key counts)");
+    require(*bt, "block_table", 2, cuda);
+    if (bt->shape(0) != cu_q->shape(0) - 1) throw nb::value_error("block_table and cu_seqlens disagree in batch");
+    if (bt->shape(1) > 1 && bt->stride(0) != std::int64_t(bt->shape(1)))
+      throw nb::value_error("block_table must be contiguous");
+    p.block_table = int32_data(*bt, "block_table");
+    p.max_pages_per_seq = static_cast<int>(bt->shape(1));
+    p.num_pages = static_cast<int>(k.shape(0)), p.page_size = static_cast<int>(k.shape(1));
+    p.k_stride_page = k.stride(0), p.v_stride_page = v.stride(0);
+  }
   return p;
 }
 
 // O [total_q, Hq, d_v] and the optional LSE [total_q, Hq] of a prefill.
-Outputs prefill_outputs(const Array& q, const Array& v, MutArray& o, const std::optional<MutArray>& lse, bool cuda) {
+Outputs prefill_outputs(const PrefillProblem& p, MutArray& o, const std::optional<MutArray>& lse, bool cuda) {
   require(o, "out", 3, cuda);
-  if (o.shape(0) != q.shape(0) || o.shape(1) != q.shape(1) || o.shape(2) != v.shape(2))
+  if (o.shape(0) != std::size_t(p.total_q) || o.shape(1) != std::size_t(p.num_heads_q) ||
+      o.shape(2) != std::size_t(p.head_dim_v))
     throw nb::value_error("out must be [total_q, Hq, d_v]");
   Outputs out;
   out.o = o.data(), out.o_dtype = dtype_of(o.dtype(), "out");
@@ -122,9 +139,10 @@ Outputs prefill_outputs(const Array& q, const Array& v, MutArray& o, const std::
 
 StatsTuple prefill_cpu(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
                        std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode,
-                       double value, int block_q, int block_k, const std::string& order) {
-  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale);
-  Outputs out = prefill_outputs(q, v, o, lse, false);
+                       double value, int block_q, int block_k, const std::string& order,
+                       std::optional<Array> block_table, std::int64_t total_k) {
+  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale, false, block_table, total_k);
+  Outputs out = prefill_outputs(p, o, lse, false);
   SkipStats stats;
   out.stats = &stats;
   {
@@ -228,9 +246,10 @@ cuda::DecodePlan decode_cuda_plan(const Array& q, const Array& kc, const Array& 
 void prefill_cuda(const Array& q, const Array& k, const Array& v, MutArray o, std::optional<MutArray> lse,
                   std::optional<Array> cu_q, std::optional<Array> cu_k, bool causal, float scale, int mode, double value,
                   int block_q, int block_k, const std::string& order, int max_seqlen_q,
-                  std::optional<MutArray> counters, std::uintptr_t stream) {
-  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale, true);
-  Outputs out = prefill_outputs(q, v, o, lse, true);
+                  std::optional<MutArray> counters, std::uintptr_t stream, std::optional<Array> block_table,
+                  std::int64_t total_k) {
+  const PrefillProblem p = prefill_problem(q, k, v, cu_q, cu_k, causal, scale, true, block_table, total_k);
+  Outputs out = prefill_outputs(p, o, lse, true);
   if (counters) {
     require(*counters, "counters", 1, true);
     if (counters->shape(0) != std::size_t(p.batch) * p.num_heads_q * 2)
