@@ -38,6 +38,35 @@ def test_custom_ops_trace_under_compile():
     assert torch.allclose(torch.compile(g, backend="aot_eager", fullgraph=True)(qd, kc, kc), g(qd, kc, kc))
 
 
+def test_varlen_custom_op_matches_function_packed_and_paged():
+    g = torch.Generator().manual_seed(3)
+    lens_q, lens_k, page = [5, 0, 40], [30, 7, 90], 16
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32)
+    q, k, v = torch.randn(45, 4, 32, generator=g), torch.randn(127, 2, 32, generator=g), torch.randn(127, 2, 32, generator=g)
+    want = blasst.prefill(q, k, v, causal=True, scale_factor=4.0, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, block_k=16)
+    got = torch.ops.blasst.prefill_varlen(q, k, v, cu_q, cu_k, 40, None, True, 0.0, 4.0, None, 64, 16, "reverse")
+    assert torch.equal(got, want)
+    # The same keys in a paged cache: pages in reverse order, one spare column of -1.
+    pages = [(n + page - 1) // page for n in lens_k]
+    ids = list(range(sum(pages)))[::-1]
+    table = torch.full((3, max(pages) + 1), -1, dtype=torch.int32)
+    kc, vc = torch.full((len(ids), page, 2, 32), float("nan")), torch.full((len(ids), page, 2, 32), float("nan"))
+    for b, n in enumerate(lens_k):
+        table[b, :pages[b]] = torch.tensor(ids[sum(pages[:b]):sum(pages[:b + 1])], dtype=torch.int32)
+        for j in range(n):
+            kc[table[b, j // page], j % page] = k[int(cu_k[b]) + j]
+            vc[table[b, j // page], j % page] = v[int(cu_k[b]) + j]
+    paged = torch.ops.blasst.prefill_varlen(q, kc, vc, cu_q, cu_k, 40, table, True, 0.0, 4.0, None, 64, 16, "reverse")
+    assert torch.equal(paged, want)
+
+    def f(q, k, v):
+        return torch.ops.blasst.prefill_varlen(q * 1.0, k, v, cu_q, cu_k, 40, table, True, 0.0, 4.0, None, 64, 16,
+                                               "reverse") + 1.0
+
+    assert torch.equal(torch.compile(f, backend="aot_eager", fullgraph=True)(q, kc, vc), f(q, kc, vc))
+
+
 transformers = pytest.importorskip("transformers")
 
 
