@@ -65,6 +65,9 @@ void validate_shapes(const PrefillProblem& p) {
     if (p.page_size < 1) throw Error("page_size must be >= 1 with a block table, got " + str(p.page_size));
     if (p.num_pages < 0) throw Error("num_pages must be >= 0, got " + str(p.num_pages));
     if (p.max_pages_per_seq < 0) throw Error("max_pages_per_seq must be >= 0");
+    if (p.num_pages > 1 && (p.k_stride_page == 0 || p.v_stride_page == 0))
+      throw Error("k_stride_page and v_stride_page must be set for a paged cache (set_contiguous_strides() "
+                  "derives them from page_size: call it after setting page_size)");
   } else if (p.max_pages_per_seq > 0 || p.page_size > 0 || p.num_pages > 0) {
     throw Error("page_size, num_pages and max_pages_per_seq describe a paged cache: block_table must be set");
   }

@@ -44,13 +44,15 @@ struct PrefillProblem {
   // j of sequence b lives in page block_table[b * max_pages_per_seq + j / page_size], slot
   // j % page_size. cu_seqlens_k (or total_k for one sequence) still gives each sequence's key
   // count, as differences; its offsets address nothing. The CPU engine and the CUDA prefill's
-  // wgmma-pingpong kernel with its default key tiles run it.
+  // wgmma-pingpong kernel with its default key tiles run it. The CUDA backend does not read
+  // total_k then, and trusts the device-side cu_seqlens_k and block table (as decode trusts
+  // seq_lens and its table): only the CPU engine checks them.
   const std::int32_t* block_table = nullptr;
   int max_pages_per_seq = 0, page_size = 0, num_pages = 0;
   std::int64_t k_stride_page = 0, v_stride_page = 0;
 
   // Fills the strides of a contiguous [tokens, heads, dim] layout for each of Q, K and V (with a
-  // block table: K and V as [num_pages, page_size, Hkv, d] caches).
+  // block table: K and V as [num_pages, page_size, Hkv, d] caches; set page_size first).
   void set_contiguous_strides();
 };
 

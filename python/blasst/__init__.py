@@ -163,9 +163,8 @@ def prefill(q, k, v, *, causal=False, softmax_scale=None, scale_factor=None, thr
     if block_table is not None:
         if cu_seqlens_q is None or cu_seqlens_k is None:
             raise ValueError("a block table needs cu_seqlens_q and cu_seqlens_k (the key counts)")
-        # The key count: read on the CPU; on the GPU an upper bound, since the kernel does not read it.
-        total_k = (block_table.shape[0] * block_table.shape[1] * k.shape[1] if _is_torch(q) and q.is_cuda
-                   else int(cu_seqlens_k[-1]))
+        # The key count: checked against cu_seqlens_k on the CPU; the CUDA backend does not read it.
+        total_k = 0 if _is_torch(q) and q.is_cuda else int(cu_seqlens_k[-1])
     else:
         total_k = 0
     out = _empty_like_kind(q, (q.shape[0], q.shape[1], v.shape[-1]))

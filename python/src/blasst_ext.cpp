@@ -114,8 +114,8 @@ PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, c
     if (!cu_q) throw nb::value_error("a block table needs cu_seqlens_q and cu_seqlens_k (the key counts)");
     require(*bt, "block_table", 2, cuda);
     if (bt->shape(0) != cu_q->shape(0) - 1) throw nb::value_error("block_table and cu_seqlens disagree in batch");
-    if (bt->shape(1) > 1 && bt->stride(0) != std::int64_t(bt->shape(1)))
-      throw nb::value_error("block_table must be contiguous");
+    if (bt->shape(0) > 1 && bt->stride(0) != std::int64_t(bt->shape(1)))
+      throw nb::value_error("block_table must be contiguous (rows of max_pages_per_seq entries)");
     p.block_table = int32_data(*bt, "block_table");
     p.max_pages_per_seq = static_cast<int>(bt->shape(1));
     p.num_pages = static_cast<int>(k.shape(0)), p.page_size = static_cast<int>(k.shape(1));
@@ -175,7 +175,8 @@ DecodeProblem decode_problem(const Array& q, const Array& kc, const Array& vc, c
   p.v_cache = vc.data(), p.v_stride_page = vc.stride(0), p.v_stride_slot = vc.stride(1), p.v_stride_head = vc.stride(2);
   p.block_table = int32_data(bt, "block_table");
   p.max_pages_per_seq = static_cast<int>(bt.shape(1));
-  if (bt.shape(1) > 1 && bt.stride(0) != bt.shape(1)) throw nb::value_error("block_table must be contiguous");
+  if (bt.shape(0) > 1 && bt.stride(0) != std::int64_t(bt.shape(1)))  // e.g. not a column slice of a wider table
+    throw nb::value_error("block_table must be contiguous (rows of max_pages_per_seq entries)");
   p.seq_lens = int32_data(sl, "seq_lens");
   return p;
 }

@@ -184,6 +184,10 @@ void prefill(const PrefillProblem& p, const SkipPolicy& pol, const PrefillPlan& 
     throw Error("prefill: the policy's block_k (" + std::to_string(pol.block_k) + ") is not the plan's (" +
                 std::to_string(plan.block_k) + ")");
   if (out.o == nullptr && p.total_q > 0) throw Error("prefill: the output O must not be null");
+  // A plan made for a packed problem must not run a paged one on a kernel or tile that cannot.
+  if (p.block_table)
+    if (const std::string why = prefill_unsupported_reason(p, pol, plan.kernel); !why.empty())
+      throw Error("prefill: " + why);
   if (out.o_dtype != p.dtype) throw Error("prefill: O must have the input dtype on the CUDA backend");
   if (plan.max_q_tiles == 0 || p.total_q == 0) return;
   PrefillParams d{};

@@ -309,7 +309,7 @@ TEST(Prefill, PagedEqualsPacked) {
   EXPECT_TRUE(same_bits(run_only(paged, pol), run_only(packed, pol)));
 }
 
-// A paged prefill's block table is checked like decode's; the CUDA kernel refuses it clearly.
+// A paged prefill's block table and page strides are checked like decode's.
 TEST(Prefill, PagedErrors) {
   BT_SEEDED_RNG(rng);
   auto D = make_prefill_data(rng, {20, 30}, {40, 70}, 2, 1, 16, 16, true, Fill::structure());
@@ -338,6 +338,11 @@ TEST(Prefill, PagedErrors) {
   {
     auto p = C.problem();
     p.block_table = nullptr;  // page geometry without a table
+    EXPECT_THROW(run(p), blasst::Error);
+  }
+  {
+    auto p = C.problem();
+    p.k_stride_page = 0;  // set_contiguous_strides() before page_size was set
     EXPECT_THROW(run(p), blasst::Error);
   }
 }

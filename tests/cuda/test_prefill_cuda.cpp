@@ -300,6 +300,22 @@ TEST(CudaPrefill, PagedEqualsPacked) {
       }
     }
   }
+  // A plan made for packed keys on another kernel refuses a paged problem (it would hang there).
+  {
+    const Packed x = make_packed(seed, {{64, 64}}, 8, 2, 128, DType::bf16);
+    const PagedKV paged = page_kv(x, 16);
+    DeviceBuffer<std::uint16_t> q(x.q), k(paged.k), v(paged.v), o(x.q.size());
+    DeviceBuffer<std::int32_t> cq(x.cu_q), ck(x.cu_k), table(paged.table);
+    PrefillProblem p = x.problem(q.ptr, k.ptr, v.ptr, cq.ptr, ck.ptr, true);
+    const SkipPolicy pol = policy(0, VisitOrder::reverse);
+    const cuda::PrefillPlan plan = cuda::plan_prefill(p, x.max_q, pol, cuda::PrefillKernel::wgmma);
+    p.block_table = table.ptr, p.page_size = 16, p.max_pages_per_seq = paged.max_pages, p.num_pages = paged.num_pages;
+    p.k_stride_page = p.k_stride_token * 16, p.v_stride_page = p.v_stride_token * 16;
+    Outputs out;
+    out.set_contiguous_strides(p);
+    out.o = o.ptr, out.o_dtype = DType::bf16;
+    EXPECT_THROW(cuda::prefill(p, pol, plan, out, nullptr), Error);
+  }
   // Non-causal, and float16.
   const Packed h = make_packed(seed, {{100, 500}, {64, 64}}, 4, 1, 128, DType::f16);
   const Result base = run_gpu(h, false, policy(8, VisitOrder::reverse), cuda::PrefillKernel::wgmma_pingpong);

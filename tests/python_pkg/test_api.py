@@ -210,6 +210,16 @@ def test_paged_prefill_equals_packed(rng, page_size):
     bad[2, 0] = kc.shape[0]  # a page outside the cache
     with pytest.raises(ValueError):
         blasst.prefill(q, kc, vc, block_table=bad, **kw)
+    wide = np.concatenate([table, table], axis=1)[:, :table.shape[1]]  # rows not max_pages apart
+    with pytest.raises(ValueError, match="contiguous"):
+        blasst.prefill(q, kc, vc, block_table=wide, **kw)
+
+
+def test_decode_block_table_rows_must_be_contiguous(rng):
+    q, kc, vc, bt, sl = inputs.paged_decode(rng, [100, 300], 1, 4, 2, 32, 32, 16)
+    wide = np.concatenate([bt, bt], axis=1)[:, :1]  # one column of a wider table: rows 2 M apart
+    with pytest.raises(ValueError, match="contiguous"):
+        blasst.decode(q, kc, vc, wide, np.minimum(sl, 16).astype(np.int32))
 
 
 @pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
