@@ -56,6 +56,10 @@ const std::vector<Flag> kAttentionFlags = with_policy({
     {"causal", nullptr, "bottom-right aligned causal mask"},
     {"cu-seqlens-q", "CQ.npy", "int32 [batch+1] query offsets (with --cu-seqlens-k)"},
     {"cu-seqlens-k", "CK.npy", "int32 [batch+1] key offsets"},
+    {"k-cache", "KC.npy", "paged keys [num_pages, page_size, Hkv, d_qk] (with --v-cache and --block-table, "
+                          "instead of --k and --v; --cu-seqlens-k then gives key counts)"},
+    {"v-cache", "VC.npy", "paged values [num_pages, page_size, Hkv, d_v]"},
+    {"block-table", "BT.npy", "int32 [batch, max_pages_per_seq] page ids of each sequence's keys"},
     {"block-q", "BQ", "query rows per vote group (default 64)"},
     {"order", "ORDER", "visit order: forward, reverse (default) or sink-first"},
 });
@@ -212,11 +216,18 @@ int cmd_attention(int argc, char** argv) {
     std::cout << usage_text("blasst attention --q Q.npy --k K.npy --v V.npy --out O.npy [flags]", kAttentionFlags);
     return 0;
   }
-  const std::string qp = a.required("q"), kp = a.required("k"), vp = a.required("v");
+  // Packed --k / --v, or paged --k-cache / --v-cache / --block-table (chunked prefill against a cache).
+  const bool paged = a.has("block-table") || a.has("k-cache") || a.has("v-cache");
+  if (paged && (a.has("k") || a.has("v")))
+    throw UsageError("--k-cache, --v-cache and --block-table replace --k and --v");
+  const std::string qp = a.required("q"), kp = a.required(paged ? "k-cache" : "k"),
+                    vp = a.required(paged ? "v-cache" : "v"), bp = paged ? a.required("block-table") : "";
   a.required("out");
   check_output_paths(a);
   if (a.has("cu-seqlens-q") != a.has("cu-seqlens-k"))
     throw UsageError("--cu-seqlens-q and --cu-seqlens-k must be given together");
+  if (paged && !a.has("cu-seqlens-q"))
+    throw UsageError("a paged cache needs --cu-seqlens-q and --cu-seqlens-k (the key counts)");
   SkipPolicy pol = policy_from(a);
   pol.block_q = static_cast<int>(a.get_int("block-q", 64));
   if (a.has("block-q") && a.get_int("block-q", 0) != pol.block_q) throw Error("--block-q out of range");
@@ -227,23 +238,37 @@ int cmd_attention(int argc, char** argv) {
   if (dev == Device::cuda && a.has("dropped-mass"))
     throw Error("--dropped-mass is computed by the CPU engine's extra pass: use --device cpu for it");
 
-  npy::Array q = load_tensor("q", qp, 3), k = load_tensor("k", kp, 3), v = load_tensor("v", vp, 3);
+  const char *kn = paged ? "k-cache" : "k", *vn = paged ? "v-cache" : "v";
+  const std::size_t kv_dims = paged ? 4 : 3;
+  npy::Array q = load_tensor("q", qp, 3), k = load_tensor(kn, kp, kv_dims), v = load_tensor(vn, vp, kv_dims);
   const DType file_dt = float_dtype("q", q);
-  if (float_dtype("k", k) != file_dt || float_dtype("v", v) != file_dt)
-    throw Error("--q, --k and --v must have the same dtype");
+  if (float_dtype(kn, k) != file_dt || float_dtype(vn, v) != file_dt)
+    throw Error(std::string("--q, --") + kn + " and --" + vn + " must have the same dtype");
   const DType dt = run_dtype(a, dev, file_dt);
-  if (k.shape[0] != v.shape[0] || k.shape[1] != v.shape[1])
-    throw Error("--k " + shape_str(k.shape) + " and --v " + shape_str(v.shape) + " disagree in tokens or heads");
-  if (q.shape[2] != k.shape[2])
-    throw Error("--q head dim " + std::to_string(q.shape[2]) + " != --k head dim " + std::to_string(k.shape[2]));
+  for (std::size_t i = 0; i + 1 < kv_dims; ++i)
+    if (k.shape[i] != v.shape[i])
+      throw Error(std::string("--") + kn + " " + shape_str(k.shape) + " and --" + vn + " " + shape_str(v.shape) +
+                  (paged ? " disagree in pages, page size or heads" : " disagree in tokens or heads"));
+  if (q.shape[2] != k.shape[kv_dims - 1])
+    throw Error("--q head dim " + std::to_string(q.shape[2]) + " != --" + kn + " head dim " +
+                std::to_string(k.shape[kv_dims - 1]));
 
   PrefillProblem p;
   p.total_q = q.shape[0];
-  p.total_k = k.shape[0];
+  p.total_k = paged ? 0 : k.shape[0];  // paged: the key counts' sum, from --cu-seqlens-k below
   p.num_heads_q = as_int("Hq", q.shape[1]);
-  p.num_heads_kv = as_int("Hkv", k.shape[1]);
+  p.num_heads_kv = as_int("Hkv", k.shape[kv_dims - 2]);
   p.head_dim_qk = as_int("d_qk", q.shape[2]);
-  p.head_dim_v = as_int("d_v", v.shape[2]);
+  p.head_dim_v = as_int("d_v", v.shape[kv_dims - 1]);
+  npy::Array bt;
+  if (paged) {
+    bt = load_tensor("block-table", bp, 2);
+    require_int32("block-table", bt);
+    p.num_pages = as_int("num_pages", k.shape[0]);
+    p.page_size = as_int("page_size", k.shape[1]);
+    p.max_pages_per_seq = as_int("max_pages_per_seq", bt.shape[1]);
+    p.block_table = bt.data<std::int32_t>();
+  }
   // Without --block-k, the tile the CUDA prefill kernel takes at this head dim, so that a run here
   // makes the decisions the GPU makes by default.
   if (!a.has("block-k")) pol.block_k = prefill_block_k(p.head_dim_qk);
@@ -267,6 +292,12 @@ int cmd_attention(int argc, char** argv) {
     p.batch = as_int("batch", cq.shape[0] - 1);
     p.cu_seqlens_q = cq.data<std::int32_t>();
     p.cu_seqlens_k = ck.data<std::int32_t>();
+    if (paged) {
+      if (bt.shape[0] != cq.shape[0] - 1)
+        throw Error("--block-table has " + std::to_string(bt.shape[0]) + " rows for " +
+                    std::to_string(cq.shape[0] - 1) + " sequences");
+      p.total_k = p.cu_seqlens_k[p.batch];
+    }
   }
   validate_shapes(p);
   validate_host_indices(p);

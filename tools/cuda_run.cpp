@@ -139,8 +139,11 @@ CudaRunInfo run_prefill_cuda(const PrefillProblem& hp, const SkipPolicy& policy,
   const CudaRunInfo info = begin_run(out, cuda::prefill_unsupported_reason(hp, policy));
   const std::size_t es = kElemBytes;
   const DeviceBytes q(hp.q, std::size_t(hp.total_q) * hp.num_heads_q * hp.head_dim_qk * es);
-  const DeviceBytes k(hp.k, std::size_t(hp.total_k) * hp.num_heads_kv * hp.head_dim_qk * es);
-  const DeviceBytes v(hp.v, std::size_t(hp.total_k) * hp.num_heads_kv * hp.head_dim_v * es);
+  // Packed K and V hold total_k rows; paged caches num_pages x page_size slots.
+  const std::size_t kv_rows = hp.block_table ? std::size_t(hp.num_pages) * hp.page_size : std::size_t(hp.total_k);
+  const DeviceBytes k(hp.k, kv_rows * hp.num_heads_kv * hp.head_dim_qk * es);
+  const DeviceBytes v(hp.v, kv_rows * hp.num_heads_kv * hp.head_dim_v * es);
+  const DeviceBytes table(hp.block_table, hp.block_table ? std::size_t(hp.batch) * hp.max_pages_per_seq * 4 : 0);
   const std::size_t cu_bytes = hp.cu_seqlens_q ? std::size_t(hp.batch + 1) * 4 : 0;
   const DeviceBytes cq(hp.cu_seqlens_q, cu_bytes), ck(hp.cu_seqlens_k, cu_bytes);
   int max_q = static_cast<int>(hp.total_q);
@@ -157,6 +160,7 @@ CudaRunInfo run_prefill_cuda(const PrefillProblem& hp, const SkipPolicy& policy,
   p.q = q.get(), p.k = k.get(), p.v = v.get();
   p.cu_seqlens_q = hp.cu_seqlens_q ? cq.get<std::int32_t>() : nullptr;
   p.cu_seqlens_k = hp.cu_seqlens_k ? ck.get<std::int32_t>() : nullptr;
+  if (hp.block_table) p.block_table = table.get<std::int32_t>();
 
   DeviceOutputs d(out, p.dtype, hp.total_q * hp.num_heads_q, hp.head_dim_v, std::size_t(mask_bytes),
                   hp.batch * hp.num_heads_q);

@@ -125,6 +125,27 @@ def varlen_prefill(rng, lens_q, lens_k, hq, hkv, dqk, dv, dtype=np.float32, stru
     return cat(qs, hq, dqk), cat(ks, hkv, dqk), cat(vs, hkv, dv), cu_q, cu_k
 
 
+def paged_kv(rng, k, v, cu_k, page_size, spare=3):
+    """Packed varlen K and V copied into NaN-filled caches [pages, page_size, Hkv, d] in shuffled
+    page order (chunked prefill's view of an engine cache), with their block table (one spare
+    column of -1): (k_cache, v_cache, block_table)."""
+    lens = np.diff(cu_k)
+    pages = (lens + page_size - 1) // page_size
+    num_pages = int(pages.sum()) + spare
+    ids = rng.permutation(num_pages).astype(np.int32)
+    kc = np.full((num_pages, page_size) + k.shape[1:], np.nan, k.dtype)
+    vc = np.full((num_pages, page_size) + v.shape[1:], np.nan, v.dtype)
+    table = np.full((len(lens), int(pages.max(initial=0)) + 1), -1, np.int32)
+    nxt = 0
+    for b, n in enumerate(lens):
+        table[b, :pages[b]] = ids[nxt:nxt + pages[b]]
+        nxt += pages[b]
+        for j in range(n):
+            kc[table[b, j // page_size], j % page_size] = k[cu_k[b] + j]
+            vc[table[b, j // page_size], j % page_size] = v[cu_k[b] + j]
+    return kc, vc, table
+
+
 def paged_decode(rng, lens, q_tokens, hq, hkv, dqk, dv, page_size, dtype=np.float32,
                  extra_pages=2, unused_entry=None, structure=True, **kw):
     """Paged KV cache with a shuffled block table.

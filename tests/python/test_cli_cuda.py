@@ -137,6 +137,18 @@ def test_prefill_cuda_matches_cpu(cli, seed, rng, causal):
 
 
 @needs_gpu
+def test_prefill_cuda_paged_cache_equals_packed(cli, seed, rng):
+    """--device cuda with --k-cache / --v-cache / --block-table: the packed GPU run, bit for bit."""
+    q, k, v, cq, ck = bi.varlen_prefill(rng, [17, 300, 200], [300, 1013, 700], 8, 2, 128, 128, dtype=np.float16)
+    flags = ["--causal", "--scale-factor", "40", "--device", "cuda"]
+    packed = cli.invoke("attention", {"q": q, "k": k, "v": v, "cu-seqlens-q": cq, "cu-seqlens-k": ck}, flags)
+    kc, vc, table = bi.paged_kv(rng, k, v, ck, 16)
+    paged = cli.invoke("attention", {"q": q, "k-cache": kc, "v-cache": vc, "block-table": table,
+                                     "cu-seqlens-q": cq, "cu-seqlens-k": ck}, flags)
+    assert np.array_equal(paged.o, packed.o) and np.array_equal(paged.mask, packed.mask), f"seed {seed}"
+
+
+@needs_gpu
 def test_prefill_cuda_float32_files_run_as_bfloat16(cli, seed, rng):
     q, k, v, cq, ck = bi.varlen_prefill(rng, [129], [129], 4, 4, 64, 64, structure=False)
     inputs = {"q": q, "k": k, "v": v}

@@ -148,6 +148,31 @@ def test_qk_head_dim_mismatch(cli):
     expect_error(cli, "attention", with_(attention_inputs(), k=_f32(10, 1, 32)), codes=INPUT)
 
 
+def paged_attention_inputs():
+    """Two sequences of 3 / 5 queries and 10 / 5 keys in a cache of 6 pages of 4 slots."""
+    return {"q": _f32(8, 2, 16), "k-cache": _f32(6, 4, 1, 16), "v-cache": _f32(6, 4, 1, 8),
+            "block-table": np.array([[0, 1, 2], [3, 4, 5]], dtype=np.int32),
+            "cu-seqlens-q": np.array([0, 3, 8], dtype=np.int32), "cu-seqlens-k": np.array([0, 10, 15], dtype=np.int32)}
+
+
+def test_base_paged_attention_call_succeeds(cli):
+    proc, outd, args = call(cli, "attention", paged_attention_inputs(), ["--causal"])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_paged_attention_errors(cli):
+    base = paged_attention_inputs()
+    expect_error(cli, "attention", with_(base, k=_f32(10, 1, 16)), codes=USAGE)  # --k beside --k-cache
+    expect_error(cli, "attention", with_(base, cu_seqlens_q=None, cu_seqlens_k=None), codes=USAGE)
+    expect_error(cli, "attention", with_(base, block_table=None), codes=USAGE)
+    expect_error(cli, "attention", with_(base, block_table=np.array([[0, 1, 2]], dtype=np.int32)), codes=INPUT)
+    expect_error(cli, "attention", with_(base, block_table=np.array([[0, 1, 6], [3, 4, 5]], dtype=np.int32)),
+                 codes=INPUT)  # a page outside the cache
+    expect_error(cli, "attention", with_(base, cu_seqlens_k=np.array([0, 13, 15], dtype=np.int32)),
+                 codes=INPUT)  # 13 keys in 3 pages of 4 slots
+    expect_error(cli, "attention", with_(base, v_cache=_f32(6, 4, 2, 8)), codes=INPUT)
+
+
 def test_hq_not_multiple_of_hkv(cli):
     expect_error(cli, "attention",
                  with_(attention_inputs(), q=_f32(8, 3, 16), k=_f32(10, 2, 16),

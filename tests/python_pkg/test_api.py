@@ -174,30 +174,10 @@ def test_cuda_prefill_matches_cpu_engine(rng, d):
     assert rel(o1.float().cpu().numpy(), want1) < 1.2e-2
 
 
-def page_kv(rng, k, v, cu_k, page_size, spare=3):
-    """Packed K and V copied into NaN-filled caches [pages, page_size, Hkv, d], pages shuffled, and
-    their block table (one spare column of -1)."""
-    lens = np.diff(cu_k)
-    pages = (lens + page_size - 1) // page_size
-    num_pages = int(pages.sum()) + spare
-    ids = rng.permutation(num_pages).astype(np.int32)
-    kc = np.full((num_pages, page_size) + k.shape[1:], np.nan, k.dtype)
-    vc = np.full((num_pages, page_size) + v.shape[1:], np.nan, v.dtype)
-    table = np.full((len(lens), int(pages.max()) + 1), -1, np.int32)
-    nxt = 0
-    for b, n in enumerate(lens):
-        table[b, :pages[b]] = ids[nxt:nxt + pages[b]]
-        nxt += pages[b]
-        for j in range(n):
-            kc[table[b, j // page_size], j % page_size] = k[cu_k[b] + j]
-            vc[table[b, j // page_size], j % page_size] = v[cu_k[b] + j]
-    return kc, vc, table
-
-
 @pytest.mark.parametrize("page_size", [1, 16, 100])
 def test_paged_prefill_equals_packed(rng, page_size):
     q, k, v, cu_q, cu_k = inputs.varlen_prefill(rng, [17, 0, 120], [40, 5, 300], 4, 2, 32, 16)
-    kc, vc, table = page_kv(rng, k, v, cu_k, page_size)
+    kc, vc, table = inputs.paged_kv(rng, k, v, cu_k, page_size)
     kw = dict(causal=True, scale_factor=4.0, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, block_q=16, block_k=32,
               return_lse=True, return_stats=True)
     o, lse, stats = blasst.prefill(q, kc, vc, block_table=table, **kw)
@@ -225,7 +205,7 @@ def test_decode_block_table_rows_must_be_contiguous(rng):
 @pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
 def test_cuda_paged_prefill_equals_packed(rng):
     q, k, v, cu_q, cu_k = inputs.varlen_prefill(rng, [17, 0, 700, 300], [40, 5, 700, 1300], 8, 2, 128, 128)
-    kc, vc, table = page_kv(rng, k, v, cu_k, 64)
+    kc, vc, table = inputs.paged_kv(rng, k, v, cu_k, 64)
     dev = lambda x: torch.from_numpy(x).to("cuda", torch.bfloat16)
     cqg, ckg, tg = torch.from_numpy(cu_q).cuda(), torch.from_numpy(cu_k).cuda(), torch.from_numpy(table).cuda()
     kw = dict(causal=True, scale_factor=64.0, cu_seqlens_q=cqg, cu_seqlens_k=ckg, max_seqlen_q=700,
