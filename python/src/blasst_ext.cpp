@@ -51,6 +51,14 @@ template <class A> const std::int32_t* int32_data(const A& a, const char* name) 
   return static_cast<const std::int32_t*>(a.data());
 }
 
+// A block table's int32 entries, rows max_pages_per_seq apart (a column slice of a wider table is
+// not: its rows would be read as the wrong ones).
+const std::int32_t* block_table_data(const Array& bt) {
+  if (bt.shape(0) > 1 && bt.stride(0) != std::int64_t(bt.shape(1)))
+    throw nb::value_error("block_table must be contiguous (rows of max_pages_per_seq entries)");
+  return int32_data(bt, "block_table");
+}
+
 SkipPolicy policy_of(int mode, double value, int block_q, int block_k, const std::string& order, int splits,
                      bool max_seed) {
   SkipPolicy p;
@@ -114,9 +122,7 @@ PrefillProblem prefill_problem(const Array& q, const Array& k, const Array& v, c
     if (!cu_q) throw nb::value_error("a block table needs cu_seqlens_q and cu_seqlens_k (the key counts)");
     require(*bt, "block_table", 2, cuda);
     if (bt->shape(0) != cu_q->shape(0) - 1) throw nb::value_error("block_table and cu_seqlens disagree in batch");
-    if (bt->shape(0) > 1 && bt->stride(0) != std::int64_t(bt->shape(1)))
-      throw nb::value_error("block_table must be contiguous (rows of max_pages_per_seq entries)");
-    p.block_table = int32_data(*bt, "block_table");
+    p.block_table = block_table_data(*bt);
     p.max_pages_per_seq = static_cast<int>(bt->shape(1));
     p.num_pages = static_cast<int>(k.shape(0)), p.page_size = static_cast<int>(k.shape(1));
     p.k_stride_page = k.stride(0), p.v_stride_page = v.stride(0);
@@ -173,10 +179,8 @@ DecodeProblem decode_problem(const Array& q, const Array& kc, const Array& vc, c
   p.num_pages = static_cast<int>(kc.shape(0)), p.page_size = static_cast<int>(kc.shape(1));
   p.k_cache = kc.data(), p.k_stride_page = kc.stride(0), p.k_stride_slot = kc.stride(1), p.k_stride_head = kc.stride(2);
   p.v_cache = vc.data(), p.v_stride_page = vc.stride(0), p.v_stride_slot = vc.stride(1), p.v_stride_head = vc.stride(2);
-  p.block_table = int32_data(bt, "block_table");
+  p.block_table = block_table_data(bt);
   p.max_pages_per_seq = static_cast<int>(bt.shape(1));
-  if (bt.shape(0) > 1 && bt.stride(0) != std::int64_t(bt.shape(1)))  // e.g. not a column slice of a wider table
-    throw nb::value_error("block_table must be contiguous (rows of max_pages_per_seq entries)");
   p.seq_lens = int32_data(sl, "seq_lens");
   return p;
 }

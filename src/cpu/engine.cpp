@@ -80,6 +80,20 @@ struct Seq {
   double lambda;
 };
 
+// Keys first .. first + nk - 1 of one sequence and KV head from a paged cache (key j in page
+// table[j / page_size], slot j % page_size; sp, ss, sh: page, slot and head strides), converted
+// into scratch rows `ld` apart. Prefill over a paged cache and decode both read through it.
+const float* gather_paged(const void* cache, DType dt, const std::int32_t* table, int page_size, std::int64_t sp,
+                          std::int64_t ss, std::int64_t sh, int hkv, std::int64_t first, int nk, int dim,
+                          float* scratch, std::int64_t ld) {
+  for (int j = 0; j < nk; ++j) {
+    const std::int64_t pos = first + j;
+    convert_row(at(cache, table[pos / page_size] * sp + (pos % page_size) * ss + hkv * sh, dt), dt, scratch + j * ld,
+                dim);
+  }
+  return scratch;
+}
+
 // Key tiles of one prefill sequence and KV head. float32 rows are used in place (values too when
 // their padded width stays inside the row); other types, and rows of a paged cache, are converted
 // into the scratch.
@@ -90,17 +104,11 @@ struct PrefillLoader {
   int keys(int t) const { return static_cast<int>(std::min<std::int64_t>(bk, s.sk - std::int64_t{t} * bk)); }
   const float* rows(const void* base, std::int64_t stride_token, std::int64_t stride_head, std::int64_t stride_page,
                     int dim, int width, int t, float* scratch, std::int64_t& ld) const {
-    if (p.block_table) {  // key j of the sequence: page table[j / page_size], slot j % page_size
-      const std::int32_t* table = p.block_table + static_cast<std::int64_t>(b) * p.max_pages_per_seq;
+    if (p.block_table) {
       ld = width;
-      const int nk = keys(t);
-      for (int j = 0; j < nk; ++j) {
-        const std::int64_t pos = std::int64_t{t} * bk + j;
-        convert_row(at(base, table[pos / p.page_size] * stride_page + (pos % p.page_size) * stride_token +
-                                 hkv * stride_head, p.dtype),
-                    p.dtype, scratch + j * ld, dim);
-      }
-      return scratch;
+      return gather_paged(base, p.dtype, p.block_table + static_cast<std::int64_t>(b) * p.max_pages_per_seq,
+                          p.page_size, stride_page, stride_token, stride_head, hkv, std::int64_t{t} * bk, keys(t), dim,
+                          scratch, ld);
     }
     const std::int64_t tok0 = s.k0 + std::int64_t{t} * bk;
     if (p.dtype == DType::f32 && dim == width) {
@@ -131,13 +139,8 @@ struct PagedLoader {
   const float* gather(const void* cache, std::int64_t sp, std::int64_t ss, std::int64_t sh, int dim, int width,
                       int t, float* scratch, std::int64_t& ld) const {
     ld = width;
-    const int nk = keys(t);
-    for (int j = 0; j < nk; ++j) {
-      const std::int64_t pos = std::int64_t{t} * bk + j;
-      const std::int64_t page = p.block_table[static_cast<std::int64_t>(b) * p.max_pages_per_seq + pos / p.page_size];
-      convert_row(at(cache, page * sp + (pos % p.page_size) * ss + hkv * sh, p.dtype), p.dtype, scratch + j * ld, dim);
-    }
-    return scratch;
+    return gather_paged(cache, p.dtype, p.block_table + static_cast<std::int64_t>(b) * p.max_pages_per_seq,
+                        p.page_size, sp, ss, sh, hkv, std::int64_t{t} * bk, keys(t), dim, scratch, ld);
   }
   const float* k_rows(int t, float* scratch, std::int64_t& ld) const {
     return gather(p.k_cache, p.k_stride_page, p.k_stride_slot, p.k_stride_head, p.head_dim_qk, p.head_dim_qk, t,

@@ -67,10 +67,17 @@ constexpr cuda::PrefillKernel kKernels[] = {cuda::PrefillKernel::wgmma_pingpong,
 struct PagedKV {
   std::vector<std::uint16_t> k, v;
   std::vector<std::int32_t> table;
-  int max_pages = 0, num_pages = 0;
+  int page_size = 0, max_pages = 0, num_pages = 0;
+  // p's K and V become these caches (uploaded to kc, vc) with the table at tp.
+  void apply(PrefillProblem& p, const void* kc, const void* vc, const std::int32_t* tp) const {
+    p.k = kc, p.v = vc, p.block_table = tp;
+    p.page_size = page_size, p.max_pages_per_seq = max_pages, p.num_pages = num_pages;
+    p.k_stride_page = p.k_stride_token * page_size, p.v_stride_page = p.v_stride_token * page_size;
+  }
 };
 PagedKV page_kv(const Packed& x, int page_size) {
   PagedKV c;
+  c.page_size = page_size;
   const int batch = static_cast<int>(x.cu_k.size()) - 1, row = x.hkv * x.d;
   std::vector<int> pages(batch);
   int used = 0;
@@ -105,11 +112,7 @@ Result run_gpu(const Packed& x, bool causal, const SkipPolicy& pol, cuda::Prefil
   DeviceBuffer<std::uint16_t> q(x.q), k(page_size > 0 ? paged.k : x.k), v(page_size > 0 ? paged.v : x.v);
   DeviceBuffer<std::int32_t> cq(x.cu_q), ck(x.cu_k), table(paged.table);
   PrefillProblem p = x.problem(q.ptr, k.ptr, v.ptr, cq.ptr, ck.ptr, causal);
-  if (page_size > 0) {
-    p.block_table = table.ptr, p.page_size = page_size, p.max_pages_per_seq = paged.max_pages;
-    p.num_pages = paged.num_pages;
-    p.k_stride_page = p.k_stride_token * page_size, p.v_stride_page = p.v_stride_token * page_size;
-  }
+  if (page_size > 0) paged.apply(p, k.ptr, v.ptr, table.ptr);
   const PrefillProblem ph = x.problem(nullptr, nullptr, nullptr, x.cu_q.data(), x.cu_k.data(), causal);
   const std::int64_t mask_size = skip_mask_layout(ph, 64, pol.block_k).size();
   const cuda::PrefillPlan plan = cuda::plan_prefill(p, x.max_q, pol, kernel);
@@ -309,8 +312,7 @@ TEST(CudaPrefill, PagedEqualsPacked) {
     PrefillProblem p = x.problem(q.ptr, k.ptr, v.ptr, cq.ptr, ck.ptr, true);
     const SkipPolicy pol = policy(0, VisitOrder::reverse);
     const cuda::PrefillPlan plan = cuda::plan_prefill(p, x.max_q, pol, cuda::PrefillKernel::wgmma);
-    p.block_table = table.ptr, p.page_size = 16, p.max_pages_per_seq = paged.max_pages, p.num_pages = paged.num_pages;
-    p.k_stride_page = p.k_stride_token * 16, p.v_stride_page = p.v_stride_token * 16;
+    paged.apply(p, k.ptr, v.ptr, table.ptr);
     Outputs out;
     out.set_contiguous_strides(p);
     out.o = o.ptr, out.o_dtype = DType::bf16;
