@@ -132,26 +132,38 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // ---- producers: one thread loads Q and K, another V, each waiting only on its own ring -------
     ptx::setmaxnreg_dec<Tr::kProducerRegs>();
     const int hkv = h / p.group;
+    // Packed: one thread per ring. Paged: the ring's whole warp, lane i issuing boxes i, i + 32, ...
+    // of each tile (a 192-key tile of 16-slot pages takes 12 per 64-channel half), so that their
+    // block-table reads overlap; 32-bit shared addresses keep it within the producer's registers.
     auto load_ring = [&](const CUtensorMap* tm, const CUtensorMap* tm1, unsigned char* ring, std::uint64_t* full,
-                         std::uint64_t* empty, int stages) {
+                         std::uint64_t* empty, int stages, int lane) {
       ptx::prefetch_tensor_map(tm);
+      [[maybe_unused]] const std::uint32_t ring_a = ptx::smem_addr(ring), full_a = ptx::smem_addr(full),
+                                           empty_a = ptx::smem_addr(empty);
+      [[maybe_unused]] const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
+      [[maybe_unused]] const int sk32 = static_cast<int>(sk), box_rows = p.box_rows, page_size = p.page_size;
       for (int j = 0; j < n; ++j) {
         const int st = j % stages;
         if constexpr (kPaged) {
-          if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
-          // The tile's keys below the sequence's end, in boxes of box_rows slots within a page,
-          // then rows of one slot; the rest of the stage keeps older rows of this sequence (or zeros).
-          const int key0 = visit_tile(order, n, j) * BK;
-          const int rows = static_cast<int>(min(std::int64_t(BK), sk - key0));
-          const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
-          ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(rows * NH * 128));
-          for (int r = 0; r < rows;) {
-            const int pos = key0 + r, box = rows - r >= p.box_rows ? p.box_rows : 1;
-            const int page = table[pos / p.page_size], slot = pos % p.page_size;
-            for (int s = 0; s < NH; ++s)
-              ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128) + r * 128, box == 1 ? tm1 : tm, s * 64, hkv,
-                               slot, page, &full[st]);
-            r += box;
+          if (lane == 0 && j >= stages) ptx::mbar_wait_at(empty_a + st * 8, ((j / stages) - 1) & 1);
+          // The tile's keys below the sequence's end, in boxes of box_rows slots within a page; a
+          // short last box goes one slot at a time (its slots share the box's page). The rest of
+          // the stage keeps older rows of this sequence (or zeros).
+          const int key0 = visit_tile(order, n, j) * BK, rows = min(BK, sk32 - key0);
+          const std::uint32_t bar = full_a + st * 8;
+          if (lane == 0) ptx::mbar_arrive_expect_tx_at(bar, static_cast<std::uint32_t>(rows * NH * 128));
+          __syncwarp();
+#pragma unroll 1
+          for (int r0 = lane * box_rows; r0 < rows; r0 += 32 * box_rows) {
+            const int pos = key0 + r0, page = table[pos / page_size], slot = pos % page_size;
+            const int short_rows = rows - r0 >= box_rows ? 0 : rows - r0;
+            const std::uint32_t dst = ring_a + st * std::uint32_t(Tr::kTileBytes) + r0 * 128;
+            for (int s = 0; s < NH; ++s) {
+              if (short_rows == 0) ptx::tma_load_4d_at(dst + s * (BK * 128), tm, s * 64, hkv, slot, page, bar);
+#pragma unroll 1
+              for (int r = 0; r < short_rows; ++r)
+                ptx::tma_load_4d_at(dst + s * (BK * 128) + r * 128, tm1, s * 64, hkv, slot + r, page, bar);
+            }
           }
         } else {
           const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
@@ -162,14 +174,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       }
     };
-    if (tid == 0 && n > 0) {
-      ptx::prefetch_tensor_map(&tm_q);
-      ptx::mbar_arrive_expect_tx(full_q, static_cast<std::uint32_t>(Tr::kQBytes));
-      for (int s = 0; s < NH; ++s)
-        ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
-      load_ring(&tm_k, &tm_k1, sK, full_k, empty_k, NSK);
-    } else if (tid == 32 && n > 0) {
-      load_ring(&tm_v, &tm_v1, sV, full_v, empty_v, NSV);
+    if (kPaged ? tid < 32 && n > 0 : tid == 0 && n > 0) {
+      if (tid == 0) {
+        ptx::prefetch_tensor_map(&tm_q);
+        ptx::mbar_arrive_expect_tx(full_q, static_cast<std::uint32_t>(Tr::kQBytes));
+        for (int s = 0; s < NH; ++s)
+          ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
+      }
+      load_ring(&tm_k, &tm_k1, sK, full_k, empty_k, NSK, tid);
+    } else if (kPaged ? tid >= 32 && tid < 64 && n > 0 : tid == 32 && n > 0) {
+      load_ring(&tm_v, &tm_v1, sV, full_v, empty_v, NSV, tid - 32);
     }
   } else {
     // ---- consumers: one vote group of 64 rows each ------------------------------------------------
