@@ -132,34 +132,48 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // ---- producers: one thread loads Q and K, another V, each waiting only on its own ring -------
     ptx::setmaxnreg_dec<Tr::kProducerRegs>();
     const int hkv = h / p.group;
-    // Packed: one thread per ring. Paged with boxes of fewer than 64 slots: the ring's whole warp,
-    // lane i issuing boxes i, i + 32, ... of each tile (a 192-key tile of 16-slot pages takes 12 per
-    // 64-channel half), so that their block-table reads overlap (16-slot pages: 1.13x dense, 1.28x
-    // at 70 %); with larger boxes lane 0 alone, as packed (64-slot pages: 3 % faster so). 32-bit
-    // shared addresses keep it within the producer's registers.
+    // Packed, and paged with boxes of 32 slots or more: one thread per ring. Paged with smaller boxes:
+    // the ring's whole warp, lane i issuing boxes i, i + 32, ... of each tile (a 192-key tile of
+    // 16-slot pages takes 12 per 64-channel half), so that their block-table reads overlap: 16-slot
+    // pages 1.13x dense and 1.28x at 70 % against one thread, but 64-slot pages 0.97x and 32-slot
+    // 0.99x (PERF.md, session 14). 32-bit shared addresses keep the warp's loop within the
+    // producer's registers.
     auto load_ring = [&](const CUtensorMap* tm, const CUtensorMap* tm1, unsigned char* ring, std::uint64_t* full,
                          std::uint64_t* empty, int stages, int lane) {
+      [[maybe_unused]] const int box_rows = p.box_rows, page_size = p.page_size;
+      [[maybe_unused]] const bool warp_boxes = kPaged && box_rows < 32;
+      if (lane > 0 && !warp_boxes) return;
       ptx::prefetch_tensor_map(tm);
       [[maybe_unused]] const std::uint32_t ring_a = ptx::smem_addr(ring), full_a = ptx::smem_addr(full),
                                            empty_a = ptx::smem_addr(empty);
       [[maybe_unused]] const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
-      [[maybe_unused]] const int sk32 = static_cast<int>(sk), box_rows = p.box_rows, page_size = p.page_size;
-      [[maybe_unused]] const int lanes = box_rows < 64 ? 32 : 1;
-      if constexpr (kPaged)
-        if (lane >= lanes) return;
+      [[maybe_unused]] const int sk32 = static_cast<int>(sk);
       for (int j = 0; j < n; ++j) {
         const int st = j % stages;
         if constexpr (kPaged) {
-          if (lane == 0 && j >= stages) ptx::mbar_wait_at(empty_a + st * 8, ((j / stages) - 1) & 1);
           // The tile's keys below the sequence's end, in boxes of box_rows slots within a page; a
           // short last box goes one slot at a time (its slots share the box's page). The rest of
           // the stage keeps older rows of this sequence (or zeros).
           const int key0 = visit_tile(order, n, j) * BK, rows = min(BK, sk32 - key0);
+          if (!warp_boxes) {
+            if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
+            ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(rows * NH * 128));
+            for (int r = 0; r < rows;) {
+              const int pos = key0 + r, box = rows - r >= box_rows ? box_rows : 1;
+              const int page = table[pos / page_size], slot = pos % page_size;
+              for (int s = 0; s < NH; ++s)
+                ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128) + r * 128, box == 1 ? tm1 : tm, s * 64,
+                                 hkv, slot, page, &full[st]);
+              r += box;
+            }
+            continue;
+          }
+          if (lane == 0 && j >= stages) ptx::mbar_wait_at(empty_a + st * 8, ((j / stages) - 1) & 1);
           const std::uint32_t bar = full_a + st * 8;
           if (lane == 0) ptx::mbar_arrive_expect_tx_at(bar, static_cast<std::uint32_t>(rows * NH * 128));
-          if (lanes > 1) __syncwarp();
+          __syncwarp();
 #pragma unroll 1
-          for (int r0 = lane * box_rows; r0 < rows; r0 += lanes * box_rows) {
+          for (int r0 = lane * box_rows; r0 < rows; r0 += 32 * box_rows) {
             const int pos = key0 + r0, page = table[pos / page_size], slot = pos % page_size;
             const int short_rows = rows - r0 >= box_rows ? 0 : rows - r0;
             const std::uint32_t dst = ring_a + st * std::uint32_t(Tr::kTileBytes) + r0 * 128;
