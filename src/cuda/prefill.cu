@@ -59,11 +59,11 @@ bool takes_block_k(PrefillKernel kernel, int d, int bk) {
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
   const dim3 grid(plan.max_q_tiles, plan.num_heads_q, plan.batch);
-  auto wgmma = [&](auto traits, auto paged) {
+  auto wgmma = [&](auto traits, auto paged, auto warp_boxes) {
     using Tr = decltype(traits);
-    constexpr bool kPaged = decltype(paged)::value;
-    set_smem_limit_once<prefill_wgmma_kernel<Tr, kPaged>>(Tr::kSmemBytes);
-    prefill_wgmma_kernel<Tr, kPaged>
+    constexpr bool kPaged = decltype(paged)::value, kWarpBoxes = decltype(warp_boxes)::value;
+    set_smem_limit_once<prefill_wgmma_kernel<Tr, kPaged, kWarpBoxes>>(Tr::kSmemBytes);
+    prefill_wgmma_kernel<Tr, kPaged, kWarpBoxes>
         <<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v, maps.k1, maps.v1);
   };
   constexpr std::false_type packed{};
@@ -73,16 +73,20 @@ void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& pl
   auto wgmma_tiles = [&](auto pingpong) {  // the key tile: the plan's
     constexpr bool kPP = decltype(pingpong)::value;
     if constexpr (kPP) {  // paged K and V: the ping-pong kernel with its default tile only
-      if (params.block_table) return wgmma(WgmmaTraitsFor<T, D, kPP>{}, std::true_type{});
+      // Boxes of fewer than 32 slots (pages of 16, 8, ... or sizes prime to the tile): the
+      // producer's whole warp issues them (prefill_wgmma_sm90.cuh, kWarpBoxes).
+      if (params.block_table)
+        return params.box_rows < 32 ? wgmma(WgmmaTraitsFor<T, D, kPP>{}, std::true_type{}, std::true_type{})
+                                    : wgmma(WgmmaTraitsFor<T, D, kPP>{}, std::true_type{}, packed);
     }
     if constexpr (D == 128) {
-      if (plan.block_k == kAltBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kAltBlockK128>{}, packed);
-      if (plan.block_k == kPrevBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK128>{}, packed);
+      if (plan.block_k == kAltBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kAltBlockK128>{}, packed, packed);
+      if (plan.block_k == kPrevBlockK128) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK128>{}, packed, packed);
     }
     if constexpr (D == 256) {
-      if (plan.block_k == kPrevBlockK256) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK256>{}, packed);
+      if (plan.block_k == kPrevBlockK256) return wgmma(WgmmaTraitsFor<T, D, kPP, kPrevBlockK256>{}, packed, packed);
     }
-    wgmma(WgmmaTraitsFor<T, D, kPP>{}, packed);
+    wgmma(WgmmaTraitsFor<T, D, kPP>{}, packed, packed);
   };
   if (plan.kernel == PrefillKernel::wgmma_pingpong) {
     wgmma_tiles(std::true_type{});

@@ -83,6 +83,31 @@ __device__ __forceinline__ void tma_load_4d(void* smem, const void* tensor_map, 
       : "memory");
 }
 
+// mbarrier wait and arrive.expect_tx on 32-bit shared addresses (never watched by
+// BLASST_MBAR_WATCHDOG), and a TMA load likewise, for a producer short of registers.
+__device__ __forceinline__ void mbar_wait_at(std::uint32_t bar, std::uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx_at(std::uint32_t bar, std::uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void tma_load_4d_at(std::uint32_t smem, const void* tensor_map, int c0, int c1, int c2,
+                                               int c3, std::uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(smem),
+      "l"(tensor_map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+
 // The same load with an L2 cache policy (l2_evict_first()): data streamed once need not displace
 // what L2 holds for others.
 __device__ __forceinline__ void tma_load_4d_hint(void* smem, const void* tensor_map, int c0, int c1, int c2, int c3,

@@ -75,8 +75,9 @@ struct WgmmaPrefillTraits {
 };
 
 // kPaged: K and V from paged caches (tm_k / tm_v boxes of p.box_rows slots, tm_k1 / tm_v1 of one
-// slot for a sequence's last keys); otherwise packed, and tm_k1 / tm_v1 unused.
-template <class Tr, bool kPaged = false>
+// slot for a sequence's last keys); otherwise packed, and tm_k1 / tm_v1 unused. kWarpBoxes (paged,
+// for boxes of fewer than 32 slots): each ring's whole producer warp issues the boxes.
+template <class Tr, bool kPaged = false, bool kWarpBoxes = false>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     prefill_wgmma_kernel(const __grid_constant__ PrefillParams p, const __grid_constant__ CUtensorMap tm_q,
                          const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
@@ -132,12 +133,42 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // ---- producers: one thread loads Q and K, another V, each waiting only on its own ring -------
     ptx::setmaxnreg_dec<Tr::kProducerRegs>();
     const int hkv = h / p.group;
+    // Packed, and paged with boxes of 32 slots or more: one thread per ring. kWarpBoxes: the ring's
+    // whole warp, lane i issuing boxes i, i + 32, ... of each tile (a 192-key tile of 16-slot pages
+    // takes 12 per 64-channel half), so that their block-table reads overlap. Against one thread
+    // (H200, PERF.md session 14): 16-slot pages 1.17x dense and 1.21x at 70 %, but 64- and
+    // 32-slot pages 0.92-0.96x, hence a variant of its own. 32-bit shared addresses keep the warp's
+    // loop within the producer's registers.
     auto load_ring = [&](const CUtensorMap* tm, const CUtensorMap* tm1, unsigned char* ring, std::uint64_t* full,
-                         std::uint64_t* empty, int stages) {
+                         std::uint64_t* empty, int stages, [[maybe_unused]] int lane) {
       ptx::prefetch_tensor_map(tm);
+      [[maybe_unused]] const std::uint32_t ring_a = ptx::smem_addr(ring), full_a = ptx::smem_addr(full),
+                                           empty_a = ptx::smem_addr(empty);
       for (int j = 0; j < n; ++j) {
         const int st = j % stages;
-        if constexpr (kPaged) {
+        if constexpr (kWarpBoxes) {
+          if (lane == 0 && j >= stages) ptx::mbar_wait_at(empty_a + st * 8, ((j / stages) - 1) & 1);
+          // As below, the tile's keys below the sequence's end in boxes of box_rows slots; a short
+          // last box one slot at a time (its slots share the box's page).
+          const int box_rows = p.box_rows, page_size = p.page_size;
+          const int key0 = visit_tile(order, n, j) * BK, rows = min(BK, static_cast<int>(sk) - key0);
+          const std::int32_t* table = p.block_table + std::int64_t(b) * p.max_pages_per_seq;
+          const std::uint32_t bar = full_a + st * 8;
+          if (lane == 0) ptx::mbar_arrive_expect_tx_at(bar, static_cast<std::uint32_t>(rows * NH * 128));
+          __syncwarp();
+#pragma unroll 1
+          for (int r0 = lane * box_rows; r0 < rows; r0 += 32 * box_rows) {
+            const int pos = key0 + r0, page = table[pos / page_size], slot = pos % page_size;
+            const int short_rows = rows - r0 >= box_rows ? 0 : rows - r0;
+            const std::uint32_t dst = ring_a + st * std::uint32_t(Tr::kTileBytes) + r0 * 128;
+            for (int s = 0; s < NH; ++s) {
+              if (short_rows == 0) ptx::tma_load_4d_at(dst + s * (BK * 128), tm, s * 64, hkv, slot, page, bar);
+#pragma unroll 1
+              for (int r = 0; r < short_rows; ++r)
+                ptx::tma_load_4d_at(dst + s * (BK * 128) + r * 128, tm1, s * 64, hkv, slot + r, page, bar);
+            }
+          }
+        } else if constexpr (kPaged) {
           if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
           // The tile's keys below the sequence's end, in boxes of box_rows slots within a page,
           // then rows of one slot; the rest of the stage keeps older rows of this sequence (or zeros).
@@ -162,14 +193,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         }
       }
     };
-    if (tid == 0 && n > 0) {
-      ptx::prefetch_tensor_map(&tm_q);
-      ptx::mbar_arrive_expect_tx(full_q, static_cast<std::uint32_t>(Tr::kQBytes));
-      for (int s = 0; s < NH; ++s)
-        ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
-      load_ring(&tm_k, &tm_k1, sK, full_k, empty_k, NSK);
-    } else if (tid == 32 && n > 0) {
-      load_ring(&tm_v, &tm_v1, sV, full_v, empty_v, NSV);
+    if (kWarpBoxes ? tid < 32 && n > 0 : tid == 0 && n > 0) {
+      if (tid == 0) {
+        ptx::prefetch_tensor_map(&tm_q);
+        ptx::mbar_arrive_expect_tx(full_q, static_cast<std::uint32_t>(Tr::kQBytes));
+        for (int s = 0; s < NH; ++s)
+          ptx::tma_load_4d(sQ + s * (BQ * 128), &tm_q, s * 64, h, static_cast<int>(q0 + r0), 0, full_q);
+      }
+      load_ring(&tm_k, &tm_k1, sK, full_k, empty_k, NSK, tid);
+    } else if (kWarpBoxes ? tid >= 32 && tid < 64 && n > 0 : tid == 32 && n > 0) {
+      load_ring(&tm_v, &tm_v1, sV, full_v, empty_v, NSV, tid - 32);
     }
   } else {
     // ---- consumers: one vote group of 64 rows each ------------------------------------------------
