@@ -1,5 +1,6 @@
 // Host side of the CUDA decode: support checks, the planner and the dispatch over compiled variants.
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 
@@ -50,10 +51,25 @@ CUtensorMap cache_map(const void* base, DType dt, int d, int hkv, int page_size,
                        CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
 }
 
+template <class Tr>
+void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
+               cudaStream_t stream);
+
 template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
-  using Tr = TraitsFor<T, D, WM>;
+  if constexpr (D == 128 && WM == 1) {
+    if (plan.dense_stages == 11) return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>>(params, tmk, tmv, plan, stream);
+    if (plan.dense_stages == 21) return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 2, 1>>(params, tmk, tmv, plan, stream);
+  }
+  launch_tr<TraitsFor<T, D, WM>>(params, tmk, tmv, plan, stream);
+}
+
+template <class Tr>
+void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
+               cudaStream_t stream) {
+  using T = typename Tr::T;
+  constexpr int D = Tr::D, WM = Tr::WM;
   const dim3 grid(plan.splits * plan.chunks, plan.num_heads_kv, plan.batch);
   // 8 row warps only in clusters (groups of more than 8 x 64 rows, cta_rows_for).
   constexpr bool kClusterOnly = WM * 16 > cta_rows(D);
@@ -169,11 +185,16 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&plan.sm_count, cudaDevAttrMultiProcessorCount, device));
   int smem_per_sm = 0;
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  if (const char* e = std::getenv("BLASST_DECODE_DENSE_STAGES");
+      e && pol.mode == SkipPolicy::Mode::dense && p.head_dim_qk == 128 && plan.warps_m == 1 && plan.chunks == 1)
+    plan.dense_stages = std::atoi(e);
+  if (plan.dense_stages != 0 && plan.dense_stages != 11 && plan.dense_stages != 21)
+    throw Error("BLASST_DECODE_DENSE_STAGES takes 11 or 21");
   if (pol.splits > 0) {
     plan.splits = pol.splits;
   } else {
     // Fill every SM with resident CTAs, keeping at least two tiles per chunk.
-    const int per_sm = std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
+    const int per_sm = plan.dense_stages ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
     const int groups = std::max(1, p.batch * p.num_heads_kv * plan.chunks);  // CTAs per split
     const int max_tiles = (max_seq_len + pol.block_k - 1) / pol.block_k;
     const int want = std::max(1, plan.sm_count * per_sm / groups);  // one full wave, no tail
@@ -193,6 +214,8 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& pla
   if (out.o == nullptr) throw Error("decode: the output O must not be null");
   if (out.o_dtype != p.dtype) throw Error("decode: O must have the input dtype on the CUDA backend");
   if (plan.workspace_bytes > 0 && workspace == nullptr) throw Error("decode: the plan needs a workspace");
+  if (plan.dense_stages && pol.mode != SkipPolicy::Mode::dense)
+    throw Error("decode: a plan with dense_stages runs dense policies only");
   if (p.batch == 0) return;
 
   DecodeParams d{};
