@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   const float log_thr = skip_log_threshold(lambda_for(p.mode, p.value, sk));
   const bool eager = log_thr == -INFINITY && !p.replay;
   if constexpr (NSV < 2)
-    if (!eager) __trap();  // internal: src/cuda/decode.cu launches one V stage for dense policies only
+    if (!eager) __trap();  // internal: one V stage runs dense policies only (src/cuda/decode.cu, launch)
   const bool seeded = !eager && p.max_seed && cut.count > 1 && split > 0;
   const int steps = len + (seeded ? 1 : 0);
   auto tile_of = [&](int j) { return seeded ? (j == 0 ? 0 : first + j - 1) : first + j; };
