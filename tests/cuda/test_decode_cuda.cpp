@@ -348,6 +348,7 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
     p.block_table = p.seq_lens = placeholder;
     SkipPolicy pol;
     pol.order = VisitOrder::forward;
+    pol.splits = 0;  // the planner's
     return cuda::plan_decode(p, len, pol);
   };
   const cuda::DecodePlan gqa = planned(32, 8, 8, 32768), mqa = planned(8, 1, 8, 32768);
