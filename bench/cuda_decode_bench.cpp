@@ -6,7 +6,7 @@
 // (each head's page contiguous, as FlashInfer's HND).
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
-//                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1]
+//                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1] [--small-rings 0]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
 // --rotate K: K copies of the cache (K times the memory), the timed calls taking them in turn, so
@@ -19,6 +19,8 @@
 // --l2-evict-first 0|1: every plan's DecodePlan::l2_evict_first (the cache's loads carry an L2
 // evict-first policy; the planner's default is 1), so one binary A/Bs it
 // (scripts/ab-bench.sh "off=DIR@--l2-evict-first 0").
+// --small-rings 0: dense policies run on the ring kernel with its splits even where the planner
+// takes two CTAs of one K and one V stage per SM (DecodePlan::dense_small_rings), for an A/B.
 // With BLASST_BENCH_PROFILE=1 in the environment, each timed policy runs one more step between
 // cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start off` (scripts/gpu-check.sh
 // decode-bytes): the profile then holds exactly one dense step and one skip step.
@@ -71,6 +73,7 @@ bool g_hnd = true;
 double g_warm = 0.2;     // --warm
 int g_rotate = 1;        // --rotate
 int g_evict_first = -1;  // --l2-evict-first 0|1 (-1: the planner's choice)
+int g_small_rings = -1;  // --small-rings 0 (-1: the planner's choice)
 bool g_shuffle = true;  // --ordered: each sequence's pages in order, sequences one after another
 
 // One generated sequence, uploaded once and copied to every sequence of the batch (its own pages).
@@ -174,6 +177,11 @@ double counted_sparsity(const Setup& st) {
 // counters on, which gives the sparsity). reps == 0: that one call only, no timing.
 Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   cuda::DecodePlan plan = cuda::plan_decode(st.p, st.s.len, pol);
+  if (g_small_rings == 0 && plan.dense_small_rings) {  // the ring kernel's plan: as for a policy that may skip
+    SkipPolicy ring = pol;
+    ring.mode = SkipPolicy::Mode::threshold, ring.value = 0.0;
+    plan = cuda::plan_decode(st.p, st.s.len, ring);
+  }
   if (g_evict_first >= 0) plan.l2_evict_first = g_evict_first != 0;
   void* ws = nullptr;
   if (plan.workspace_bytes) CK(cudaMalloc(&ws, plan.workspace_bytes));
@@ -239,6 +247,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--ordered")) g_shuffle = false;
     else if (!std::strcmp(argv[i], "--rotate") && i + 1 < argc) g_rotate = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--l2-evict-first") && i + 1 < argc) g_evict_first = std::atoi(argv[++i]) != 0;
+    else if (!std::strcmp(argv[i], "--small-rings") && i + 1 < argc) g_small_rings = std::atoi(argv[++i]) != 0;
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) g_warm = std::atof(argv[++i]);
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);

@@ -50,10 +50,25 @@ CUtensorMap cache_map(const void* base, DType dt, int d, int hkv, int page_size,
                        CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
 }
 
+template <class Tr>
+void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
+               cudaStream_t stream);
+
 template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
-  using Tr = TraitsFor<T, D, WM>;
+  if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::dense_small_rings)
+    if (plan.dense_small_rings && plan.chunks == 1 && params.mode == int(SkipPolicy::Mode::dense) && !params.replay)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>>(params, tmk, tmv, plan, stream);
+  }
+  launch_tr<TraitsFor<T, D, WM>>(params, tmk, tmv, plan, stream);
+}
+
+template <class Tr>
+void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
+               cudaStream_t stream) {
+  using T = typename Tr::T;
+  constexpr int D = Tr::D, WM = Tr::WM;
   const dim3 grid(plan.splits * plan.chunks, plan.num_heads_kv, plan.batch);
   // 8 row warps only in clusters (groups of more than 8 x 64 rows, cta_rows_for).
   constexpr bool kClusterOnly = WM * 16 > cta_rows(D);
@@ -169,16 +184,22 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&plan.sm_count, cudaDevAttrMultiProcessorCount, device));
   int smem_per_sm = 0;
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
-  if (pol.splits > 0) {
+  const int groups = std::max(1, p.batch * p.num_heads_kv * plan.chunks);  // CTAs per split
+  const int max_tiles = (max_seq_len + pol.block_k - 1) / pol.block_k;
+  // Fill every SM with resident CTAs (per_sm of them), keeping at least two tiles per chunk.
+  auto splits_for = [&](int per_sm) {
+    return std::clamp(std::max(1, plan.sm_count * per_sm / groups), 1, std::max(1, max_tiles / 2));
+  };
+  // Two CTAs of small rings per SM pay where chunks stay long (32 tiles or more): on the H200 with
+  // 128-256 tiles 1.01-1.02x; with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x, and 0.94x at 132
+  // splits of MQA batch 1 128K (PERF.md, session 14).
+  if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && p.head_dim_qk == 128 && plan.warps_m == 1 &&
+      plan.chunks == 1)
+    plan.dense_small_rings = max_tiles / (pol.splits > 0 ? pol.splits : splits_for(2)) >= 32;
+  if (pol.splits > 0)
     plan.splits = pol.splits;
-  } else {
-    // Fill every SM with resident CTAs, keeping at least two tiles per chunk.
-    const int per_sm = std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
-    const int groups = std::max(1, p.batch * p.num_heads_kv * plan.chunks);  // CTAs per split
-    const int max_tiles = (max_seq_len + pol.block_k - 1) / pol.block_k;
-    const int want = std::max(1, plan.sm_count * per_sm / groups);  // one full wave, no tail
-    plan.splits = std::clamp(want, 1, std::max(1, max_tiles / 2));
-  }
+  else
+    plan.splits = splits_for(plan.dense_small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m)));
   if (plan.splits > 1)
     plan.workspace_bytes = std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows *
                            (std::size_t(p.head_dim_v) + 1) * sizeof(float);

@@ -309,6 +309,54 @@ TEST(CudaDecode, ThresholdZeroIsBitIdenticalToDense) {
   EXPECT_EQ(run_gpu(x, dense).o_bits, run_gpu(x, zero).o_bits);
 }
 
+// Dense policies whose chunks hold 32 tiles or more run on two CTAs per SM of one K and one V stage
+// (DecodePlan::dense_small_rings): the same bits as the ring kernel's dense walk (threshold 0 walks
+// as dense) with the same splits, and the float64 reference.
+TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  for (DType dt : {DType::bf16, DType::f16}) {
+    const PagedBatch x = make_paged(seed, {8192, 17, 0, 5000, 1, 8000}, 1, 32, 8, 128, 16, dt, true);
+    const std::vector<double> ref = reference_dense(x, 1.0f / std::sqrt(128.0f));
+    const std::vector<float> reff(ref.begin(), ref.end());
+    for (int splits : {1, 2}) {
+      SCOPED_TRACE(describe(x, SkipPolicy{}, seed) + " splits " + std::to_string(splits));
+      SkipPolicy dense;
+      dense.order = VisitOrder::forward;
+      dense.splits = splits;
+      SkipPolicy zero = SkipPolicy::with_threshold(0.0);
+      zero.order = VisitOrder::forward;
+      zero.splits = splits;
+      const GpuRun small = run_gpu(x, dense), rings = run_gpu(x, zero);
+      EXPECT_TRUE(small.plan.dense_small_rings);
+      EXPECT_FALSE(rings.plan.dense_small_rings);
+      EXPECT_EQ(small.o_bits, rings.o_bits);
+      EXPECT_EQ(std::memcmp(small.lse.data(), rings.lse.data(), small.lse.size() * 4), 0);
+      EXPECT_EQ(small.counters, rings.counters);
+      EXPECT_LT(rel_l2(small.o, reff), tolerance(dt));
+    }
+  }
+  // The planner takes them where chunks stay long (32/8 batch 8 at 32K: 4 splits of 64 tiles) and
+  // not where they would be short (8/1 batch 8 at 32K: 33 splits of 8 tiles).
+  auto planned = [](int hq, int hkv, int batch, int len) {
+    DecodeProblem p;
+    p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
+    p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = len / 64, p.num_pages = batch * (len / 64);
+    p.set_contiguous_strides();
+    static const std::int32_t placeholder[1] = {0};  // planning reads no device memory
+    p.q = p.k_cache = p.v_cache = placeholder;
+    p.block_table = p.seq_lens = placeholder;
+    SkipPolicy pol;
+    pol.order = VisitOrder::forward;
+    pol.splits = 0;  // the planner's
+    return cuda::plan_decode(p, len, pol);
+  };
+  const cuda::DecodePlan gqa = planned(32, 8, 8, 32768), mqa = planned(8, 1, 8, 32768);
+  EXPECT_TRUE(gqa.dense_small_rings);
+  EXPECT_EQ(gqa.splits, gqa.sm_count * 2 / 64);
+  EXPECT_FALSE(mqa.dense_small_rings);
+}
+
 // The L2 evict-first policy is a cache hint only: the same step gives the same bits, dense and with
 // the skip (and the same decisions).
 TEST(CudaDecode, L2EvictFirstIsBitIdentical) {

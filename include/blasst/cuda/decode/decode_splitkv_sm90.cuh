@@ -63,7 +63,10 @@ struct DecodeTraits {
   // K and V tiles a dense walk keeps in flight: two at head dim 128 with one or two row warps
   // (measured there only; see the producer), fewer than the rings hold; elsewhere the rings.
   static constexpr int kEagerDepth = D == 128 && WM < 4 ? 2 : NSK > NSV ? NSK : NSV;
-  static_assert(NSV >= 2, "the P V queue needs two V stages");
+  // One V stage: dense (eager) walks only, which never queue a P V product (the kernel traps on a
+  // walk that could skip). Such small rings leave room for two CTAs on an SM.
+  static_assert(NSV >= 1, "a V stage");
+  static constexpr int kQSlots = kQueue > 0 ? kQueue : 1;  // the queue's arrays (one slot for P at least)
   static_assert(D % 64 == 0, "head dim must be a multiple of 64");
   static_assert(KW % 16 == 0, "keys per warp must be a multiple of 16");
 
@@ -77,6 +80,7 @@ struct DecodeTraits {
   static constexpr std::size_t kBarOffset = (kDecOffset + NDEC + 15) / 16 * 16;
   static constexpr int kBars = 2 * NSK + 2 * NSV + NDEC;  // full/empty K, full/empty V, decisions
   static constexpr std::size_t kSmemBytes = kBarOffset + kBars * sizeof(std::uint64_t) + 1024;
+  static constexpr int kMinBlocks = kSmemBytes <= 110 * 1024 ? 2 : 1;  // CTAs an SM holds (registers capped so)
   // The cross-warp output reduction (WN > 1) reuses the K and V stages.
   static_assert(WN == 1 || std::size_t(WN) * RP * D * sizeof(float) + std::size_t(WN) * RP * sizeof(float) <=
                                (NSK + NSV) * kTileBytes,
@@ -93,7 +97,7 @@ __device__ __forceinline__ std::int64_t decode_mask_base(const DecodeParams& p, 
 // kCluster: the launch has cluster dimensions (p.chunks CTAs per vote group); a separate variant, so
 // that the one-CTA kernels carry none of its registers.
 template <class Tr, bool kCluster>
-__global__ void __launch_bounds__(Tr::kThreads, 1)
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     decode_splitkv_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap tm_k,
                           const __grid_constant__ CUtensorMap tm_v) {
   using T = typename Tr::T;
@@ -156,6 +160,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   // matters when something can be skipped.
   const float log_thr = skip_log_threshold(lambda_for(p.mode, p.value, sk));
   const bool eager = log_thr == -INFINITY && !p.replay;
+  if constexpr (NSV < 2)
+    if (!eager) __trap();  // internal: one V stage runs dense policies only (src/cuda/decode.cu, launch)
   const bool seeded = !eager && p.max_seed && cut.count > 1 && split > 0;
   const int steps = len + (seeded ? 1 : 0);
   auto tile_of = [&](int j) { return seeded ? (j == 0 ? 0 : first + j - 1) : first + j; };
@@ -258,11 +264,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
   for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
   // Kept tiles whose P V waits for their V: a shift register, oldest in slot 0.
   constexpr int QS = Tr::kQueue;
-  std::uint32_t pq_p[QS][KS][4];
-  float pq_a[QS][2];
-  int pq_v[QS], pq_valid[QS];
+  constexpr int QA = Tr::kQSlots;
+  std::uint32_t pq_p[QA][KS][4];
+  float pq_a[QA][2];
+  int pq_v[QA], pq_valid[QA];
 #pragma unroll
-  for (int q = 0; q < QS; ++q) pq_v[q] = -1, pq_valid[q] = BK;
+  for (int q = 0; q < QA; ++q) pq_v[q] = -1, pq_valid[q] = BK;
   int vi = 0, visited = 0, skipped = 0;
 
   // O = O * alpha + P V for the kept tile whose V went into load number v; `valid` rows of it
@@ -383,8 +390,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
       l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
       m[0] = mn0, m[1] = mn1;
       // P goes through the queue's last slot (unused by an eager walk: it shares the registers).
-      ptx::pack_p<T>(s, pq_p[QS - 1]);
-      flush(j, min(BK, sk - tile * BK), pq_p[QS - 1], alpha);  // V j went into load number j
+      ptx::pack_p<T>(s, pq_p[QA - 1]);
+      flush(j, min(BK, sk - tile * BK), pq_p[QA - 1], alpha);  // V j went into load number j
       continue;
     }
     if constexpr (WN > 1) {  // the rows' maxima over every key slice of the tile
@@ -446,10 +453,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
     l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
     m[0] = mn0, m[1] = mn1;
-    ptx::pack_p<T>(s, pq_p[QS - 1]);
-    pq_a[QS - 1][0] = alpha[0], pq_a[QS - 1][1] = alpha[1];
-    pq_v[QS - 1] = my_vi;
-    pq_valid[QS - 1] = min(BK, sk - tile * BK);
+    ptx::pack_p<T>(s, pq_p[QA - 1]);
+    pq_a[QA - 1][0] = alpha[0], pq_a[QA - 1][1] = alpha[1];
+    pq_v[QA - 1] = my_vi;
+    pq_valid[QA - 1] = min(BK, sk - tile * BK);
   }
 #pragma unroll
   for (int q = 0; q < QS; ++q)
