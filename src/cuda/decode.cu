@@ -191,8 +191,8 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
     return std::clamp(std::max(1, plan.sm_count * per_sm / groups), 1, std::max(1, max_tiles / 2));
   };
   // Two CTAs of small rings per SM pay where chunks stay long (32 tiles or more): on the H200 with
-  // 128-256 tiles 1.01-1.02x; with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x, and 0.94x at 132
-  // splits of MQA batch 1 128K (PERF.md, session 14).
+  // 64-256 tiles a chunk 1.007-1.028x; with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x, and 0.94x
+  // with 4 (MQA batch 1 128K, 264 splits) (PERF.md, session 14).
   if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && p.head_dim_qk == 128 && plan.warps_m == 1 &&
       plan.chunks == 1)
     plan.dense_small_rings = max_tiles / (pol.splits > 0 ? pol.splits : splits_for(2)) >= 32;

@@ -136,8 +136,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     // Packed, and paged with boxes of 32 slots or more: one thread per ring. kWarpBoxes: the ring's
     // whole warp, lane i issuing boxes i, i + 32, ... of each tile (a 192-key tile of 16-slot pages
     // takes 12 per 64-channel half), so that their block-table reads overlap. Against one thread
-    // (H200, PERF.md session 14): 16-slot pages 1.17x dense and 1.21x at 70 %, but 64- and
-    // 32-slot pages 0.92-0.96x, hence a variant of its own. 32-bit shared addresses keep the warp's
+    // (H200, PERF.md session 14): 16-slot pages 1.14x dense and 1.26x at 70 %. With the warp's
+    // loop in the same kernel as the one-thread loop, 32- and 64-slot pages ran 0.92-0.96x, hence
+    // a variant of its own. 32-bit shared addresses keep the warp's
     // loop within the producer's registers.
     auto load_ring = [&](const CUtensorMap* tm, const CUtensorMap* tm1, unsigned char* ring, std::uint64_t* full,
                          std::uint64_t* empty, int stages, [[maybe_unused]] int lane) {
