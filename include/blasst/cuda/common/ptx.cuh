@@ -21,6 +21,20 @@ __device__ __forceinline__ void mbar_init(std::uint64_t* bar, std::uint32_t coun
   asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
 }
 
+// Waits for the phase of `parity` on a 32-bit shared address (never watched by
+// BLASST_MBAR_WATCHDOG): for a producer short of registers, and mbar_wait's plain form.
+__device__ __forceinline__ void mbar_wait_at(std::uint32_t bar, std::uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
 #ifdef BLASST_MBAR_WATCHDOG
 // Debug builds only (-DBLASST_MBAR_WATCHDOG): a wait that spins far too long is reported and
 // given up, so that a hung kernel ends (with wrong results) and its printf output reaches the host.
@@ -54,17 +68,7 @@ __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t pari
   }
 }
 #else
-__device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(parity)
-      : "memory");
-}
+__device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) { mbar_wait_at(smem_addr(bar), parity); }
 #endif
 
 // Registers `bytes` of expected transaction bytes and arrives once.
@@ -83,19 +87,8 @@ __device__ __forceinline__ void tma_load_4d(void* smem, const void* tensor_map, 
       : "memory");
 }
 
-// mbarrier wait and arrive.expect_tx on 32-bit shared addresses (never watched by
-// BLASST_MBAR_WATCHDOG), and a TMA load likewise, for a producer short of registers.
-__device__ __forceinline__ void mbar_wait_at(std::uint32_t bar, std::uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
+// mbarrier arrive.expect_tx on a 32-bit shared address (mbar_wait_at above), and a TMA load
+// likewise, for a producer short of registers.
 __device__ __forceinline__ void mbar_arrive_expect_tx_at(std::uint32_t bar, std::uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
