@@ -143,6 +143,22 @@ def test_cuda_decode_matches_cpu_engine(rng):
 
 
 @pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
+def test_cuda_dense_decode_on_small_rings(rng):
+    # Dense with long chunks (64 tiles over 2 splits): two CTAs per SM of one K and one V stage.
+    q, kc, vc, bt, sl = inputs.paged_decode(rng, [8192, 17, 5000], 1, 32, 8, 128, 128, 16)
+    dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
+    qg, kg, vg = dev(q), dev(kc), dev(vc)
+    btg, slg = torch.from_numpy(bt).cuda(), torch.from_numpy(sl).cuda()
+    plan = blasst.DecodePlan(qg, kg, vg, btg, slg, splits=2, max_seq_len=8192)
+    assert plan.plan.dense_small_rings
+    o = plan.run(qg, kg, vg, btg, slg)
+    torch.cuda.synchronize()
+    bf = lambda x: x.cpu().float().numpy()
+    want = blasst.decode(bf(qg), bf(kg), bf(vg), bt, sl, splits=2)
+    assert rel(o.float().cpu().numpy(), want) < 1.2e-2
+
+
+@pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
 @pytest.mark.parametrize("d", [64, 128, 256])
 def test_cuda_prefill_matches_cpu_engine(rng, d):
     q, k, v, cu_q, cu_k = inputs.varlen_prefill(rng, [17, 0, 700, 300], [40, 5, 700, 1300], 8, 2, d, d)
