@@ -122,12 +122,16 @@ cuda_ok = torch is not None and torch.cuda.is_available() and blasst.with_cuda \
     and torch.cuda.get_device_capability() == (9, 0)
 
 
+def _decode_on_cuda(q, kc, vc, bt, sl):
+    """A decode batch on the GPU: Q and the caches in bfloat16, the table and lengths as they are."""
+    dev = lambda x: torch.from_numpy(x).to("cuda", torch.bfloat16)
+    return dev(q), dev(kc), dev(vc), torch.from_numpy(bt).cuda(), torch.from_numpy(sl).cuda()
+
+
 @pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
 def test_cuda_decode_matches_cpu_engine(rng):
     q, kc, vc, bt, sl = inputs.paged_decode(rng, [1, 3000, 9000], 1, 32, 8, 128, 128, 64)
-    dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
-    qg, kg, vg = dev(q), dev(kc), dev(vc)
-    btg, slg = torch.from_numpy(bt).cuda(), torch.from_numpy(sl).cuda()
+    qg, kg, vg, btg, slg = _decode_on_cuda(q, kc, vc, bt, sl)
     o, lse, stats = blasst.decode(qg, kg, vg, btg, slg, scale_factor=16.0, max_seed=True, return_lse=True,
                                   return_stats=True, max_seq_len=9000)
     torch.cuda.synchronize()
@@ -146,9 +150,7 @@ def test_cuda_decode_matches_cpu_engine(rng):
 def test_cuda_dense_decode_on_small_rings(rng):
     # Dense with long chunks (64 tiles over 2 splits): two CTAs per SM of one K and one V stage.
     q, kc, vc, bt, sl = inputs.paged_decode(rng, [8192, 17, 5000], 1, 32, 8, 128, 128, 16)
-    dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
-    qg, kg, vg = dev(q), dev(kc), dev(vc)
-    btg, slg = torch.from_numpy(bt).cuda(), torch.from_numpy(sl).cuda()
+    qg, kg, vg, btg, slg = _decode_on_cuda(q, kc, vc, bt, sl)
     plan = blasst.DecodePlan(qg, kg, vg, btg, slg, splits=2, max_seq_len=8192)
     assert plan.plan.dense_small_rings
     o = plan.run(qg, kg, vg, btg, slg)
@@ -291,9 +293,7 @@ def test_decode_plan_reuses_its_buffers(rng):
 @pytest.mark.skipif(not cuda_ok, reason="no sm_90 GPU (or torch / the CUDA backend) here")
 def test_cuda_decode_plan_in_a_graph(rng):
     q, kc, vc, bt, sl = inputs.paged_decode(rng, [2000, 5000], 1, 32, 8, 128, 128, 64)
-    dev = lambda x, dt=torch.bfloat16: torch.from_numpy(x).to("cuda", dt)
-    qg, kg, vg = dev(q), dev(kc), dev(vc)
-    btg, slg = torch.from_numpy(bt).cuda(), torch.from_numpy(sl).cuda()
+    qg, kg, vg, btg, slg = _decode_on_cuda(q, kc, vc, bt, sl)
     plan = blasst.DecodePlan(qg, kg, vg, btg, slg, max_seq_len=5000, scale_factor=16.0, max_seed=True)
     direct = plan.run(qg, kg, vg, btg, slg).clone()
     graph = torch.cuda.CUDAGraph()

@@ -71,27 +71,17 @@ __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t pari
 __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) { mbar_wait_at(smem_addr(bar), parity); }
 #endif
 
-// Registers `bytes` of expected transaction bytes and arrives once.
+// Registers `bytes` of expected transaction bytes and arrives once; the _at forms take 32-bit
+// shared addresses (as mbar_wait_at), for a producer short of registers.
+__device__ __forceinline__ void mbar_arrive_expect_tx_at(std::uint32_t bar, std::uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
 __device__ __forceinline__ void mbar_arrive_expect_tx(std::uint64_t* bar, std::uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+  mbar_arrive_expect_tx_at(smem_addr(bar), bytes);
 }
 
 // TMA load of one box of a 4-D tensor map (coordinates innermost first) into shared memory,
 // completing its bytes on bar.
-__device__ __forceinline__ void tma_load_4d(void* smem, const void* tensor_map, int c0, int c1, int c2, int c3,
-                                            std::uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
-      "[%6];\n" ::"r"(smem_addr(smem)),
-      "l"(tensor_map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar))
-      : "memory");
-}
-
-// mbarrier arrive.expect_tx on a 32-bit shared address (mbar_wait_at above), and a TMA load
-// likewise, for a producer short of registers.
-__device__ __forceinline__ void mbar_arrive_expect_tx_at(std::uint32_t bar, std::uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
 __device__ __forceinline__ void tma_load_4d_at(std::uint32_t smem, const void* tensor_map, int c0, int c1, int c2,
                                                int c3, std::uint32_t bar) {
   asm volatile(
@@ -99,6 +89,10 @@ __device__ __forceinline__ void tma_load_4d_at(std::uint32_t smem, const void* t
       "[%6];\n" ::"r"(smem),
       "l"(tensor_map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
       : "memory");
+}
+__device__ __forceinline__ void tma_load_4d(void* smem, const void* tensor_map, int c0, int c1, int c2, int c3,
+                                            std::uint64_t* bar) {
+  tma_load_4d_at(smem_addr(smem), tensor_map, c0, c1, c2, c3, smem_addr(bar));
 }
 
 // The same load with an L2 cache policy (l2_evict_first()): data streamed once need not displace
