@@ -6,7 +6,7 @@
 // (each head's page contiguous, as FlashInfer's HND).
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
-//                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1] [--small-rings 0]
+//                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1] [--small-rings 0|1]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
 // --rotate K: K copies of the cache (K times the memory), the timed calls taking them in turn, so
@@ -21,6 +21,9 @@
 // (scripts/ab-bench.sh "off=DIR@--l2-evict-first 0").
 // --small-rings 0: dense policies run on the ring kernel with its splits even where the planner
 // takes two CTAs of one K and one V stage per SM (DecodePlan::dense_small_rings), for an A/B.
+// --small-rings 1: dense policies run on the small rings wherever the kernel has them (head dim
+// 128, one row warp, one CTA per group), with the planner's splits or --splits, for the
+// planner's rule.
 // With BLASST_BENCH_PROFILE=1 in the environment, each timed policy runs one more step between
 // cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start off` (scripts/gpu-check.sh
 // decode-bytes): the profile then holds exactly one dense step and one skip step.
@@ -73,7 +76,7 @@ bool g_hnd = true;
 double g_warm = 0.2;     // --warm
 int g_rotate = 1;        // --rotate
 int g_evict_first = -1;  // --l2-evict-first 0|1 (-1: the planner's choice)
-int g_small_rings = -1;  // --small-rings 0 (-1: the planner's choice)
+int g_small_rings = -1;  // --small-rings 0|1 (-1: the planner's choice)
 bool g_shuffle = true;  // --ordered: each sequence's pages in order, sequences one after another
 
 // One generated sequence, uploaded once and copied to every sequence of the batch (its own pages).
@@ -182,6 +185,7 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
     ring.mode = SkipPolicy::Mode::threshold, ring.value = 0.0;
     plan = cuda::plan_decode(st.p, st.s.len, ring);
   }
+  if (g_small_rings == 1) plan.dense_small_rings = true;  // run() takes them only where the kernel has them
   if (g_evict_first >= 0) plan.l2_evict_first = g_evict_first != 0;
   void* ws = nullptr;
   if (plan.workspace_bytes) CK(cudaMalloc(&ws, plan.workspace_bytes));
