@@ -190,12 +190,16 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   auto splits_for = [&](int per_sm) {
     return std::clamp(std::max(1, plan.sm_count * per_sm / groups), 1, std::max(1, max_tiles / 2));
   };
-  // Two CTAs of small rings per SM pay where chunks stay long (32 tiles or more): on the H200 with
-  // 64-256 tiles a chunk 1.007-1.028x; with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x, and 0.94x
-  // with 4 (MQA batch 1 128K, 264 splits) (PERF.md, session 14).
+  // Two CTAs of small rings per SM pay where chunks hold 16 tiles or more (the cut's chunk,
+  // ceil(tiles / splits)): on the H200 with 64-256 tiles a chunk 1.007-1.028x (PERF.md, session
+  // 14), with 32 (batch 1 128K, 33 splits) 1.000-1.012x and with 16 (batch 8 and 64 at 8K, 4 splits)
+  // 1.003-1.017x (session 16); with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x (session 14) and
+  // 0.969-0.978x (session 16, also 32/8 batch 1 32K), and 0.94x with 4 (MQA batch 1 128K, 264 splits).
   if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && p.head_dim_qk == 128 && plan.warps_m == 1 &&
-      plan.chunks == 1)
-    plan.dense_small_rings = max_tiles / (pol.splits > 0 ? pol.splits : splits_for(2)) >= 32;
+      plan.chunks == 1) {
+    const int splits = pol.splits > 0 ? pol.splits : splits_for(2);
+    plan.dense_small_rings = (max_tiles + splits - 1) / splits >= 16;
+  }
   if (pol.splits > 0)
     plan.splits = pol.splits;
   else

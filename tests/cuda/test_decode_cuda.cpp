@@ -309,7 +309,7 @@ TEST(CudaDecode, ThresholdZeroIsBitIdenticalToDense) {
   EXPECT_EQ(run_gpu(x, dense).o_bits, run_gpu(x, zero).o_bits);
 }
 
-// Dense policies whose chunks hold 32 tiles or more run on two CTAs per SM of one K and one V stage
+// Dense policies whose chunks hold 16 tiles or more run on two CTAs per SM of one K and one V stage
 // (DecodePlan::dense_small_rings): the same bits as the ring kernel's dense walk (threshold 0 walks
 // as dense) with the same splits, and the float64 reference.
 TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
@@ -336,8 +336,9 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
       EXPECT_LT(rel_l2(small.o, reff), tolerance(dt));
     }
   }
-  // The planner takes them where chunks stay long (32/8 batch 8 at 32K: 4 splits of 64 tiles) and
-  // not where they would be short (8/1 batch 8 at 32K: 33 splits of 8 tiles).
+  // The planner takes them where chunks hold 16 tiles or more (32/8 batch 8 at 32K: 4 splits of 64
+  // tiles; 8/1 batch 64 at 8K: 4 of 16; 32/8 batch 1 at 128K: 33 of 32) and not where they would be
+  // short (8/1 batch 8 at 32K: 33 splits of 8 tiles).
   auto planned = [](int hq, int hkv, int batch, int len) {
     DecodeProblem p;
     p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
@@ -355,6 +356,11 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
   EXPECT_TRUE(gqa.dense_small_rings);
   EXPECT_EQ(gqa.splits, gqa.sm_count * 2 / 64);
   EXPECT_FALSE(mqa.dense_small_rings);
+  const cuda::DecodePlan mqa64 = planned(8, 1, 64, 8192), long1 = planned(32, 8, 1, 131072);
+  EXPECT_TRUE(mqa64.dense_small_rings);
+  EXPECT_EQ(mqa64.splits, mqa64.sm_count * 2 / 64);
+  EXPECT_TRUE(long1.dense_small_rings);
+  EXPECT_EQ(long1.splits, long1.sm_count * 2 / 8);
 }
 
 // The L2 evict-first policy is a cache hint only: the same step gives the same bits, dense and with

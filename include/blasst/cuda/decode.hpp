@@ -30,10 +30,11 @@ struct DecodePlan {
   // MQA 8/1 batch 8 32K 1.03x, batch 64 1.02x dense, 32/8 batch 8 1.01x.
   bool l2_evict_first = true;
   // A dense policy (no threshold, no replayed mask) at head dim 128 with one CTA of one row warp
-  // per vote group (up to 16 rows), where each chunk still holds 32 tiles or more, runs on rings of
+  // per vote group (up to 16 rows), where each chunk still holds 16 tiles or more, runs on rings of
   // one K and one V stage, two CTAs per SM, as cuDNN's decode kernel does; the splits are planned
-  // for two CTAs per SM. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x. Set by
-  // the planner; run() takes the ring kernel for any other policy with the same splits.
+  // for two CTAs per SM. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x; session
+  // 16: 16-tile chunks (batch 8 and 64 at 8K) 1.003-1.017x. Set by the planner; run() takes the
+  // ring kernel for any other policy with the same splits.
   bool dense_small_rings = false;
 };
 
