@@ -363,6 +363,36 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
   EXPECT_EQ(long1.splits, long1.sm_count * 2 / 8);
 }
 
+// Walks that may skip, with max seeding, on a grid of a wave or more even unsplit take chunks of at
+// least 64 tiles, up to 4 per group (the last wave's tail is shorter); dense walks and walks without
+// max seeding keep the planner's other rules.
+TEST(CudaDecode, PlannerSplitsSkipWalksOverManyWaves) {
+  REQUIRE_HOPPER();
+  auto planned = [](int batch, int len, SkipPolicy pol) {
+    DecodeProblem p;
+    p.batch = batch, p.q_tokens = 1, p.num_heads_q = 32, p.num_heads_kv = 8, p.head_dim_qk = p.head_dim_v = 128;
+    p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = len / 64, p.num_pages = batch * (len / 64);
+    p.set_contiguous_strides();
+    static const std::int32_t placeholder[1] = {0};  // planning reads no device memory
+    p.q = p.k_cache = p.v_cache = placeholder;
+    p.block_table = p.seq_lens = placeholder;
+    pol.order = VisitOrder::forward;
+    pol.splits = 0;  // the planner's
+    return cuda::plan_decode(p, len, pol);
+  };
+  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
+  seeded.max_seed = true;
+  SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
+  EXPECT_EQ(planned(64, 32768, seeded).splits, 4);   // 512 groups, 256 tiles
+  EXPECT_EQ(planned(64, 131072, seeded).splits, 4);  // 1024 tiles: still 4
+  EXPECT_EQ(planned(64, 8192, seeded).splits, 1);    // 64 tiles: one chunk
+  EXPECT_EQ(planned(64, 12800, seeded).splits, 1);   // 100 tiles: chunks of 64 or more
+  EXPECT_EQ(planned(64, 32768, plain).splits, 1);    // no max seeding
+  EXPECT_EQ(planned(64, 32768, SkipPolicy{}).splits, 1);  // dense
+  const cuda::DecodePlan b8 = planned(8, 32768, seeded);  // 64 groups: less than a wave
+  EXPECT_EQ(b8.splits, b8.sm_count / 64);
+}
+
 // The L2 evict-first policy is a cache hint only: the same step gives the same bits, dense and with
 // the skip (and the same decisions).
 TEST(CudaDecode, L2EvictFirstIsBitIdentical) {
