@@ -202,13 +202,17 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   }
   const int per_sm = plan.dense_small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);
-  // A walk that may skip, with max seeding, on a grid of a wave or more even unsplit: each CTA lasts
-  // as long as its kept tiles, which differ by head, so the last wave's tail leaves SMs idle. More,
-  // shorter CTAs shorten it: chunks of at least 64 tiles, up to 4 per group. At 70 % on the H200
-  // (PERF.md, session 16): 32/8 batch 64 32K 1.023x and 128K 1.048x with 4 splits, 64/8 batch 64
-  // 32K 1.011x with 2 and 1.005x with 4. Max seeding keeps the sparsity (the same at 1-4 splits
-  // there); without it each chunk's first tile and fresh running max would cost some.
-  if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed && groups >= plan.sm_count * per_sm)
+  // A GQA walk that may skip, with max seeding, on a grid of a wave or more even unsplit: each CTA
+  // lasts as long as its kept tiles, which differ by KV head, so the last wave's tail leaves SMs
+  // idle. More, shorter CTAs shorten it: chunks of at least 64 tiles, up to 4 per group. At 70 %
+  // on the H200 against one split (PERF.md, session 16): 32/8 batch 64 32K 1.025x and 128K 1.045x,
+  // batch 32 32K 1.048x, 64/8 batch 32 128K 1.067x, 64/8 batch 64 32K 1.006x. MQA batch 256 32K,
+  // whose groups (one KV head, the bench's batch of one repeated sequence) carry the same work,
+  // lost 3.6 %: there splits only add their cost, so one KV head keeps one split. Max seeding keeps
+  // the sparsity (the same at 1-4 splits there); without it each chunk's first tile and fresh
+  // running max would cost some.
+  if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed && p.num_heads_kv > 1 &&
+      groups >= plan.sm_count * per_sm)
     plan.splits = std::clamp(max_tiles / 64, 1, 4);
   if (plan.splits > 1)
     plan.workspace_bytes = std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows *

@@ -363,14 +363,14 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
   EXPECT_EQ(long1.splits, long1.sm_count * 2 / 8);
 }
 
-// Walks that may skip, with max seeding, on a grid of a wave or more even unsplit take chunks of at
-// least 64 tiles, up to 4 per group (the last wave's tail is shorter); dense walks and walks without
-// max seeding keep the planner's other rules.
+// GQA walks that may skip, with max seeding, on a grid of a wave or more even unsplit take chunks of
+// at least 64 tiles, up to 4 per group (the last wave's tail is shorter); dense walks, walks without
+// max seeding and one KV head keep the planner's other rules.
 TEST(CudaDecode, PlannerSplitsSkipWalksOverManyWaves) {
   REQUIRE_HOPPER();
-  auto planned = [](int batch, int len, SkipPolicy pol) {
+  auto planned = [](int batch, int len, SkipPolicy pol, int hq = 32, int hkv = 8) {
     DecodeProblem p;
-    p.batch = batch, p.q_tokens = 1, p.num_heads_q = 32, p.num_heads_kv = 8, p.head_dim_qk = p.head_dim_v = 128;
+    p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
     p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = len / 64, p.num_pages = batch * (len / 64);
     p.set_contiguous_strides();
     static const std::int32_t placeholder[1] = {0};  // planning reads no device memory
@@ -391,6 +391,7 @@ TEST(CudaDecode, PlannerSplitsSkipWalksOverManyWaves) {
   EXPECT_EQ(planned(64, 32768, SkipPolicy{}).splits, 1);  // dense
   const cuda::DecodePlan b8 = planned(8, 32768, seeded);  // 64 groups: less than a wave
   EXPECT_EQ(b8.splits, b8.sm_count / 64);
+  EXPECT_EQ(planned(256, 32768, seeded, 8, 1).splits, 1);  // MQA: one KV head
 }
 
 // The L2 evict-first policy is a cache hint only: the same step gives the same bits, dense and with
