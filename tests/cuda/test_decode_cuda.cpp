@@ -31,6 +31,21 @@ int max_len(const PagedBatch& x) {
   return m;
 }
 
+// The planner's plan for a shape (one query token, d 128, bf16, 64-slot pages) and policy, with
+// the planner's split count (policy.splits = 0). Planning reads no device memory.
+cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol = SkipPolicy{}) {
+  DecodeProblem p;
+  p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
+  p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = len / 64, p.num_pages = batch * (len / 64);
+  p.set_contiguous_strides();
+  static const std::int32_t placeholder[1] = {0};
+  p.q = p.k_cache = p.v_cache = placeholder;
+  p.block_table = p.seq_lens = placeholder;
+  pol.order = VisitOrder::forward;
+  pol.splits = 0;
+  return cuda::plan_decode(p, len, pol);
+}
+
 // Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first.
 GpuRun run_gpu(const PagedBatch& x, const SkipPolicy& pol, const std::uint8_t* replay_host = nullptr,
                cudaStream_t stream = nullptr, int l2_evict_first = -1) {
@@ -339,24 +354,11 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
   // The planner takes them where chunks hold 16 tiles or more (32/8 batch 8 at 32K: 4 splits of 64
   // tiles; 8/1 batch 64 at 8K: 4 of 16; 32/8 batch 1 at 128K: 33 of 32) and not where they would be
   // short (8/1 batch 8 at 32K: 33 splits of 8 tiles).
-  auto planned = [](int hq, int hkv, int batch, int len) {
-    DecodeProblem p;
-    p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
-    p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = len / 64, p.num_pages = batch * (len / 64);
-    p.set_contiguous_strides();
-    static const std::int32_t placeholder[1] = {0};  // planning reads no device memory
-    p.q = p.k_cache = p.v_cache = placeholder;
-    p.block_table = p.seq_lens = placeholder;
-    SkipPolicy pol;
-    pol.order = VisitOrder::forward;
-    pol.splits = 0;  // the planner's
-    return cuda::plan_decode(p, len, pol);
-  };
-  const cuda::DecodePlan gqa = planned(32, 8, 8, 32768), mqa = planned(8, 1, 8, 32768);
+  const cuda::DecodePlan gqa = plan_shape(32, 8, 8, 32768), mqa = plan_shape(8, 1, 8, 32768);
   EXPECT_TRUE(gqa.dense_small_rings);
   EXPECT_EQ(gqa.splits, gqa.sm_count * 2 / 64);
   EXPECT_FALSE(mqa.dense_small_rings);
-  const cuda::DecodePlan mqa64 = planned(8, 1, 64, 8192), long1 = planned(32, 8, 1, 131072);
+  const cuda::DecodePlan mqa64 = plan_shape(8, 1, 64, 8192), long1 = plan_shape(32, 8, 1, 131072);
   EXPECT_TRUE(mqa64.dense_small_rings);
   EXPECT_EQ(mqa64.splits, mqa64.sm_count * 2 / 64);
   EXPECT_TRUE(long1.dense_small_rings);
@@ -368,18 +370,7 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
 // max seeding and one KV head keep the planner's other rules.
 TEST(CudaDecode, PlannerSplitsSkipWalksOverManyWaves) {
   REQUIRE_HOPPER();
-  auto planned = [](int batch, int len, SkipPolicy pol, int hq = 32, int hkv = 8) {
-    DecodeProblem p;
-    p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
-    p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = len / 64, p.num_pages = batch * (len / 64);
-    p.set_contiguous_strides();
-    static const std::int32_t placeholder[1] = {0};  // planning reads no device memory
-    p.q = p.k_cache = p.v_cache = placeholder;
-    p.block_table = p.seq_lens = placeholder;
-    pol.order = VisitOrder::forward;
-    pol.splits = 0;  // the planner's
-    return cuda::plan_decode(p, len, pol);
-  };
+  auto planned = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(32, 8, batch, len, pol); };
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
   seeded.max_seed = true;
   SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
@@ -391,7 +382,7 @@ TEST(CudaDecode, PlannerSplitsSkipWalksOverManyWaves) {
   EXPECT_EQ(planned(64, 32768, SkipPolicy{}).splits, 1);  // dense
   const cuda::DecodePlan b8 = planned(8, 32768, seeded);  // 64 groups: less than a wave
   EXPECT_EQ(b8.splits, b8.sm_count / 64);
-  EXPECT_EQ(planned(256, 32768, seeded, 8, 1).splits, 1);  // MQA: one KV head
+  EXPECT_EQ(plan_shape(8, 1, 256, 32768, seeded).splits, 1);  // MQA: one KV head
 }
 
 // The L2 evict-first policy is a cache hint only: the same step gives the same bits, dense and with
