@@ -166,12 +166,29 @@ std::string decode_unsupported_reason(const DecodeProblem& p, const SkipPolicy& 
   return "";
 }
 
-DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int device) {
+namespace {
+// The problem and policy checks of both planners (before any device query).
+void check_plannable(const DecodeProblem& p, const SkipPolicy& pol, int max_seq_len) {
   validate_shapes(p);
   validate(pol);
   if (const std::string why = decode_unsupported_reason(p, pol); !why.empty()) throw Error(why);
   if (max_seq_len < 0) throw Error("max_seq_len must be >= 0");
+}
+}  // namespace
+
+DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int device) {
+  check_plannable(p, pol, max_seq_len);
   if (device < 0) BLASST_CUDA_CHECK(cudaGetDevice(&device));
+  int sm_count = 0, smem_per_sm = 0;
+  BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  return plan_decode_for(p, max_seq_len, pol, sm_count, smem_per_sm);
+}
+
+DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count,
+                           int smem_per_sm) {
+  check_plannable(p, pol, max_seq_len);
+  if (sm_count < 1 || smem_per_sm < 1) throw Error("plan_decode_for: sm_count and smem_per_sm must be positive");
   DecodePlan plan;
   plan.batch = p.batch;
   plan.num_heads_kv = p.num_heads_kv;
@@ -181,9 +198,7 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   plan.chunks = chunks_for(plan.rows, p.head_dim_qk);
   plan.chunk_rows = (plan.rows + plan.chunks - 1) / plan.chunks;
   plan.warps_m = warps_m_for(plan.chunk_rows);
-  BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&plan.sm_count, cudaDevAttrMultiProcessorCount, device));
-  int smem_per_sm = 0;
-  BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  plan.sm_count = sm_count;
   const int groups = std::max(1, p.batch * p.num_heads_kv * plan.chunks);  // CTAs per split
   const int max_tiles = (max_seq_len + pol.block_k - 1) / pol.block_k;
   // Fill every SM with resident CTAs (per_sm of them), keeping at least two tiles per chunk.
@@ -210,10 +225,16 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   // whose groups (one KV head, the bench's batch of one repeated sequence) carry the same work,
   // lost 3.6 %: there splits only add their cost, so one KV head keeps one split. Max seeding keeps
   // the sparsity (the same at 1-4 splits there); without it each chunk's first tile and fresh
-  // running max would cost some.
-  if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed && p.num_heads_kv > 1 &&
-      groups >= plan.sm_count * per_sm)
-    plan.splits = std::clamp(max_tiles / 64, 1, 4);
+  // running max would cost some. Under a wave the same holds where chunks stay long: up to 8
+  // chunks of at least 128 tiles (32/8 batch 8 128K 1.056x, 64/8 1.091x with 8 splits instead of
+  // 2); with shorter chunks more splits did not pay (32/8 batch 8 32K, session 8: 4-16 splits
+  // 0.95-0.99x of 2).
+  if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed && p.num_heads_kv > 1) {
+    if (groups >= plan.sm_count * per_sm)
+      plan.splits = std::clamp(max_tiles / 64, 1, 4);
+    else
+      plan.splits = std::max(plan.splits, std::min(max_tiles / 128, 8));
+  }
   if (plan.splits > 1)
     plan.workspace_bytes = std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows *
                            (std::size_t(p.head_dim_v) + 1) * sizeof(float);

@@ -32,7 +32,9 @@ int max_len(const PagedBatch& x) {
 }
 
 // The planner's plan for a shape (one query token, d 128, bf16, 64-slot pages) and policy, with
-// the planner's split count (policy.splits = 0). Planning reads no device memory.
+// the planner's split count (policy.splits = 0), on an H200 (132 SMs, 228 KB of shared memory per
+// SM) whether or not one is present: the planner's rules run in CI too.
+constexpr int kH200Sms = 132, kH200SmemPerSm = 233472;
 cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol = SkipPolicy{}) {
   DecodeProblem p;
   p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
@@ -43,7 +45,7 @@ cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol 
   p.block_table = p.seq_lens = placeholder;
   pol.order = VisitOrder::forward;
   pol.splits = 0;
-  return cuda::plan_decode(p, len, pol);
+  return cuda::plan_decode_for(p, len, pol, kH200Sms, kH200SmemPerSm);
 }
 
 // Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first.
@@ -351,9 +353,12 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
       EXPECT_LT(rel_l2(small.o, reff), tolerance(dt));
     }
   }
-  // The planner takes them where chunks hold 16 tiles or more (32/8 batch 8 at 32K: 4 splits of 64
-  // tiles; 8/1 batch 64 at 8K: 4 of 16; 32/8 batch 1 at 128K: 33 of 32) and not where they would be
-  // short (8/1 batch 8 at 32K: 33 splits of 8 tiles).
+}
+
+// The planner takes the small rings for dense walks where chunks hold 16 tiles or more (32/8 batch
+// 8 at 32K: 4 splits of 64 tiles; 8/1 batch 64 at 8K: 4 of 16; 32/8 batch 1 at 128K: 33 of 32) and
+// not where they would be short (8/1 batch 8 at 32K: 33 splits of 8 tiles). No GPU needed.
+TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
   const cuda::DecodePlan gqa = plan_shape(32, 8, 8, 32768), mqa = plan_shape(8, 1, 8, 32768);
   EXPECT_TRUE(gqa.dense_small_rings);
   EXPECT_EQ(gqa.splits, gqa.sm_count * 2 / 64);
@@ -363,13 +368,21 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
   EXPECT_EQ(mqa64.splits, mqa64.sm_count * 2 / 64);
   EXPECT_TRUE(long1.dense_small_rings);
   EXPECT_EQ(long1.splits, long1.sm_count * 2 / 8);
+  DecodeProblem p;
+  p.batch = 1, p.q_tokens = 1, p.num_heads_q = 8, p.num_heads_kv = 1, p.head_dim_qk = p.head_dim_v = 128;
+  p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = 1, p.num_pages = 1;
+  p.set_contiguous_strides();
+  static const std::int32_t placeholder[1] = {0};
+  p.q = p.k_cache = p.v_cache = placeholder;
+  p.block_table = p.seq_lens = placeholder;
+  EXPECT_THROW(cuda::plan_decode_for(p, 64, SkipPolicy{}, 0, kH200SmemPerSm), Error);  // no SMs
 }
 
 // GQA walks that may skip, with max seeding, on a grid of a wave or more even unsplit take chunks of
-// at least 64 tiles, up to 4 per group (the last wave's tail is shorter); dense walks, walks without
-// max seeding and one KV head keep the planner's other rules.
-TEST(CudaDecode, PlannerSplitsSkipWalksOverManyWaves) {
-  REQUIRE_HOPPER();
+// at least 64 tiles, up to 4 per group (the last wave's tail is shorter); under a wave, up to 8
+// chunks of at least 128 tiles where that is more than the wave's count; dense walks, walks
+// without max seeding and one KV head keep the planner's other rules.
+TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   auto planned = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(32, 8, batch, len, pol); };
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
   seeded.max_seed = true;
@@ -382,6 +395,10 @@ TEST(CudaDecode, PlannerSplitsSkipWalksOverManyWaves) {
   EXPECT_EQ(planned(64, 32768, SkipPolicy{}).splits, 1);  // dense
   const cuda::DecodePlan b8 = planned(8, 32768, seeded);  // 64 groups: less than a wave
   EXPECT_EQ(b8.splits, b8.sm_count / 64);
+  EXPECT_EQ(planned(8, 131072, seeded).splits, 8);  // under a wave: up to 8 chunks of 128 tiles or more
+  const cuda::DecodePlan b1 = planned(1, 131072, seeded);  // the wave's own count is larger
+  EXPECT_EQ(b1.splits, b1.sm_count / 8);
+  EXPECT_EQ(planned(8, 131072, plain).splits, b8.sm_count / 64);  // no max seeding
   EXPECT_EQ(plan_shape(8, 1, 256, 32768, seeded).splits, 1);  // MQA: one KV head
 }
 

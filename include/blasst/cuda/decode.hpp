@@ -45,6 +45,12 @@ std::string decode_unsupported_reason(const DecodeProblem& p, const SkipPolicy& 
 // heads, max_seq_len and the device's SM count. Throws blasst::Error if unsupported.
 DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& policy, int device = -1);
 
+// What plan_decode decides for a device of sm_count SMs with smem_per_sm bytes of shared memory per
+// SM (plan_decode queries both): the same plan without a device, e.g. to plan ahead or to test the
+// planner's rules. Host-only; throws blasst::Error as plan_decode does.
+DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPolicy& policy, int sm_count,
+                           int smem_per_sm);
+
 // All pointers of p and out are device pointers (block_table and seq_lens included). out.o takes
 // p.dtype; out.lse, out.tile_counters and out.skip_mask are optional. The mask is written in
 // SkipMaskLayout order and must hold batch * Hkv * ceil(max_seq_len / block_k) bytes (it is
