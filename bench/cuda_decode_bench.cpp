@@ -7,6 +7,7 @@
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
 //                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1] [--small-rings 0|1]
+//                            [--distinct K]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
 // --rotate K: K copies of the cache (K times the memory), the timed calls taking them in turn, so
@@ -24,6 +25,9 @@
 // --small-rings 1: dense policies run on the small rings wherever the kernel has them (head dim
 // 128, one row warp, one CTA per group), with the planner's splits or --splits, for the
 // planner's rule.
+// --distinct K: K different generated sequences (generator seeds 1..K), sequence b of the batch
+// holding number b % K; default 1, every sequence the same one. With one sequence the groups of
+// one KV head all carry the same kept tiles (MQA: every group), which a server's batch does not.
 // With BLASST_BENCH_PROFILE=1 in the environment, each timed policy runs one more step between
 // cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start off` (scripts/gpu-check.sh
 // decode-bytes): the profile then holds exactly one dense step and one skip step.
@@ -78,8 +82,10 @@ int g_rotate = 1;        // --rotate
 int g_evict_first = -1;  // --l2-evict-first 0|1 (-1: the planner's choice)
 int g_small_rings = -1;  // --small-rings 0|1 (-1: the planner's choice)
 bool g_shuffle = true;  // --ordered: each sequence's pages in order, sequences one after another
+int g_distinct = 1;     // --distinct: generated sequences, taken in turn by the batch
 
-// One generated sequence, uploaded once and copied to every sequence of the batch (its own pages).
+// g_distinct generated sequences, uploaded once; sequence b of the batch gets a copy of number
+// b % g_distinct in its own pages.
 bool make_setup(const Shape& s, Setup& st) {
   st.s = s;
   const int pages_per = (s.len + g_page - 1) / g_page;
@@ -89,20 +95,28 @@ bool make_setup(const Shape& s, Setup& st) {
   std::size_t free_b = 0, total_b = 0;
   CK(cudaMemGetInfo(&free_b, &total_b));
   if (st.bytes * g_rotate + (64ull << 20) > free_b * 0.9) return false;
-  SyntheticSpec spec;
-  const SyntheticQKV x = synthetic_qkv(1, s.len, s.hq, s.hkv, kD, kD, spec);
-  std::vector<std::uint16_t> k1(std::size_t(pages_per) * page_elems, 0), v1(k1.size(), 0);
-  for (int j = 0; j < s.len; ++j)
-    for (int hh = 0; hh < s.hkv; ++hh) {
-      const std::size_t src = (std::size_t(j) * s.hkv + hh) * kD;
-      const std::size_t dst = g_hnd ? (std::size_t(j / g_page) * s.hkv + hh) * g_page * kD + std::size_t(j % g_page) * kD : src;
-      for (int c = 0; c < kD; ++c) k1[dst + c] = bf16_bits(x.k[src + c]), v1[dst + c] = bf16_bits(x.v[src + c]);
-    }
+  const int nd = std::max(1, std::min(g_distinct, s.batch));
+  const std::size_t seq_elems = std::size_t(pages_per) * page_elems;
+  std::vector<std::uint16_t> k1(nd * seq_elems, 0), v1(k1.size(), 0), qd(std::size_t(nd) * s.hq * kD);
+  for (int d = 0; d < nd; ++d) {
+    SyntheticSpec spec;
+    spec.seed = 1 + std::uint64_t(d);
+    const SyntheticQKV x = synthetic_qkv(1, s.len, s.hq, s.hkv, kD, kD, spec);
+    for (int j = 0; j < s.len; ++j)
+      for (int hh = 0; hh < s.hkv; ++hh) {
+        const std::size_t src = (std::size_t(j) * s.hkv + hh) * kD;
+        const std::size_t dst =
+            d * seq_elems + (g_hnd ? (std::size_t(j / g_page) * s.hkv + hh) * g_page * kD + std::size_t(j % g_page) * kD : src);
+        for (int c = 0; c < kD; ++c) k1[dst + c] = bf16_bits(x.k[src + c]), v1[dst + c] = bf16_bits(x.v[src + c]);
+      }
+    for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i) qd[d * std::size_t(s.hq) * kD + i] = bf16_bits(x.q[i]);
+  }
   std::vector<std::uint16_t> q(std::size_t(s.batch) * s.hq * kD);
   for (int b = 0; b < s.batch; ++b)
-    for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i) q[b * std::size_t(s.hq) * kD + i] = bf16_bits(x.q[i]);
-  // Pages of sequence b are a shuffled set (in order with --ordered); its contents are the
-  // generated sequence's pages.
+    for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i)
+      q[b * std::size_t(s.hq) * kD + i] = qd[(b % nd) * std::size_t(s.hq) * kD + i];
+  // Pages of sequence b are a shuffled set (in order with --ordered); its contents are generated
+  // sequence b % nd's pages.
   std::vector<std::int32_t> perm(total_pages);
   std::iota(perm.begin(), perm.end(), 0);
   if (g_shuffle) std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
@@ -114,7 +128,8 @@ bool make_setup(const Shape& s, Setup& st) {
   CK(cudaMemcpy(k_dev, k1.data(), k1.size() * 2, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(v_dev, v1.data(), v1.size() * 2, cudaMemcpyHostToDevice));
   for (std::size_t i = 0; i < total_pages; ++i) {
-    const std::size_t src = (i % pages_per) * page_elems, dst = std::size_t(perm[i]) * page_elems;
+    const std::size_t b = i / pages_per;
+    const std::size_t src = (b % nd) * seq_elems + (i % pages_per) * page_elems, dst = std::size_t(perm[i]) * page_elems;
     CK(cudaMemcpyAsync(st.kc + dst, k_dev + src, page_elems * 2, cudaMemcpyDeviceToDevice));
     CK(cudaMemcpyAsync(st.vc + dst, v_dev + src, page_elems * 2, cudaMemcpyDeviceToDevice));
   }
@@ -253,6 +268,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--l2-evict-first") && i + 1 < argc) g_evict_first = std::atoi(argv[++i]) != 0;
     else if (!std::strcmp(argv[i], "--small-rings") && i + 1 < argc) g_small_rings = std::atoi(argv[++i]) != 0;
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) g_warm = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--distinct") && i + 1 < argc) g_distinct = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
@@ -262,9 +278,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--splits and --target go with --one\n");
     return 2;
   }
-  char setup[96];
-  std::snprintf(setup, sizeof setup, ", cache layout %s, page size %d, pages %s", g_hnd ? "hnd" : "nhd", g_page,
-                g_shuffle ? "shuffled" : "in order");
+  char setup[128];
+  std::snprintf(setup, sizeof setup, ", cache layout %s, page size %d, pages %s, %d distinct sequence%s",
+                g_hnd ? "hnd" : "nhd", g_page, g_shuffle ? "shuffled" : "in order", g_distinct, g_distinct > 1 ? "s" : "");
   bench::print_gpu(setup);
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
   if (csv) std::fprintf(csv, "hq,hkv,batch,len,policy,value,splits,ms,tbps,sparsity,speedup_vs_dense,sm_mhz,power_w\n");
