@@ -42,7 +42,8 @@ struct DecodePlan {
 std::string decode_unsupported_reason(const DecodeProblem& p, const SkipPolicy& policy);
 
 // Host-only. policy.splits > 0 forces the split count; 0 lets the planner choose from the batch,
-// heads, max_seq_len and the device's SM count. Throws blasst::Error if unsupported.
+// heads, max_seq_len, the policy (dense or not, max seeding) and the device's SM count and shared
+// memory (docs/DECODE.md, "Plan once, run many"). Throws blasst::Error if unsupported.
 DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& policy, int device = -1);
 
 // What plan_decode decides for a device of sm_count SMs with smem_per_sm bytes of shared memory per
