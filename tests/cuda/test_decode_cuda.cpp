@@ -35,17 +35,20 @@ int max_len(const PagedBatch& x) {
 // the planner's split count (policy.splits = 0), on an H200 (132 SMs, 228 KB of shared memory per
 // SM) whether or not one is present: the planner's rules run in CI too.
 constexpr int kH200Sms = 132, kH200SmemPerSm = 233472;
-cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol = SkipPolicy{}) {
+DecodeProblem shape_problem(int hq, int hkv, int batch, int len) {
   DecodeProblem p;
   p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
-  p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = len / 64, p.num_pages = batch * (len / 64);
+  p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = (len + 63) / 64, p.num_pages = batch * ((len + 63) / 64);
   p.set_contiguous_strides();
-  static const std::int32_t placeholder[1] = {0};
+  static const std::int32_t placeholder[1] = {0};  // planning reads no device memory
   p.q = p.k_cache = p.v_cache = placeholder;
   p.block_table = p.seq_lens = placeholder;
+  return p;
+}
+cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol = SkipPolicy{}) {
   pol.order = VisitOrder::forward;
   pol.splits = 0;
-  return cuda::plan_decode_for(p, len, pol, kH200Sms, kH200SmemPerSm);
+  return cuda::plan_decode_for(shape_problem(hq, hkv, batch, len), len, pol, kH200Sms, kH200SmemPerSm);
 }
 
 // Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first.
@@ -368,14 +371,7 @@ TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
   EXPECT_EQ(mqa64.splits, mqa64.sm_count * 2 / 64);
   EXPECT_TRUE(long1.dense_small_rings);
   EXPECT_EQ(long1.splits, long1.sm_count * 2 / 8);
-  DecodeProblem p;
-  p.batch = 1, p.q_tokens = 1, p.num_heads_q = 8, p.num_heads_kv = 1, p.head_dim_qk = p.head_dim_v = 128;
-  p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = 1, p.num_pages = 1;
-  p.set_contiguous_strides();
-  static const std::int32_t placeholder[1] = {0};
-  p.q = p.k_cache = p.v_cache = placeholder;
-  p.block_table = p.seq_lens = placeholder;
-  EXPECT_THROW(cuda::plan_decode_for(p, 64, SkipPolicy{}, 0, kH200SmemPerSm), Error);  // no SMs
+  EXPECT_THROW(cuda::plan_decode_for(shape_problem(8, 1, 1, 64), 64, SkipPolicy{}, 0, kH200SmemPerSm), Error);
 }
 
 // GQA walks that may skip, with max seeding, on a grid of a wave or more even unsplit take chunks of
