@@ -174,6 +174,9 @@ void check_plannable(const DecodeProblem& p, const SkipPolicy& pol, int max_seq_
   if (const std::string why = decode_unsupported_reason(p, pol); !why.empty()) throw Error(why);
   if (max_seq_len < 0) throw Error("max_seq_len must be >= 0");
 }
+
+// The planner proper, on a checked problem and policy (plan_decode, plan_decode_for).
+DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count, int smem_per_sm);
 }  // namespace
 
 DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int device) {
@@ -182,13 +185,18 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   int sm_count = 0, smem_per_sm = 0;
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
-  return plan_decode_for(p, max_seq_len, pol, sm_count, smem_per_sm);
+  return plan_checked(p, max_seq_len, pol, sm_count, smem_per_sm);
 }
 
 DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count,
                            int smem_per_sm) {
   check_plannable(p, pol, max_seq_len);
   if (sm_count < 1 || smem_per_sm < 1) throw Error("plan_decode_for: sm_count and smem_per_sm must be positive");
+  return plan_checked(p, max_seq_len, pol, sm_count, smem_per_sm);
+}
+
+namespace {
+DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count, int smem_per_sm) {
   DecodePlan plan;
   plan.batch = p.batch;
   plan.num_heads_kv = p.num_heads_kv;
@@ -240,6 +248,7 @@ DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPo
                            (std::size_t(p.head_dim_v) + 1) * sizeof(float);
   return plan;
 }
+}  // namespace
 
 void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& plan, const Outputs& out,
             void* workspace, cudaStream_t stream) {
