@@ -20,11 +20,12 @@
 // --l2-evict-first 0|1: every plan's DecodePlan::l2_evict_first (the cache's loads carry an L2
 // evict-first policy; the planner's default is 1), so one binary A/Bs it
 // (scripts/ab-bench.sh "off=DIR@--l2-evict-first 0").
-// --small-rings 0: dense policies run on the ring kernel with its splits even where the planner
-// takes two CTAs of one K and one V stage per SM (DecodePlan::dense_small_rings), for an A/B.
-// --small-rings 1: dense policies run on the small rings wherever the kernel has them (head dim
+// --small-rings 0: every policy runs on the ring kernel with its plan (plan_decode_for(...,
+// small_rings = false)) even where the planner takes two CTAs of one K and one V stage per SM
+// (DecodePlan::small_rings), for an A/B.
+// --small-rings 1: every policy runs on the small rings wherever the kernel has them (head dim
 // 128, one row warp, one CTA per group), with the planner's splits or --splits, for the
-// planner's rule.
+// planner's rules.
 // --distinct K: K different generated sequences (generator seeds 1..K), sequence b of the batch
 // holding number b % K; default 1, every sequence the same one. With one sequence the groups of
 // one KV head all carry the same kept tiles (MQA: every group), which a server's batch does not.
@@ -195,12 +196,13 @@ double counted_sparsity(const Setup& st) {
 // counters on, which gives the sparsity). reps == 0: that one call only, no timing.
 Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
   cuda::DecodePlan plan = cuda::plan_decode(st.p, st.s.len, pol);
-  if (g_small_rings == 0 && plan.dense_small_rings) {  // the ring kernel's plan: as for a policy that may skip
-    SkipPolicy ring = pol;
-    ring.mode = SkipPolicy::Mode::threshold, ring.value = 0.0;
-    plan = cuda::plan_decode(st.p, st.s.len, ring);
+  if (g_small_rings == 0 && plan.small_rings) {  // the ring kernel's own plan
+    int dev = 0, smem = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    plan = cuda::plan_decode_for(st.p, st.s.len, pol, plan.sm_count, smem, false);
   }
-  if (g_small_rings == 1) plan.dense_small_rings = true;  // run() takes them only where the kernel has them
+  if (g_small_rings == 1) plan.small_rings = true;  // run() takes them only where the kernel has them
   if (g_evict_first >= 0) plan.l2_evict_first = g_evict_first != 0;
   void* ws = nullptr;
   if (plan.workspace_bytes) CK(cudaMalloc(&ws, plan.workspace_bytes));

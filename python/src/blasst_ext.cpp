@@ -297,7 +297,7 @@ NB_MODULE(_C, m) {
       .def_ro("splits", &cuda::DecodePlan::splits)
       .def_ro("workspace_bytes", &cuda::DecodePlan::workspace_bytes)
       .def_ro("max_seq_len", &cuda::DecodePlan::max_seq_len)
-      .def_ro("dense_small_rings", &cuda::DecodePlan::dense_small_rings);
+      .def_ro("small_rings", &cuda::DecodePlan::small_rings);
   m.def("decode_cuda_plan", &decode_cuda_plan);
   m.def("decode_cuda", &decode_cuda);
   m.def("prefill_cuda", &prefill_cuda);

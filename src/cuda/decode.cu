@@ -57,8 +57,8 @@ void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtenso
 template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
-  if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::dense_small_rings)
-    if (plan.dense_small_rings && plan.chunks == 1 && params.mode == int(SkipPolicy::Mode::dense) && !params.replay)
+  if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::small_rings), any policy
+    if (plan.small_rings && plan.chunks == 1)
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>>(params, tmk, tmv, plan, stream);
   }
   launch_tr<TraitsFor<T, D, WM>>(params, tmk, tmv, plan, stream);
@@ -176,7 +176,8 @@ void check_plannable(const DecodeProblem& p, const SkipPolicy& pol, int max_seq_
 }
 
 // The planner proper, on a checked problem and policy (plan_decode, plan_decode_for).
-DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count, int smem_per_sm);
+DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count, int smem_per_sm,
+                        bool small_rings);
 }  // namespace
 
 DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int device) {
@@ -185,18 +186,19 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
   int sm_count = 0, smem_per_sm = 0;
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
   BLASST_CUDA_CHECK(cudaDeviceGetAttribute(&smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
-  return plan_checked(p, max_seq_len, pol, sm_count, smem_per_sm);
+  return plan_checked(p, max_seq_len, pol, sm_count, smem_per_sm, true);
 }
 
 DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count,
-                           int smem_per_sm) {
+                           int smem_per_sm, bool small_rings) {
   check_plannable(p, pol, max_seq_len);
   if (sm_count < 1 || smem_per_sm < 1) throw Error("plan_decode_for: sm_count and smem_per_sm must be positive");
-  return plan_checked(p, max_seq_len, pol, sm_count, smem_per_sm);
+  return plan_checked(p, max_seq_len, pol, sm_count, smem_per_sm, small_rings);
 }
 
 namespace {
-DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count, int smem_per_sm) {
+DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolicy& pol, int sm_count, int smem_per_sm,
+                        bool small_rings) {
   DecodePlan plan;
   plan.batch = p.batch;
   plan.num_heads_kv = p.num_heads_kv;
@@ -218,12 +220,12 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // 14), with 32 (batch 1 128K, 33 splits) 1.000-1.012x and with 16 (batch 8 and 64 at 8K, 4 splits)
   // 1.003-1.017x (session 16); with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x (session 14) and
   // 0.969-0.978x (session 16, also 32/8 batch 1 32K), and 0.94x with 4 (MQA batch 1 128K, 264 splits).
-  if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && p.head_dim_qk == 128 && plan.warps_m == 1 &&
-      plan.chunks == 1) {
+  const bool small_kernel = small_rings && p.head_dim_qk == 128 && plan.warps_m == 1 && plan.chunks == 1;
+  if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && small_kernel) {
     const int splits = pol.splits > 0 ? pol.splits : splits_for(2);
-    plan.dense_small_rings = (max_tiles + splits - 1) / splits >= 16;
+    plan.small_rings = (max_tiles + splits - 1) / splits >= 16;
   }
-  const int per_sm = plan.dense_small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
+  const int per_sm = plan.small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);
   // A GQA walk that may skip, with max seeding, on a grid of a wave or more even unsplit: each CTA
   // lasts as long as its kept tiles, which differ by KV head, so the last wave's tail leaves SMs
@@ -231,17 +233,33 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // on the H200 against one split (PERF.md, session 16): 32/8 batch 64 32K 1.025x and 128K 1.045x,
   // batch 32 32K 1.048x, 64/8 batch 32 128K 1.067x, 64/8 batch 64 32K 1.006x. MQA batch 256 32K,
   // whose groups (one KV head, the bench's batch of one repeated sequence) carry the same work,
-  // lost 3.6 %: there splits only add their cost, so one KV head keeps one split. Max seeding keeps
+  // lost 3.6 %: there splits only add their cost, so one KV head keeps one split (session 17, with
+  // 8 distinct sequences in the batch: 2 and 4 splits 0.993x and 0.975x of one). Max seeding keeps
   // the sparsity (the same at 1-4 splits there); without it each chunk's first tile and fresh
   // running max would cost some. Under a wave the same holds where chunks stay long: up to 8
-  // chunks of at least 128 tiles (32/8 batch 8 128K 1.056x, 64/8 1.091x with 8 splits instead of
-  // 2); with shorter chunks more splits did not pay (32/8 batch 8 32K, session 8: 4-16 splits
-  // 0.95-0.99x of 2).
+  // chunks of at least 128 tiles (32/8 batch 8 128K 1.056x, 64/8 1.087-1.091x with 8 splits
+  // instead of 2, sessions 16 and 17); with shorter chunks more splits did not pay (32/8 batch 8
+  // 32K, session 8: 4-16 splits 0.95-0.99x of 2).
+  //
+  // Under a wave, where that ring plan stays under 3 waves and a group has at most 4 rows, the
+  // small rings run the walk instead (two CTAs per SM, their own split count by the same rule):
+  // at 70 % on the H200 (session 17, against the ring plan) 32/8 batch 1 128K 1.016x, batch 2
+  // 128K 1.033x, batch 4 128K 1.022x, batch 8 8K 1.023x, 32K 1.033-1.037x (1.021x at 50 %, 0.997x
+  // at 90 %), 64K 1.025x, batch 16 32K 1.018x; 16/8 batch 8 32K 1.021x. With 3.9 waves of ring
+  // CTAs (32/8 batch 8 128K) the ring plan was faster (0.985x), and with 8 rows (64/8) the small
+  // rings lost 1-3 % at three of four shapes; MQA batch 8 32K lost 11 %.
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed && p.num_heads_kv > 1) {
-    if (groups >= plan.sm_count * per_sm)
+    if (groups >= plan.sm_count * per_sm) {
       plan.splits = std::clamp(max_tiles / 64, 1, 4);
-    else
-      plan.splits = std::max(plan.splits, std::min(max_tiles / 128, 8));
+    } else {
+      auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
+      plan.splits = long_chunks(plan.splits);
+      if (small_kernel && !pol.replay_mask && plan.rows <= 4 &&
+          std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm) {
+        plan.small_rings = true;
+        plan.splits = long_chunks(splits_for(2));
+      }
+    }
   }
   if (plan.splits > 1)
     plan.workspace_bytes = std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows *

@@ -51,14 +51,16 @@ cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol 
   return cuda::plan_decode_for(shape_problem(hq, hkv, batch, len), len, pol, kH200Sms, kH200SmemPerSm);
 }
 
-// Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first.
+// Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first. l2_evict_first and
+// small_rings: -1 the planner's choice, else the plan's field set to it.
 GpuRun run_gpu(const PagedBatch& x, const SkipPolicy& pol, const std::uint8_t* replay_host = nullptr,
-               cudaStream_t stream = nullptr, int l2_evict_first = -1) {
+               cudaStream_t stream = nullptr, int l2_evict_first = -1, int small_rings = -1) {
   GpuRun r;
   DeviceBatch dev(x);
   const DecodeProblem p = dev.problem(x);
   r.plan = cuda::plan_decode(p, max_len(x), pol);
-  if (l2_evict_first >= 0) r.plan.l2_evict_first = l2_evict_first != 0;  // -1: the planner's choice
+  if (l2_evict_first >= 0) r.plan.l2_evict_first = l2_evict_first != 0;
+  if (small_rings >= 0) r.plan.small_rings = small_rings != 0;
   const std::size_t rows = std::size_t(x.batch) * x.q_tokens * x.hq;
   DeviceBuffer<std::uint16_t> o(rows * x.d);
   DeviceBuffer<float> lse(rows);
@@ -154,9 +156,10 @@ std::string describe(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t s
 
 // Decisions against the CPU engine (boundary ties at most 0.1 %), statistics against the mask,
 // the output against the CPU engine replaying the kernel's mask, and every output row written.
-void check_against_cpu(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t seed, double* sparsity = nullptr) {
+void check_against_cpu(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t seed, double* sparsity = nullptr,
+                       int small_rings = -1) {
   SCOPED_TRACE(describe(x, pol, seed));
-  const GpuRun g = run_gpu(x, pol);
+  const GpuRun g = run_gpu(x, pol, nullptr, nullptr, -1, small_rings);
   SkipPolicy cpu_pol = pol;
   cpu_pol.splits = g.plan.splits;
   const CpuRun c = run_cpu(x, cpu_pol);
@@ -330,7 +333,7 @@ TEST(CudaDecode, ThresholdZeroIsBitIdenticalToDense) {
 }
 
 // Dense policies whose chunks hold 16 tiles or more run on two CTAs per SM of one K and one V stage
-// (DecodePlan::dense_small_rings): the same bits as the ring kernel's dense walk (threshold 0 walks
+// (DecodePlan::small_rings): the same bits as the ring kernel's dense walk (threshold 0 walks
 // as dense) with the same splits, and the float64 reference.
 TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
   REQUIRE_HOPPER();
@@ -348,12 +351,49 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
       zero.order = VisitOrder::forward;
       zero.splits = splits;
       const GpuRun small = run_gpu(x, dense), rings = run_gpu(x, zero);
-      EXPECT_TRUE(small.plan.dense_small_rings);
-      EXPECT_FALSE(rings.plan.dense_small_rings);
+      EXPECT_TRUE(small.plan.small_rings);
+      EXPECT_FALSE(rings.plan.small_rings);
       EXPECT_EQ(small.o_bits, rings.o_bits);
       EXPECT_EQ(std::memcmp(small.lse.data(), rings.lse.data(), small.lse.size() * 4), 0);
       EXPECT_EQ(small.counters, rings.counters);
       EXPECT_LT(rel_l2(small.o, reff), tolerance(dt));
+    }
+  }
+}
+
+// Walks that may skip on the small rings (DecodePlan::small_rings: one K and one V stage, a kept
+// tile's P V as soon as its V lands): the same bits, mask and counters as the ring kernel (whose
+// P V products wait in a queue) at the same splits, for scale factors with and without max
+// seeding, a threshold and a replayed mask; and the CPU engine's decisions and output.
+TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  for (DType dt : {DType::bf16, DType::f16}) {
+    const PagedBatch x = make_paged(seed, {8192, 17, 0, 5000, 1, 8000, 129}, 1, 32, 8, 128, 16, dt, true);
+    std::vector<SkipPolicy> pols;
+    for (int splits : {1, 2, 5}) {
+      SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
+      a.max_seed = splits > 1, a.splits = splits;
+      pols.push_back(a);
+    }
+    SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
+    plain.splits = 3;
+    pols.push_back(plain);
+    SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
+    thr.splits = 2;
+    pols.push_back(thr);
+    for (SkipPolicy pol : pols) {
+      pol.order = VisitOrder::forward;
+      SCOPED_TRACE(describe(x, pol, seed));
+      const GpuRun small = run_gpu(x, pol, nullptr, nullptr, -1, 1), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
+      EXPECT_EQ(small.o_bits, rings.o_bits);
+      EXPECT_EQ(std::memcmp(small.lse.data(), rings.lse.data(), small.lse.size() * 4), 0);
+      EXPECT_EQ(small.mask, rings.mask);
+      EXPECT_EQ(small.counters, rings.counters);
+      check_against_cpu(x, pol, seed, nullptr, 1);
+      // A replayed mask (the ring kernel's decisions) walks the same way on the small rings.
+      const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 1);
+      EXPECT_EQ(replayed.o_bits, rings.o_bits);
     }
   }
 }
@@ -363,13 +403,13 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
 // not where they would be short (8/1 batch 8 at 32K: 33 splits of 8 tiles). No GPU needed.
 TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
   const cuda::DecodePlan gqa = plan_shape(32, 8, 8, 32768), mqa = plan_shape(8, 1, 8, 32768);
-  EXPECT_TRUE(gqa.dense_small_rings);
+  EXPECT_TRUE(gqa.small_rings);
   EXPECT_EQ(gqa.splits, gqa.sm_count * 2 / 64);
-  EXPECT_FALSE(mqa.dense_small_rings);
+  EXPECT_FALSE(mqa.small_rings);
   const cuda::DecodePlan mqa64 = plan_shape(8, 1, 64, 8192), long1 = plan_shape(32, 8, 1, 131072);
-  EXPECT_TRUE(mqa64.dense_small_rings);
+  EXPECT_TRUE(mqa64.small_rings);
   EXPECT_EQ(mqa64.splits, mqa64.sm_count * 2 / 64);
-  EXPECT_TRUE(long1.dense_small_rings);
+  EXPECT_TRUE(long1.small_rings);
   EXPECT_EQ(long1.splits, long1.sm_count * 2 / 8);
   EXPECT_THROW(cuda::plan_decode_for(shape_problem(8, 1, 1, 64), 64, SkipPolicy{}, 0, kH200SmemPerSm), Error);
 }
@@ -389,13 +429,66 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   EXPECT_EQ(planned(64, 12800, seeded).splits, 1);   // 100 tiles: chunks of 64 or more
   EXPECT_EQ(planned(64, 32768, plain).splits, 1);    // no max seeding
   EXPECT_EQ(planned(64, 32768, SkipPolicy{}).splits, 1);  // dense
-  const cuda::DecodePlan b8 = planned(8, 32768, seeded);  // 64 groups: less than a wave
+  // Under a wave with 8 rows a group (64/8; up to 4 rows take the small rings, below): 64 groups.
+  auto rings = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(64, 8, batch, len, pol); };
+  const cuda::DecodePlan b8 = rings(8, 32768, seeded);
+  EXPECT_FALSE(b8.small_rings);
   EXPECT_EQ(b8.splits, b8.sm_count / 64);
-  EXPECT_EQ(planned(8, 131072, seeded).splits, 8);  // under a wave: up to 8 chunks of 128 tiles or more
-  const cuda::DecodePlan b1 = planned(1, 131072, seeded);  // the wave's own count is larger
+  EXPECT_EQ(rings(8, 131072, seeded).splits, 8);  // up to 8 chunks of 128 tiles or more
+  const cuda::DecodePlan b1 = rings(1, 131072, seeded);  // the wave's own count is larger
   EXPECT_EQ(b1.splits, b1.sm_count / 8);
-  EXPECT_EQ(planned(8, 131072, plain).splits, b8.sm_count / 64);  // no max seeding
+  EXPECT_EQ(rings(8, 131072, plain).splits, b8.sm_count / 64);  // no max seeding
   EXPECT_EQ(plan_shape(8, 1, 256, 32768, seeded).splits, 1);  // MQA: one KV head
+}
+
+// Under a wave, GQA walks that may skip, with max seeding and up to 4 rows a group, take the small
+// rings with splits for two CTAs per SM (at least the long-chunk count), unless the ring plan would
+// already run 3 waves or more; 8 rows, MQA, dense's own rule, no max seeding and
+// plan_decode_for(..., small_rings = false) stay on the rings. No GPU needed.
+TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
+  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
+  seeded.max_seed = true;
+  struct Case {
+    int hq, hkv, batch, len;
+    bool small;
+    int splits;
+  };
+  const int sms = kH200Sms;
+  const Case cases[] = {
+      {32, 8, 8, 32768, true, 2 * sms / 64},   // ring plan 2 splits (128 CTAs) -> 4
+      {32, 8, 8, 8192, true, 2 * sms / 64},    // 64 tiles: 4 chunks of 16
+      {32, 8, 16, 32768, true, 2},             // 128 groups: ring 2 (long chunks), small 2
+      {32, 8, 4, 131072, true, 8},             // ring 8 (256 CTAs), small max(8, 8)
+      {32, 8, 2, 131072, true, 2 * sms / 16},  // ring 8 (128 CTAs), small 16
+      {32, 8, 1, 131072, true, 2 * sms / 8},   // ring 16, small 33
+      {16, 8, 8, 32768, true, 2 * sms / 64},   // 2 rows a group
+      {32, 8, 8, 131072, false, 8},            // ring 8 splits: 512 CTAs, 3.9 waves
+      {64, 8, 8, 32768, false, sms / 64},      // 8 rows a group
+      {8, 1, 8, 32768, false, sms / 8},        // MQA
+      {32, 8, 64, 32768, false, 4},            // a wave or more: the many-waves rule
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.hq) + "/" + std::to_string(c.hkv) + " batch " + std::to_string(c.batch) + " len " +
+                 std::to_string(c.len));
+    const cuda::DecodePlan plan = plan_shape(c.hq, c.hkv, c.batch, c.len, seeded);
+    EXPECT_EQ(plan.small_rings, c.small);
+    EXPECT_EQ(plan.splits, c.splits);
+  }
+  SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
+  EXPECT_FALSE(plan_shape(32, 8, 8, 32768, plain).small_rings);  // no max seeding
+  seeded.order = VisitOrder::forward;
+  seeded.splits = 0;  // the planner's count, as plan_shape asks
+  const cuda::DecodePlan off =
+      cuda::plan_decode_for(shape_problem(32, 8, 8, 32768), 32768, seeded, kH200Sms, kH200SmemPerSm, false);
+  EXPECT_FALSE(off.small_rings);
+  EXPECT_EQ(off.splits, sms / 64);
+  SkipPolicy dense;
+  dense.order = VisitOrder::forward;
+  dense.splits = 0;
+  const cuda::DecodePlan dense_off =
+      cuda::plan_decode_for(shape_problem(32, 8, 8, 32768), 32768, dense, kH200Sms, kH200SmemPerSm, false);
+  EXPECT_FALSE(dense_off.small_rings);
+  EXPECT_EQ(dense_off.splits, sms / 64);
 }
 
 // The L2 evict-first policy is a cache hint only: the same step gives the same bits, dense and with

@@ -152,7 +152,7 @@ def test_cuda_dense_decode_on_small_rings(rng):
     q, kc, vc, bt, sl = inputs.paged_decode(rng, [8192, 17, 5000], 1, 32, 8, 128, 128, 16)
     qg, kg, vg, btg, slg = _decode_on_cuda(q, kc, vc, bt, sl)
     plan = blasst.DecodePlan(qg, kg, vg, btg, slg, splits=2, max_seq_len=8192)
-    assert plan.plan.dense_small_rings
+    assert plan.plan.small_rings
     o = plan.run(qg, kg, vg, btg, slg)
     torch.cuda.synchronize()
     bf = lambda x: x.cpu().float().numpy()

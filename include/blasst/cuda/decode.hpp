@@ -29,13 +29,18 @@ struct DecodePlan {
   // only (same bits either way). PERF.md, session 13: with the cache rotated as a server sees it,
   // MQA 8/1 batch 8 32K 1.03x, batch 64 1.02x dense, 32/8 batch 8 1.01x.
   bool l2_evict_first = true;
-  // A dense policy (no threshold, no replayed mask) at head dim 128 with one CTA of one row warp
-  // per vote group (up to 16 rows), where each chunk still holds 16 tiles or more, runs on rings of
-  // one K and one V stage, two CTAs per SM, as cuDNN's decode kernel does; the splits are planned
-  // for two CTAs per SM. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x; session
-  // 16: 16-tile chunks (batch 8 and 64 at 8K) 1.003-1.017x. Set by the planner; run() takes the
-  // ring kernel for any other policy with the same splits.
-  bool dense_small_rings = false;
+  // Walks on rings of one K and one V stage, two CTAs per SM, as cuDNN's decode kernel runs; the
+  // splits are planned for two CTAs per SM. Only at head dim 128 with one CTA of one row warp per
+  // vote group (up to 16 rows); run() takes the ring kernel elsewhere. The planner sets it for
+  //  - a dense policy (no threshold, no replayed mask) where each chunk still holds 16 tiles or
+  //    more. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x; session 16: 16-tile
+  //    chunks (batch 8 and 64 at 8K) 1.003-1.017x;
+  //  - a GQA policy that may skip, with max seeding, up to 4 rows per group, on a grid under a
+  //    wave whose ring plan would not reach 3 waves. A kept tile's P V then runs as soon as its V
+  //    lands (one V stage, no queue), and the other CTA on the SM streams meanwhile. PERF.md,
+  //    session 17: 32/8 at 70 % 1.016-1.037x over batch 1-16, 8K-128K; 64/8 (8 rows) and MQA lost.
+  // The same bits as the ring kernel at the same splits, for any policy (tested).
+  bool small_rings = false;
 };
 
 // Why this problem/policy cannot run on the CUDA decode kernel, or "" if it can.
@@ -48,9 +53,10 @@ DecodePlan plan_decode(const DecodeProblem& p, int max_seq_len, const SkipPolicy
 
 // What plan_decode decides for a device of sm_count SMs with smem_per_sm bytes of shared memory per
 // SM (plan_decode queries both): the same plan without a device, e.g. to plan ahead or to test the
-// planner's rules. Host-only; throws blasst::Error as plan_decode does.
+// planner's rules. small_rings = false plans every walk for the ring kernel (DecodePlan::small_rings
+// never set), e.g. to time one against the other. Host-only; throws blasst::Error as plan_decode does.
 DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPolicy& policy, int sm_count,
-                           int smem_per_sm);
+                           int smem_per_sm, bool small_rings = true);
 
 // All pointers of p and out are device pointers (block_table and seq_lens included). out.o takes
 // p.dtype; out.lse, out.tile_counters and out.skip_mask are optional. The mask is written in

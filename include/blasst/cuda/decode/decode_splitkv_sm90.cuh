@@ -63,8 +63,8 @@ struct DecodeTraits {
   // K and V tiles a dense walk keeps in flight: two at head dim 128 with one or two row warps
   // (measured there only; see the producer), fewer than the rings hold; elsewhere the rings.
   static constexpr int kEagerDepth = D == 128 && WM < 4 ? 2 : NSK > NSV ? NSK : NSV;
-  // One V stage: dense (eager) walks only, which never queue a P V product (the kernel traps on a
-  // walk that could skip). Such small rings leave room for two CTAs on an SM.
+  // One V stage: no P V queue (a kept tile's product runs as soon as its V lands). Such small
+  // rings leave room for two CTAs on an SM.
   static_assert(NSV >= 1, "a V stage");
   static constexpr int kQSlots = kQueue > 0 ? kQueue : 1;  // the queue's arrays (one slot for P at least)
   static_assert(D % 64 == 0, "head dim must be a multiple of 64");
@@ -160,8 +160,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   // matters when something can be skipped.
   const float log_thr = skip_log_threshold(lambda_for(p.mode, p.value, sk));
   const bool eager = log_thr == -INFINITY && !p.replay;
-  if constexpr (NSV < 2)
-    if (!eager) __trap();  // internal: one V stage runs dense policies only (src/cuda/decode.cu, launch)
   const bool seeded = !eager && p.max_seed && cut.count > 1 && split > 0;
   const int steps = len + (seeded ? 1 : 0);
   auto tile_of = [&](int j) { return seeded ? (j == 0 ? 0 : first + j - 1) : first + j; };
@@ -437,6 +435,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     const int my_vi = vi++;
     const float mn0 = fmaxf(m[0], tmax0), mn1 = fmaxf(m[1], tmax1);
     const float alpha[2] = {mn0 == -INFINITY ? 1.f : __expf(m[0] - mn0), mn1 == -INFINITY ? 1.f : __expf(m[1] - mn1)};
+    if constexpr (QS == 0) {  // one V stage: this tile's P V at once (the same sums in the same order)
+      float ls0, ls1;
+      ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
+      l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
+      m[0] = mn0, m[1] = mn1;
+      ptx::pack_p<T>(s, pq_p[0]);
+      flush(my_vi, min(BK, sk - tile * BK), pq_p[0], alpha);
+      continue;
+    }
     // The oldest pending product goes first (its V had the tiles since to arrive); this tile's P
     // then enters the queue.
     if (pq_v[0] >= 0) flush(pq_v[0], pq_valid[0], pq_p[0], pq_a[0]);
