@@ -242,7 +242,9 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // 32K, session 8: 4-16 splits 0.95-0.99x of 2).
   //
   // Under a wave, where that ring plan stays under 3 waves and a group has at most 4 rows, the
-  // small rings run the walk instead (two CTAs per SM, their own split count by the same rule):
+  // small rings run the walk instead (two CTAs per SM, their own split count by the same rule),
+  // where their chunks hold 16 tiles or more, as for dense walks (session 17's sweep: 32/8 batch 1
+  // at 8K, 2-tile chunks, 0.90x; at 32K, 8-tile chunks, 0.92x of the rings' 70 % step):
   // at 70 % on the H200 (session 17, against the ring plan) 32/8 batch 1 128K 1.016x, batch 2
   // 128K 1.033x, batch 4 128K 1.022x, batch 8 8K 1.023x, 32K 1.033-1.037x (1.021x at 50 %, 0.997x
   // at 90 %), 64K 1.025x, batch 16 32K 1.018x; 16/8 batch 8 32K 1.021x. With 3.9 waves of ring
@@ -254,10 +256,12 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     } else {
       auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
+      const int small_splits = long_chunks(splits_for(2));
       if (small_kernel && !pol.replay_mask && plan.rows <= 4 &&
-          std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm) {
+          std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
+          (max_tiles + small_splits - 1) / small_splits >= 16) {
         plan.small_rings = true;
-        plan.splits = long_chunks(splits_for(2));
+        plan.splits = small_splits;
       }
     }
   }

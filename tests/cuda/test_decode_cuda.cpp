@@ -443,7 +443,7 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
 
 // Under a wave, GQA walks that may skip, with max seeding and up to 4 rows a group, take the small
 // rings with splits for two CTAs per SM (at least the long-chunk count), unless the ring plan would
-// already run 3 waves or more; 8 rows, MQA, dense's own rule, no max seeding and
+// already run 3 waves or more or their chunks would hold fewer than 16 tiles; 8 rows, MQA, dense's own rule, no max seeding and
 // plan_decode_for(..., small_rings = false) stay on the rings. No GPU needed.
 TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
@@ -460,7 +460,9 @@ TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
       {32, 8, 16, 32768, true, 2},             // 128 groups: ring 2 (long chunks), small 2
       {32, 8, 4, 131072, true, 8},             // ring 8 (256 CTAs), small max(8, 8)
       {32, 8, 2, 131072, true, 2 * sms / 16},  // ring 8 (128 CTAs), small 16
-      {32, 8, 1, 131072, true, 2 * sms / 8},   // ring 16, small 33
+      {32, 8, 1, 131072, true, 2 * sms / 8},   // ring 16, small 33 (chunks of 32 tiles)
+      {32, 8, 1, 32768, false, sms / 8},       // small would be 33 chunks of 8 tiles: ring 16
+      {32, 8, 1, 8192, false, sms / 8},        // 32 chunks of 2 tiles: ring 16
       {16, 8, 8, 32768, true, 2 * sms / 64},   // 2 rows a group
       {32, 8, 8, 131072, false, 8},            // ring 8 splits: 512 CTAs, 3.9 waves
       {64, 8, 8, 32768, false, sms / 64},      // 8 rows a group
