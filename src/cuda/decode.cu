@@ -250,14 +250,14 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // at 90 %), 64K 1.025x, batch 16 32K 1.018x; 16/8 batch 8 32K 1.021x. With 3.9 waves of ring
   // CTAs (32/8 batch 8 128K) the ring plan was faster (0.985x), and with 8 rows (64/8) the small
   // rings lost 1-3 % at three of four shapes; MQA batch 8 32K lost 11 %.
-  if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed && p.num_heads_kv > 1) {
+  if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     if (groups >= plan.sm_count * per_sm) {
-      plan.splits = std::clamp(max_tiles / 64, 1, 4);
+      if (p.num_heads_kv > 1) plan.splits = std::clamp(max_tiles / 64, 1, 4);
     } else {
       auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
       const int small_splits = long_chunks(splits_for(2));
-      if (small_kernel && !pol.replay_mask && plan.rows <= 4 &&
+      if (small_kernel && !pol.replay_mask && p.num_heads_kv > 1 && plan.rows <= 4 &&
           std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
           (max_tiles + small_splits - 1) / small_splits >= 16) {
         plan.small_rings = true;
