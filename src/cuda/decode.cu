@@ -233,13 +233,15 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // on the H200 against one split (PERF.md, session 16): 32/8 batch 64 32K 1.025x and 128K 1.045x,
   // batch 32 32K 1.048x, 64/8 batch 32 128K 1.067x, 64/8 batch 64 32K 1.006x. MQA batch 256 32K,
   // whose groups (one KV head, the bench's batch of one repeated sequence) carry the same work,
-  // lost 3.6 %: there splits only add their cost, so one KV head keeps one split (session 17, with
-  // 8 distinct sequences in the batch: 2 and 4 splits 0.993x and 0.975x of one). Max seeding keeps
+  // lost 3.6 %: there splits only add their cost, so one KV head keeps one split over many waves
+  // (session 17, with 8 distinct sequences in the batch: 2 and 4 splits 0.993x and 0.975x of one). Max seeding keeps
   // the sparsity (the same at 1-4 splits there); without it each chunk's first tile and fresh
   // running max would cost some. Under a wave the same holds where chunks stay long: up to 8
   // chunks of at least 128 tiles (32/8 batch 8 128K 1.056x, 64/8 1.087-1.091x with 8 splits
   // instead of 2, sessions 16 and 17); with shorter chunks more splits did not pay (32/8 batch 8
-  // 32K, session 8: 4-16 splits 0.95-0.99x of 2).
+  // 32K, session 8: 4-16 splits 0.95-0.99x of 2). This one holds for MQA too (session 17, 8/1 at
+  // 70 %: batch 64 128K with 8 distinct sequences 1.020x, the bench's one sequence 1.002x, batch
+  // 64 64K 1.006x, batch 32 128K 1.002x).
   //
   // Under a wave, where that ring plan stays under 3 waves and a group has at most 4 rows, the
   // small rings run the walk instead (two CTAs per SM, their own split count by the same rule),

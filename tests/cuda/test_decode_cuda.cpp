@@ -416,8 +416,9 @@ TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
 
 // GQA walks that may skip, with max seeding, on a grid of a wave or more even unsplit take chunks of
 // at least 64 tiles, up to 4 per group (the last wave's tail is shorter); under a wave, up to 8
-// chunks of at least 128 tiles where that is more than the wave's count; dense walks, walks
-// without max seeding and one KV head keep the planner's other rules.
+// chunks of at least 128 tiles where that is more than the wave's count (one KV head included);
+// dense walks, walks without max seeding and one KV head over many waves keep the planner's other
+// rules.
 TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   auto planned = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(32, 8, batch, len, pol); };
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
@@ -438,7 +439,8 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   const cuda::DecodePlan b1 = rings(1, 131072, seeded);  // the wave's own count is larger
   EXPECT_EQ(b1.splits, b1.sm_count / 8);
   EXPECT_EQ(rings(8, 131072, plain).splits, b8.sm_count / 64);  // no max seeding
-  EXPECT_EQ(plan_shape(8, 1, 256, 32768, seeded).splits, 1);  // MQA: one KV head
+  EXPECT_EQ(plan_shape(8, 1, 256, 32768, seeded).splits, 1);  // MQA over many waves: one split
+  EXPECT_EQ(plan_shape(8, 1, 64, 131072, seeded).splits, 8);  // MQA under a wave: long chunks too
 }
 
 // Under a wave, GQA walks that may skip, with max seeding and up to 4 rows a group, take the small
