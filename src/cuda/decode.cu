@@ -227,31 +227,30 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   }
   const int per_sm = plan.small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);
-  // A GQA walk that may skip, with max seeding, on a grid of a wave or more even unsplit: each CTA
-  // lasts as long as its kept tiles, which differ by KV head, so the last wave's tail leaves SMs
-  // idle. More, shorter CTAs shorten it: chunks of at least 64 tiles, up to 4 per group. At 70 %
-  // on the H200 against one split (PERF.md, session 16): 32/8 batch 64 32K 1.025x and 128K 1.045x,
-  // batch 32 32K 1.048x, 64/8 batch 32 128K 1.067x, 64/8 batch 64 32K 1.006x. MQA batch 256 32K,
-  // whose groups (one KV head, the bench's batch of one repeated sequence) carry the same work,
-  // lost 3.6 %: there splits only add their cost, so one KV head keeps one split over many waves
-  // (session 17, with 8 distinct sequences in the batch: 2 and 4 splits 0.993x and 0.975x of one). Max seeding keeps
-  // the sparsity (the same at 1-4 splits there); without it each chunk's first tile and fresh
-  // running max would cost some. Under a wave the same holds where chunks stay long: up to 8
-  // chunks of at least 128 tiles (32/8 batch 8 128K 1.056x, 64/8 1.087-1.091x with 8 splits
-  // instead of 2, sessions 16 and 17); with shorter chunks more splits did not pay (32/8 batch 8
-  // 32K, session 8: 4-16 splits 0.95-0.99x of 2). This one holds for MQA too (session 17, 8/1 at
-  // 70 %: batch 64 128K with 8 distinct sequences 1.020x, the bench's one sequence 1.002x, batch
-  // 64 64K 1.006x, batch 32 128K 1.002x).
-  //
-  // Under a wave, where that ring plan stays under 3 waves and a group has at most 4 rows, the
-  // small rings run the walk instead (two CTAs per SM, their own split count by the same rule),
-  // where their chunks hold 16 tiles or more, as for dense walks (session 17's sweep: 32/8 batch 1
-  // at 8K, 2-tile chunks, 0.90x; at 32K, 8-tile chunks, 0.92x of the rings' 70 % step):
-  // at 70 % on the H200 (session 17, against the ring plan) 32/8 batch 1 128K 1.016x, batch 2
-  // 128K 1.033x, batch 4 128K 1.022x, batch 8 8K 1.023x, 32K 1.033-1.037x (1.021x at 50 %, 0.997x
-  // at 90 %), 64K 1.025x, batch 16 32K 1.018x; 16/8 batch 8 32K 1.021x. With 3.9 waves of ring
-  // CTAs (32/8 batch 8 128K) the ring plan was faster (0.985x), and with 8 rows (64/8) the small
-  // rings lost 1-3 % at three of four shapes; MQA batch 8 32K lost 11 %.
+  // A walk that may skip, with max seeding (which keeps the sparsity at any split count: the same
+  // at 1-4 splits at 32/8 batch 64 32K; without it each chunk's first tile and fresh running max
+  // would cost some):
+  //  - On a grid of a wave or more even unsplit, GQA takes chunks of at least 64 tiles, up to 4 per
+  //    group: each CTA lasts as long as its kept tiles, which differ by KV head, so the last
+  //    wave's tail leaves SMs idle, and more, shorter CTAs shorten it. At 70 % on the H200 against
+  //    one split (PERF.md, session 16): 32/8 batch 64 32K 1.025x and 128K 1.045x, batch 32 32K
+  //    1.048x, 64/8 batch 32 128K 1.067x, 64/8 batch 64 32K 1.006x. MQA keeps one split there:
+  //    at batch 256 32K 2 and 4 splits ran 0.993x and 0.975x of one with 8 distinct sequences in
+  //    the batch (session 17), and lost 3.6 % with the bench's one sequence (session 16).
+  //  - Under a wave, GQA and MQA take up to 8 chunks of at least 128 tiles where that is more
+  //    than the wave's count: 32/8 batch 8 128K 1.056x, 64/8 1.087-1.091x with 8 splits instead
+  //    of 2 (sessions 16 and 17); 8/1 batch 64 128K 1.020x with 8 distinct sequences, 1.002x with
+  //    one (session 17). With shorter chunks more splits did not pay (32/8 batch 8 32K, session
+  //    8: 4-16 splits 0.95-0.99x of 2).
+  //  - Under a wave, where that ring plan stays under 3 waves and a GQA group has at most 4 rows,
+  //    the small rings run the walk instead (two CTAs per SM, their own split count by the same
+  //    rule), where their chunks hold 16 tiles or more, as for dense walks. At 70 % on the H200
+  //    (session 17, against the ring plan): 32/8 batch 1 128K 1.016x, batch 2 128K 1.033x, batch
+  //    4 128K 1.022x, batch 8 8K 1.023x, 32K 1.033-1.037x (1.021x at 50 %, 0.997x at 90 %), 64K
+  //    1.025x, batch 16 32K 1.018x; 16/8 batch 8 32K 1.021x. With 3.9 waves of ring CTAs (32/8
+  //    batch 8 128K) the ring plan was faster (0.985x); with 8 rows (64/8) the small rings lost
+  //    1-3 % at three of four shapes, and MQA batch 8 32K lost 11 %; with short chunks (32/8
+  //    batch 1 at 8K and 32K: 2 and 8 tiles) they ran 0.90x and 0.92x.
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     if (groups >= plan.sm_count * per_sm) {
       if (p.num_heads_kv > 1) plan.splits = std::clamp(max_tiles / 64, 1, 4);

@@ -445,8 +445,9 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
 
 // Under a wave, GQA walks that may skip, with max seeding and up to 4 rows a group, take the small
 // rings with splits for two CTAs per SM (at least the long-chunk count), unless the ring plan would
-// already run 3 waves or more or their chunks would hold fewer than 16 tiles; 8 rows, MQA, dense's own rule, no max seeding and
-// plan_decode_for(..., small_rings = false) stay on the rings. No GPU needed.
+// already run 3 waves or more or their chunks would hold fewer than 16 tiles; 8 rows, MQA, dense's
+// own rule, no max seeding and plan_decode_for(..., small_rings = false) stay on the rings. No GPU
+// needed.
 TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
   seeded.max_seed = true;

@@ -36,9 +36,10 @@ struct DecodePlan {
   //    more. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x; session 16: 16-tile
   //    chunks (batch 8 and 64 at 8K) 1.003-1.017x;
   //  - a GQA policy that may skip, with max seeding, up to 4 rows per group, on a grid under a
-  //    wave whose ring plan would not reach 3 waves, where chunks still hold 16 tiles or more. A kept tile's P V then runs as soon as its V
-  //    lands (one V stage, no queue), and the other CTA on the SM streams meanwhile. PERF.md,
-  //    session 17: 32/8 at 70 % 1.016-1.037x over batch 1-16, 8K-128K; 64/8 (8 rows) and MQA lost.
+  //    wave whose ring plan would not reach 3 waves, where chunks still hold 16 tiles or more. A
+  //    kept tile's P V then runs as soon as its V lands (one V stage, no queue), and the other
+  //    CTA on the SM streams meanwhile. PERF.md, session 17: 32/8 at 70 % 1.016-1.037x over
+  //    batch 1-16, 8K-128K; 64/8 (8 rows) and MQA lost.
   // The same bits as the ring kernel at the same splits, for any policy (tested).
   bool small_rings = false;
 };
