@@ -221,10 +221,9 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // 1.003-1.017x (session 16); with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x (session 14) and
   // 0.969-0.978x (session 16, also 32/8 batch 1 32K), and 0.94x with 4 (MQA batch 1 128K, 264 splits).
   const bool small_kernel = small_rings && p.head_dim_qk == 128 && plan.warps_m == 1 && plan.chunks == 1;
-  if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && small_kernel) {
-    const int splits = pol.splits > 0 ? pol.splits : splits_for(2);
-    plan.small_rings = (max_tiles + splits - 1) / splits >= 16;
-  }
+  auto chunks_hold_16 = [&](int splits) { return (max_tiles + splits - 1) / splits >= 16; };
+  if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && small_kernel)
+    plan.small_rings = chunks_hold_16(pol.splits > 0 ? pol.splits : splits_for(2));
   const int per_sm = plan.small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);
   // A walk that may skip, with max seeding (which keeps the sparsity at any split count: the same
@@ -259,8 +258,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
       plan.splits = long_chunks(plan.splits);
       const int small_splits = long_chunks(splits_for(2));
       if (small_kernel && !pol.replay_mask && p.num_heads_kv > 1 && plan.rows <= 4 &&
-          std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
-          (max_tiles + small_splits - 1) / small_splits >= 16) {
+          std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm && chunks_hold_16(small_splits)) {
         plan.small_rings = true;
         plan.splits = small_splits;
       }
