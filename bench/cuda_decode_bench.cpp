@@ -7,7 +7,7 @@
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
 //                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1] [--small-rings 0|1]
-//                            [--distinct K]
+//                            [--small-ctas 2|3] [--distinct K]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
 // --rotate K: K copies of the cache (K times the memory), the timed calls taking them in turn, so
@@ -26,6 +26,8 @@
 // --small-rings 1: every policy runs on the small rings wherever the kernel has them (head dim
 // 128, one row warp, one CTA per group), with the planner's splits or --splits, for the
 // planner's rules.
+// --small-ctas 2|3: with --small-rings 1, the small rings at two or three CTAs per SM
+// (DecodePlan::ctas_per_sm; default: the plan's where it has small rings, else 2).
 // --distinct K: K different generated sequences (generator seeds 1..K), sequence b of the batch
 // holding number b % K; default 1, every sequence the same one. With one sequence the groups of
 // one KV head all carry the same kept tiles (MQA: every group), which a server's batch does not.
@@ -82,6 +84,7 @@ double g_warm = 0.2;     // --warm
 int g_rotate = 1;        // --rotate
 int g_evict_first = -1;  // --l2-evict-first 0|1 (-1: the planner's choice)
 int g_small_rings = -1;  // --small-rings 0|1 (-1: the planner's choice)
+int g_small_ctas = 0;    // --small-ctas 2|3 (0: the plan's)
 bool g_shuffle = true;  // --ordered: each sequence's pages in order, sequences one after another
 int g_distinct = 1;     // --distinct: generated sequences, taken in turn by the batch
 
@@ -202,7 +205,11 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
     CK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
     plan = cuda::plan_decode_for(st.p, st.s.len, pol, plan.sm_count, smem, false);
   }
-  if (g_small_rings == 1) plan.small_rings = true;  // run() takes them only where the kernel has them
+  if (g_small_rings == 1) {  // run() takes them only where the kernel has them
+    if (g_small_ctas > 0) plan.ctas_per_sm = g_small_ctas;
+    else if (!plan.small_rings) plan.ctas_per_sm = 2;
+    plan.small_rings = true;
+  }
   if (g_evict_first >= 0) plan.l2_evict_first = g_evict_first != 0;
   void* ws = nullptr;
   if (plan.workspace_bytes) CK(cudaMalloc(&ws, plan.workspace_bytes));
@@ -269,6 +276,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--rotate") && i + 1 < argc) g_rotate = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--l2-evict-first") && i + 1 < argc) g_evict_first = std::atoi(argv[++i]) != 0;
     else if (!std::strcmp(argv[i], "--small-rings") && i + 1 < argc) g_small_rings = std::atoi(argv[++i]) != 0;
+    else if (!std::strcmp(argv[i], "--small-ctas") && i + 1 < argc) g_small_ctas = std::atoi(argv[++i]) == 3 ? 3 : 2;
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) g_warm = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--distinct") && i + 1 < argc) g_distinct = std::max(1, std::atoi(argv[++i]));
     else {

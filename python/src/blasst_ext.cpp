@@ -297,7 +297,8 @@ NB_MODULE(_C, m) {
       .def_ro("splits", &cuda::DecodePlan::splits)
       .def_ro("workspace_bytes", &cuda::DecodePlan::workspace_bytes)
       .def_ro("max_seq_len", &cuda::DecodePlan::max_seq_len)
-      .def_ro("small_rings", &cuda::DecodePlan::small_rings);
+      .def_ro("small_rings", &cuda::DecodePlan::small_rings)
+      .def_ro("ctas_per_sm", &cuda::DecodePlan::ctas_per_sm);
   m.def("decode_cuda_plan", &decode_cuda_plan);
   m.def("decode_cuda", &decode_cuda);
   m.def("prefill_cuda", &prefill_cuda);

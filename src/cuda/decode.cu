@@ -58,6 +58,8 @@ template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
   if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::small_rings), any policy
+    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1, 3>>(params, tmk, tmv, plan, stream);
     if (plan.small_rings && plan.chunks == 1)
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>>(params, tmk, tmv, plan, stream);
   }
@@ -136,10 +138,8 @@ void dispatch_d(int d, const DecodeParams& params, const CUtensorMap& tmk, const
   throw Error("internal: no decode variant for head dim " + std::to_string(d));
 }
 
-int smem_bytes_for(int d, int wm) {
-  const int rp = 16 * wm, nsk = stages_k(d, wm), nsv = stages_v(d, wm);
-  return (nsk + nsv) * kBlockK * d * 2 + rp * (d + 8) * 2 + 2048;
-}
+int smem_bytes_for(int d, int wm, int nsk, int nsv) { return (nsk + nsv) * kBlockK * d * 2 + 16 * wm * (d + 8) * 2 + 2048; }
+int smem_bytes_for(int d, int wm) { return smem_bytes_for(d, wm, stages_k(d, wm), stages_v(d, wm)); }
 
 }  // namespace
 
@@ -226,6 +226,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     plan.small_rings = chunks_hold_16(pol.splits > 0 ? pol.splits : splits_for(2));
   const int per_sm = plan.small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);
+  plan.ctas_per_sm = per_sm;
   // A walk that may skip, with max seeding (which keeps the sparsity at any split count: the same
   // at 1-4 splits at 32/8 batch 64 32K; without it each chunk's first tile and fresh running max
   // would cost some):
@@ -241,26 +242,35 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    of 2 (sessions 16 and 17); 8/1 batch 64 128K 1.020x with 8 distinct sequences, 1.002x with
   //    one (session 17). With shorter chunks more splits did not pay (32/8 batch 8 32K, session
   //    8: 4-16 splits 0.95-0.99x of 2).
-  //  - Under a wave, where that ring plan stays under 3 waves and a GQA group has at most 4 rows,
-  //    the small rings run the walk instead (two CTAs per SM, their own split count by the same
-  //    rule), where their chunks hold 16 tiles or more, as for dense walks. At 70 % on the H200
-  //    (session 17, against the ring plan): 32/8 batch 1 128K 1.016x, batch 2 128K 1.033x, batch
-  //    4 128K 1.022x, batch 8 8K 1.023x, 32K 1.033-1.037x (1.021x at 50 %, 0.997x at 90 %), 64K
-  //    1.025x, batch 16 32K 1.018x; 16/8 batch 8 32K 1.021x. With 3.9 waves of ring CTAs (32/8
-  //    batch 8 128K) the ring plan was faster (0.985x); with 8 rows (64/8) the small rings lost
-  //    1-3 % at three of four shapes, and MQA batch 8 32K lost 11 %; with short chunks (32/8
-  //    batch 1 at 8K and 32K: 2 and 8 tiles) they ran 0.90x and 0.92x.
+  //  - Under a wave, where a GQA group has at most 8 rows, the small rings at three CTAs per SM
+  //    run the walk instead, with one wave of them, where their chunks hold 16 tiles or more. At
+  //    70 % on the H200 against the ring plan (session 18, by three CTAs forced on a build that
+  //    had them): 32/8 batch 8 32K 1.062x, 64K 1.075x, 128K 1.052x (12 splits, two waves:
+  //    1.044x), batch 16 32K 1.068x, batch 4 128K 1.067x, batch 2 128K 1.059x, batch 1 128K
+  //    1.027x; 16/8 batch 8 32K 1.067x; 64/8 batch 8 32K 1.072x, 128K 1.016x, batch 16 32K
+  //    1.054x, batch 2 128K 1.074x, batch 1 128K 1.030x. Not taken: 16 rows (128/8 batch 8 32K
+  //    0.997x), MQA (8/1 batch 64 32K 0.997x), over a wave (32/8 batch 64 32K at 2 splits
+  //    0.990x). Where those chunks would be short (batch 8 at 8K: 11 tiles) and a group has at
+  //    most 4 rows, two CTAs per SM (their own split count by the long-chunk rule), where the
+  //    ring plan stays under 3 waves and their chunks hold 16 tiles or more (session 17: 32/8
+  //    batch 8 8K 1.023x; with 2- and 8-tile chunks 0.90x and 0.92x).
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     if (groups >= plan.sm_count * per_sm) {
       if (p.num_heads_kv > 1) plan.splits = std::clamp(max_tiles / 64, 1, 4);
     } else {
       auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
-      const int small_splits = long_chunks(splits_for(2));
-      if (small_kernel && !pol.replay_mask && p.num_heads_kv > 1 && plan.rows <= 4 &&
-          std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm && chunks_hold_16(small_splits)) {
+      const bool small = small_kernel && !pol.replay_mask && p.num_heads_kv > 1;
+      const int three = splits_for(3), two = long_chunks(splits_for(2));
+      if (small && plan.rows <= 8 && chunks_hold_16(three) && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm) {
         plan.small_rings = true;
-        plan.splits = small_splits;
+        plan.ctas_per_sm = 3;
+        plan.splits = three;
+      } else if (small && plan.rows <= 4 && std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
+                 chunks_hold_16(two)) {
+        plan.small_rings = true;
+        plan.ctas_per_sm = 2;
+        plan.splits = two;
       }
     }
   }

@@ -52,7 +52,8 @@ cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol 
 }
 
 // Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first. l2_evict_first and
-// small_rings: -1 the planner's choice, else the plan's field set to it.
+// small_rings: -1 the planner's choice, else the plan's field set to it; small_rings 1 or 2: two
+// CTAs per SM, 3: three (DecodePlan::ctas_per_sm).
 GpuRun run_gpu(const PagedBatch& x, const SkipPolicy& pol, const std::uint8_t* replay_host = nullptr,
                cudaStream_t stream = nullptr, int l2_evict_first = -1, int small_rings = -1) {
   GpuRun r;
@@ -61,6 +62,7 @@ GpuRun run_gpu(const PagedBatch& x, const SkipPolicy& pol, const std::uint8_t* r
   r.plan = cuda::plan_decode(p, max_len(x), pol);
   if (l2_evict_first >= 0) r.plan.l2_evict_first = l2_evict_first != 0;
   if (small_rings >= 0) r.plan.small_rings = small_rings != 0;
+  if (small_rings >= 1) r.plan.ctas_per_sm = small_rings == 3 ? 3 : 2;
   const std::size_t rows = std::size_t(x.batch) * x.q_tokens * x.hq;
   DeviceBuffer<std::uint16_t> o(rows * x.d);
   DeviceBuffer<float> lse(rows);
@@ -357,14 +359,20 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
       EXPECT_EQ(std::memcmp(small.lse.data(), rings.lse.data(), small.lse.size() * 4), 0);
       EXPECT_EQ(small.counters, rings.counters);
       EXPECT_LT(rel_l2(small.o, reff), tolerance(dt));
+      // Three CTAs per SM (skip walks' small rings) sum S in another order: float64 is the judge.
+      const GpuRun three = run_gpu(x, dense, nullptr, nullptr, -1, 3);
+      EXPECT_LT(rel_l2(three.o, reff), tolerance(dt));
+      EXPECT_EQ(three.counters, rings.counters);
     }
   }
 }
 
 // Walks that may skip on the small rings (DecodePlan::small_rings: one K and one V stage, a kept
-// tile's P V as soon as its V lands): the same bits, mask and counters as the ring kernel (whose
-// P V products wait in a queue) at the same splits, for scale factors with and without max
-// seeding, a threshold and a replayed mask; and the CPU engine's decisions and output.
+// tile's P V as soon as its V lands). Two CTAs per SM: the same bits, mask and counters as the ring
+// kernel (whose P V products wait in a queue) at the same splits, for scale factors with and
+// without max seeding, a threshold and a replayed mask; and the CPU engine's decisions and output.
+// Three CTAs per SM (S summed in one chain): the CPU engine's decisions (ties aside) and output,
+// and the ring kernel's output when replaying its mask.
 TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
@@ -396,6 +404,12 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
       // A replayed mask (the ring kernel's decisions) walks the same way on the small rings.
       const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 1);
       EXPECT_EQ(replayed.o_bits, rings.o_bits);
+      double sparsity3 = 0;
+      check_against_cpu(x, pol, seed, &sparsity3, 3);
+      EXPECT_GT(sparsity3, 0.1);
+      const GpuRun replayed3 = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 3);
+      EXPECT_EQ(replayed3.counters, rings.counters);
+      EXPECT_LT(rel_l2(replayed3.o, rings.o), tolerance(dt));
     }
   }
 }
@@ -406,6 +420,7 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
 TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
   const cuda::DecodePlan gqa = plan_shape(32, 8, 8, 32768), mqa = plan_shape(8, 1, 8, 32768);
   EXPECT_TRUE(gqa.small_rings);
+  EXPECT_EQ(gqa.ctas_per_sm, 2);
   EXPECT_EQ(gqa.splits, gqa.sm_count * 2 / 64);
   EXPECT_FALSE(mqa.small_rings);
   const cuda::DecodePlan mqa64 = plan_shape(8, 1, 64, 8192), long1 = plan_shape(32, 8, 1, 131072);
@@ -432,10 +447,11 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   EXPECT_EQ(planned(64, 12800, seeded).splits, 1);   // 100 tiles: chunks of 64 or more
   EXPECT_EQ(planned(64, 32768, plain).splits, 1);    // no max seeding
   EXPECT_EQ(planned(64, 32768, SkipPolicy{}).splits, 1);  // dense
-  // Under a wave with 8 rows a group (64/8; up to 4 rows take the small rings, below): 64 groups.
-  auto rings = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(64, 8, batch, len, pol); };
+  // Under a wave with 16 rows a group (128/8; up to 8 rows take the small rings, below): 64 groups.
+  auto rings = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(128, 8, batch, len, pol); };
   const cuda::DecodePlan b8 = rings(8, 32768, seeded);
   EXPECT_FALSE(b8.small_rings);
+  EXPECT_EQ(b8.ctas_per_sm, 1);
   EXPECT_EQ(b8.splits, b8.sm_count / 64);
   EXPECT_EQ(rings(8, 131072, seeded).splits, 8);  // up to 8 chunks of 128 tiles or more
   const cuda::DecodePlan b1 = rings(1, 131072, seeded);  // the wave's own count is larger
@@ -445,40 +461,44 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   EXPECT_EQ(plan_shape(8, 1, 64, 131072, seeded).splits, 8);  // MQA under a wave: long chunks too
 }
 
-// Under a wave, GQA walks that may skip, with max seeding and up to 4 rows a group, take the small
-// rings with splits for two CTAs per SM (at least the long-chunk count), unless the ring plan would
-// already run 3 waves or more or their chunks would hold fewer than 16 tiles; 8 rows, MQA, dense's
-// own rule, no max seeding and plan_decode_for(..., small_rings = false) stay on the rings. No GPU
-// needed.
+// Under a wave, GQA walks that may skip, with max seeding and up to 8 rows a group, take the small
+// rings at three CTAs per SM with one wave of them where their chunks hold 16 tiles or more; where
+// those chunks would be shorter, groups of up to 4 rows take two CTAs per SM (splits for two CTAs
+// per SM, at least the long-chunk count) unless the ring plan would already run 3 waves or more or
+// those chunks too would hold fewer than 16 tiles; 16 rows, MQA, dense's own rule, no max seeding
+// and plan_decode_for(..., small_rings = false) stay on the rings. No GPU needed.
 TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
   seeded.max_seed = true;
   struct Case {
     int hq, hkv, batch, len;
     bool small;
-    int splits;
+    int ctas, splits;
   };
   const int sms = kH200Sms;
   const Case cases[] = {
-      {32, 8, 8, 32768, true, 2 * sms / 64},   // ring plan 2 splits (128 CTAs) -> 4
-      {32, 8, 8, 8192, true, 2 * sms / 64},    // 64 tiles: 4 chunks of 16
-      {32, 8, 16, 32768, true, 2},             // 128 groups: ring 2 (long chunks), small 2
-      {32, 8, 4, 131072, true, 8},             // ring 8 (256 CTAs), small max(8, 8)
-      {32, 8, 2, 131072, true, 2 * sms / 16},  // ring 8 (128 CTAs), small 16
-      {32, 8, 1, 131072, true, 2 * sms / 8},   // ring 16, small 33 (chunks of 32 tiles)
-      {32, 8, 1, 32768, false, sms / 8},       // small would be 33 chunks of 8 tiles: ring 16
-      {32, 8, 1, 8192, false, sms / 8},        // 32 chunks of 2 tiles: ring 16
-      {16, 8, 8, 32768, true, 2 * sms / 64},   // 2 rows a group
-      {32, 8, 8, 131072, false, 8},            // ring 8 splits: 512 CTAs, 3.9 waves
-      {64, 8, 8, 32768, false, sms / 64},      // 8 rows a group
-      {8, 1, 8, 32768, false, sms / 8},        // MQA
-      {32, 8, 64, 32768, false, 4},            // a wave or more: the many-waves rule
+      {32, 8, 8, 32768, true, 3, 3 * sms / 64},    // ring plan 2 splits (128 CTAs) -> 6 (43 tiles)
+      {32, 8, 8, 8192, true, 2, 2 * sms / 64},     // 3 a SM: 11 tiles; 2 a SM: 4 chunks of 16
+      {32, 8, 16, 32768, true, 3, 3 * sms / 128},  // 128 groups: 3 chunks of 86 tiles
+      {32, 8, 8, 131072, true, 3, 3 * sms / 64},   // 6 chunks of 171 tiles (ring plan: 8)
+      {32, 8, 4, 131072, true, 3, 3 * sms / 32},   // 12 of 86
+      {32, 8, 2, 131072, true, 3, 3 * sms / 16},   // 24 of 43
+      {32, 8, 1, 131072, true, 3, 3 * sms / 8},    // 49 of 21
+      {32, 8, 1, 32768, false, 1, sms / 8},        // 3 a SM: 49 chunks of 6 tiles; 2: 33 of 8; ring 16
+      {32, 8, 1, 8192, false, 1, sms / 8},         // 32 chunks of 2 tiles: ring 16
+      {16, 8, 8, 32768, true, 3, 3 * sms / 64},    // 2 rows a group
+      {64, 8, 8, 32768, true, 3, 3 * sms / 64},    // 8 rows a group
+      {64, 8, 8, 8192, false, 1, sms / 64},        // 8 rows, 11-tile chunks: not on two a SM
+      {128, 8, 8, 32768, false, 1, sms / 64},      // 16 rows a group
+      {8, 1, 8, 32768, false, 1, sms / 8},         // MQA
+      {32, 8, 64, 32768, false, 1, 4},             // a wave or more: the many-waves rule
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(std::to_string(c.hq) + "/" + std::to_string(c.hkv) + " batch " + std::to_string(c.batch) + " len " +
                  std::to_string(c.len));
     const cuda::DecodePlan plan = plan_shape(c.hq, c.hkv, c.batch, c.len, seeded);
     EXPECT_EQ(plan.small_rings, c.small);
+    EXPECT_EQ(plan.ctas_per_sm, c.ctas);
     EXPECT_EQ(plan.splits, c.splits);
   }
   SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);

@@ -29,19 +29,26 @@ struct DecodePlan {
   // only (same bits either way). PERF.md, session 13: with the cache rotated as a server sees it,
   // MQA 8/1 batch 8 32K 1.03x, batch 64 1.02x dense, 32/8 batch 8 1.01x.
   bool l2_evict_first = true;
-  // Walks on rings of one K and one V stage, two CTAs per SM, as cuDNN's decode kernel runs; the
-  // splits are planned for two CTAs per SM. Only at head dim 128 with one CTA of one row warp per
-  // vote group (up to 16 rows); run() takes the ring kernel elsewhere. The planner sets it for
+  // Walks on rings of one K and one V stage, two or three CTAs per SM (ctas_per_sm), as cuDNN's
+  // decode kernel runs; the splits are planned for that many CTAs per SM. Only at head dim 128
+  // with one CTA of one row warp per vote group (up to 16 rows); run() takes the ring kernel
+  // elsewhere. A kept tile's P V runs as soon as its V lands (one V stage, no queue), and the
+  // other CTAs on the SM stream meanwhile. The planner sets it for
   //  - a dense policy (no threshold, no replayed mask) where each chunk still holds 16 tiles or
-  //    more. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x; session 16: 16-tile
-  //    chunks (batch 8 and 64 at 8K) 1.003-1.017x;
-  //  - a GQA policy that may skip, with max seeding, up to 4 rows per group, on a grid under a
-  //    wave whose ring plan would not reach 3 waves, where chunks still hold 16 tiles or more. A
-  //    kept tile's P V then runs as soon as its V lands (one V stage, no queue), and the other
-  //    CTA on the SM streams meanwhile. PERF.md, session 17: 32/8 at 70 % 1.016-1.037x over
-  //    batch 1-16, 8K-128K; 64/8 (8 rows) and MQA lost.
-  // The same bits as the ring kernel at the same splits, for any policy (tested).
+  //    more, two CTAs per SM. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x;
+  //    session 16: 16-tile chunks (batch 8 and 64 at 8K) 1.003-1.017x;
+  //  - a GQA policy that may skip, with max seeding, up to 8 rows per group, on a grid under a
+  //    wave, three CTAs per SM and one wave of them, where chunks still hold 16 tiles or more.
+  //    PERF.md, session 18: at 70 % 1.03-1.07x over the ring kernel (32/8 and 64/8, batch 1-16,
+  //    32K-128K). Where three CTAs' chunks would be shorter, two CTAs per SM take a group of up
+  //    to 4 rows as in session 17 (batch 8 at 8K).
+  // With two CTAs per SM the same bits as the ring kernel at the same splits, for any policy
+  // (tested); three sum S in another order (DecodeTraits::kSplitAcc), so bits and, at boundary
+  // ties, decisions may differ from the ring kernel's (tested against the CPU engine).
   bool small_rings = false;
+  // CTAs per SM the splits were planned for: on the small rings 2 or 3 (the kernel is chosen by
+  // it), on the ring kernel what its shared memory allows (1 at head dims 128 and 256).
+  int ctas_per_sm = 1;
 };
 
 // Why this problem/policy cannot run on the CUDA decode kernel, or "" if it can.

@@ -31,6 +31,7 @@
 #include <cuda_bf16.h>
 #include <cuda.h>
 #include <cuda_fp16.h>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -40,7 +41,9 @@
 
 namespace blasst::cuda {
 
-template <class T_, int D_, int BK_, int WM_, int WN_, int NSK_, int NSV_>
+// CPS_: CTAs per SM the launch bounds promise (0: two where the shared memory allows, else one). 3
+// is the small rings of a skip walk (DecodePlan::ctas_per_sm): 136 registers a thread.
+template <class T_, int D_, int BK_, int WM_, int WN_, int NSK_, int NSV_, int CPS_ = 0>
 struct DecodeTraits {
   using T = T_;
   static constexpr int D = D_, BK = BK_, WM = WM_, WN = WN_, NSK = NSK_, NSV = NSV_;
@@ -56,9 +59,11 @@ struct DecodeTraits {
   static constexpr int NH = D / 64;   // 128-byte column slices of a key row (one TMA box each)
   static constexpr int kQueue = NSV - 1;  // P V products deferred behind their V loads
   // Narrow key slices have registers to spare: Q fragments stay in registers and Q K^T runs two
-  // accumulator sets (half the head dim each) to halve the MMA dependency chains.
-  static constexpr bool kQInRegs = NT <= 4 && D <= 128;
-  static constexpr bool kSplitAcc = NT <= 4;
+  // accumulator sets (half the head dim each) to halve the MMA dependency chains. Not at three
+  // CTAs per SM, whose 136 registers would spill (168 bytes with the accumulators, 32 without, Q in
+  // shared memory): there S sums the head dim in one chain, so its bits differ from the others'.
+  static constexpr bool kQInRegs = NT <= 4 && D <= 128 && CPS_ != 3;
+  static constexpr bool kSplitAcc = NT <= 4 && CPS_ != 3;
   static constexpr int NDEC = NSK + 1;    // decision ring: the producer lags NSK - 1 steps
   // K and V tiles a dense walk keeps in flight: two at head dim 128 with one or two row warps
   // (measured there only; see the producer), fewer than the rings hold; elsewhere the rings.
@@ -80,7 +85,8 @@ struct DecodeTraits {
   static constexpr std::size_t kBarOffset = (kDecOffset + NDEC + 15) / 16 * 16;
   static constexpr int kBars = 2 * NSK + 2 * NSV + NDEC;  // full/empty K, full/empty V, decisions
   static constexpr std::size_t kSmemBytes = kBarOffset + kBars * sizeof(std::uint64_t) + 1024;
-  static constexpr int kMinBlocks = kSmemBytes <= 110 * 1024 ? 2 : 1;  // CTAs an SM holds (registers capped so)
+  static constexpr int kMinBlocks = CPS_ > 0 ? CPS_ : kSmemBytes <= 110 * 1024 ? 2 : 1;  // CTAs an SM holds (registers capped so)
+  static_assert(std::size_t(kMinBlocks) * (kSmemBytes + 1024) <= 227 * 1024, "the CTAs do not fit an SM's shared memory");
   // The cross-warp output reduction (WN > 1) reuses the K and V stages.
   static_assert(WN == 1 || std::size_t(WN) * RP * D * sizeof(float) + std::size_t(WN) * RP * sizeof(float) <=
                                (NSK + NSV) * kTileBytes,
