@@ -1,5 +1,6 @@
 // Host side of the CUDA decode: support checks, the planner and the dispatch over compiled variants.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <string>
 
@@ -230,7 +231,14 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // A walk that may skip, with max seeding (which keeps the sparsity at any split count: the same
   // at 1-4 splits at 32/8 batch 64 32K; without it each chunk's first tile and fresh running max
   // would cost some):
-  //  - On a grid of a wave or more even unsplit, GQA takes chunks of at least 64 tiles, up to 4 per
+  //  - On a grid of a wave or more even unsplit, GQA groups of up to 8 rows take the small rings at
+  //    three CTAs per SM with up to 8 chunks of at least 64 tiles, the count whose last wave is
+  //    the fullest, if that is 90 % full or more. At 70 % on the H200 against the ring plan below
+  //    (session 18, forced on the merged build): 32/8 batch 64 32K 3 splits (3.9 waves) 1.029x
+  //    (2 splits, 2.6 waves: 0.990x; 4, 5.2 waves: 0.972x), 64/8 1.029x (0.966x at 4); batch 32
+  //    32K 3 splits 1.032x; batch 64 128K 3 splits 1.018x (32/8) and 1.014x (64/8), 6 splits
+  //    1.022x and 1.013x.
+  //  - Otherwise on such a grid GQA takes chunks of at least 64 tiles, up to 4 per
   //    group: each CTA lasts as long as its kept tiles, which differ by KV head, so the last
   //    wave's tail leaves SMs idle, and more, shorter CTAs shorten it. At 70 % on the H200 against
   //    one split (PERF.md, session 16): 32/8 batch 64 32K 1.025x and 128K 1.045x, batch 32 32K
@@ -255,14 +263,28 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    ring plan stays under 3 waves and their chunks hold 16 tiles or more (session 17: 32/8
   //    batch 8 8K 1.023x; with 2- and 8-tile chunks 0.90x and 0.92x).
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
+    const bool small = small_kernel && !pol.replay_mask && p.num_heads_kv > 1;
+    const bool three_fit = small && plan.rows <= 8 && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
     if (groups >= plan.sm_count * per_sm) {
       if (p.num_heads_kv > 1) plan.splits = std::clamp(max_tiles / 64, 1, 4);
+      // Three CTAs per SM: up to 8 chunks of 64 tiles or more, the count whose last wave is the
+      // fullest (the first such), if it is 90 % full or more.
+      int best = 0;
+      double best_fill = 0.9;
+      for (int s = 1; three_fit && s <= std::min(8, max_tiles / 64); ++s) {
+        const double waves = double(groups) * s / (3.0 * plan.sm_count), fill = waves / std::ceil(waves);
+        if (fill > best_fill + 1e-9 || (best == 0 && fill >= best_fill)) best = s, best_fill = fill;
+      }
+      if (best > 0) {
+        plan.small_rings = true;
+        plan.ctas_per_sm = 3;
+        plan.splits = best;
+      }
     } else {
       auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
-      const bool small = small_kernel && !pol.replay_mask && p.num_heads_kv > 1;
       const int three = splits_for(3), two = long_chunks(splits_for(2));
-      if (small && plan.rows <= 8 && chunks_hold_16(three) && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm) {
+      if (three_fit && chunks_hold_16(three)) {
         plan.small_rings = true;
         plan.ctas_per_sm = 3;
         plan.splits = three;

@@ -431,22 +431,38 @@ TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
   EXPECT_THROW(cuda::plan_decode_for(shape_problem(8, 1, 1, 64), 64, SkipPolicy{}, 0, kH200SmemPerSm), Error);
 }
 
-// GQA walks that may skip, with max seeding, on a grid of a wave or more even unsplit take chunks of
-// at least 64 tiles, up to 4 per group (the last wave's tail is shorter); under a wave, up to 8
-// chunks of at least 128 tiles where that is more than the wave's count (one KV head included);
-// dense walks, walks without max seeding and one KV head over many waves keep the planner's other
-// rules.
+// GQA walks that may skip, with max seeding, on a grid of a wave or more even unsplit: groups of up
+// to 8 rows take the small rings at three CTAs per SM, up to 8 chunks of at least 64 tiles, the
+// count whose last wave is the fullest if that is 90 % full or more; otherwise (16 rows, or no
+// such count) the ring kernel with chunks of at least 64 tiles, up to 4 per group (the last wave's
+// tail is shorter). Under a wave, up to 8 chunks of at least 128 tiles where that is more than the
+// wave's count (one KV head included); dense walks, walks without max seeding and one KV head over
+// many waves keep the planner's other rules.
 TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   auto planned = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(32, 8, batch, len, pol); };
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
   seeded.max_seed = true;
   SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
-  EXPECT_EQ(planned(64, 32768, seeded).splits, 4);   // 512 groups, 256 tiles
-  EXPECT_EQ(planned(64, 131072, seeded).splits, 4);  // 1024 tiles: still 4
-  EXPECT_EQ(planned(64, 8192, seeded).splits, 1);    // 64 tiles: one chunk
-  EXPECT_EQ(planned(64, 12800, seeded).splits, 1);   // 100 tiles: chunks of 64 or more
-  EXPECT_EQ(planned(64, 32768, plain).splits, 1);    // no max seeding
+  // 512 groups, 396 CTAs a wave: 3 splits make 3.9 waves (2: 2.6, 4: 5.2).
+  const cuda::DecodePlan b64 = planned(64, 32768, seeded);
+  EXPECT_TRUE(b64.small_rings);
+  EXPECT_EQ(b64.ctas_per_sm, 3);
+  EXPECT_EQ(b64.splits, 3);
+  EXPECT_EQ(planned(64, 131072, seeded).splits, 3);   // 6 fills as well: the first is taken
+  EXPECT_EQ(planned(32, 32768, seeded).splits, 3);    // 256 groups: 1.94 waves
+  EXPECT_EQ(planned(256, 32768, seeded).splits, 4);   // 2048 groups: 20.7 waves
+  const cuda::DecodePlan b64s = planned(64, 8192, seeded);  // 64 tiles: one chunk, 1.3 waves
+  EXPECT_FALSE(b64s.small_rings);
+  EXPECT_EQ(b64s.splits, 1);
+  EXPECT_EQ(planned(64, 12800, seeded).splits, 1);    // 100 tiles: chunks of 64 or more
+  EXPECT_EQ(planned(64, 32768, plain).splits, 1);     // no max seeding
+  EXPECT_FALSE(planned(64, 32768, plain).small_rings);
   EXPECT_EQ(planned(64, 32768, SkipPolicy{}).splits, 1);  // dense
+  // 16 rows a group (128/8): the ring kernel's rule.
+  const cuda::DecodePlan r64 = plan_shape(128, 8, 64, 32768, seeded);
+  EXPECT_FALSE(r64.small_rings);
+  EXPECT_EQ(r64.splits, 4);
+  EXPECT_EQ(plan_shape(128, 8, 64, 131072, seeded).splits, 4);  // 1024 tiles: still 4
   // Under a wave with 16 rows a group (128/8; up to 8 rows take the small rings, below): 64 groups.
   auto rings = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(128, 8, batch, len, pol); };
   const cuda::DecodePlan b8 = rings(8, 32768, seeded);
@@ -491,7 +507,7 @@ TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
       {64, 8, 8, 8192, false, 1, sms / 64},        // 8 rows, 11-tile chunks: not on two a SM
       {128, 8, 8, 32768, false, 1, sms / 64},      // 16 rows a group
       {8, 1, 8, 32768, false, 1, sms / 8},         // MQA
-      {32, 8, 64, 32768, false, 1, 4},             // a wave or more: the many-waves rule
+      {32, 8, 64, 32768, true, 3, 3},              // a wave or more: the many-waves rule
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(std::to_string(c.hq) + "/" + std::to_string(c.hkv) + " batch " + std::to_string(c.batch) + " len " +
