@@ -37,11 +37,12 @@ struct DecodePlan {
   //  - a dense policy (no threshold, no replayed mask) where each chunk still holds 16 tiles or
   //    more, two CTAs per SM. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x;
   //    session 16: 16-tile chunks (batch 8 and 64 at 8K) 1.003-1.017x;
-  //  - a GQA policy that may skip, with max seeding, up to 8 rows per group, on a grid under a
-  //    wave, three CTAs per SM and one wave of them, where chunks still hold 16 tiles or more.
-  //    PERF.md, session 18: at 70 % 1.03-1.07x over the ring kernel (32/8 and 64/8, batch 1-16,
-  //    32K-128K). Where three CTAs' chunks would be shorter, two CTAs per SM take a group of up
-  //    to 4 rows as in session 17 (batch 8 at 8K).
+  //  - a GQA policy that may skip, with max seeding, up to 8 rows per group, three CTAs per SM:
+  //    under a wave of the ring kernel one wave of them, where chunks still hold 16 tiles or more
+  //    (PERF.md, session 18: at 70 % 1.02-1.08x over the ring kernel, 32/8 and 64/8, batch 1-16,
+  //    32K-128K; where those chunks would be shorter, two CTAs per SM take a group of up to 4 rows
+  //    as in session 17, e.g. batch 8 at 8K); over a wave up to 8 chunks of 64 tiles or more, the
+  //    count whose last wave is fullest, if at least 90 % full (1.018-1.031x at batch 32-256).
   // With two CTAs per SM the same bits as the ring kernel at the same splits, for any policy
   // (tested); three sum S in another order (DecodeTraits::kSplitAcc), so bits and, at boundary
   // ties, decisions may differ from the ring kernel's (tested against the CPU engine).
