@@ -12,6 +12,8 @@
 // output is the skip's speedup over dense with the same splits for several caps, i.e. what the
 // imbalance of the kept tiles between CTAs leaves of the ideal 1 / bytes. Session 4 measured 1.38x
 // at 32/8, batch 8, 32K, 2 splits, which the model meets at a cap of about 1.8 (docs/PERF.md).
+// Last, for one wave of three CTAs per SM, the SMs' loads if CTA L of the launch order runs on SM
+// L mod 132, with blockIdx.x as the split and with the splits rotated by group.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -104,6 +106,37 @@ int main(int argc, char** argv) {
     std::printf("%6d %9.3f %9.3f %12.3f", splits, sparsity, bytes, *std::max_element(skip.begin(), skip.end()) / mean);
     for (double cap : {1.0, 1.5, 2.0, 3.0}) std::printf(" %9.3fx", fluid_time(dense, sms, cap) / fluid_time(skip, sms, cap));
     std::printf("\n");
+  }
+
+  // One wave of three CTAs per SM (the small rings of a skip walk, DecodePlan::ctas_per_sm = 3):
+  // if CTA L of the launch order lands on SM L mod 132, the SMs' loads (bytes, in tiles) spread
+  // as below. "plain": blockIdx.x is the split; "rotated": the split is (blockIdx.x + group) mod
+  // splits (branch decode-split-rotate). avg/max compares with ncu's SM busy avg/max.
+  const int groups = batch * hkv, splits3 = std::clamp(3 * sms / groups, 1, std::max(1, tiles / 2));
+  if (groups * splits3 <= 3 * sms) {
+    const double sparsity =
+        bench::scale_factor_for_sparsity(target, 1e-3, len, [&](double a) { return sparsity_at(a, splits3); }).second;
+    const int per = (tiles + splits3 - 1) / splits3;
+    auto cost = [&](int h, int s) {
+      const int t0 = s * per, t1 = std::min(tiles, t0 + per);
+      double c = s > 0 ? 1 : 0;
+      for (int t = t0; t < t1; ++t) c += 1 + (mask[layout.index(0, h, t)] == static_cast<std::uint8_t>(tile_kept));
+      return c;
+    };
+    std::printf("\nthree CTAs per SM, %d splits (sparsity %.3f), CTA L on SM L mod %d: SM load avg/max, min/max\n",
+                splits3, sparsity, sms);
+    for (int rotated : {0, 1}) {
+      std::vector<double> sm(sms, 0.0);
+      for (int b = 0; b < batch; ++b)
+        for (int h = 0; h < hkv; ++h)
+          for (int x = 0; x < splits3; ++x) {
+            const int g = h + hkv * b, L = x + splits3 * g;
+            sm[L % sms] += cost(h, rotated ? (x + g) % splits3 : x);
+          }
+      const double mx = *std::max_element(sm.begin(), sm.end()), mn = *std::min_element(sm.begin(), sm.end());
+      std::printf("  %-8s %.3f  %.3f\n", rotated ? "rotated" : "plain", std::accumulate(sm.begin(), sm.end(), 0.0) / sms / mx,
+                  mn / mx);
+    }
   }
   return 0;
 }
