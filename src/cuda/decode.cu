@@ -265,35 +265,31 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     const bool small = small_kernel && !pol.replay_mask && p.num_heads_kv > 1;
     const bool three_fit = small && plan.rows <= 8 && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
+    auto take_small_rings = [&](int ctas_per_sm, int splits) {
+      plan.small_rings = true;
+      plan.ctas_per_sm = ctas_per_sm;
+      plan.splits = splits;
+    };
     if (groups >= plan.sm_count * per_sm) {
       if (p.num_heads_kv > 1) plan.splits = std::clamp(max_tiles / 64, 1, 4);
       // Three CTAs per SM: up to 8 chunks of 64 tiles or more, the count whose last wave is the
       // fullest (the first such), if it is 90 % full or more.
       int best = 0;
-      double best_fill = 0.9;
+      double best_fill = 0;
       for (int s = 1; three_fit && s <= std::min(8, max_tiles / 64); ++s) {
         const double waves = double(groups) * s / (3.0 * plan.sm_count), fill = waves / std::ceil(waves);
-        if (fill > best_fill + 1e-9 || (best == 0 && fill >= best_fill)) best = s, best_fill = fill;
+        if (fill > best_fill + 1e-9) best = s, best_fill = fill;
       }
-      if (best > 0) {
-        plan.small_rings = true;
-        plan.ctas_per_sm = 3;
-        plan.splits = best;
-      }
+      if (best > 0 && best_fill >= 0.9) take_small_rings(3, best);
     } else {
       auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
       const int three = splits_for(3), two = long_chunks(splits_for(2));
-      if (three_fit && chunks_hold_16(three)) {
-        plan.small_rings = true;
-        plan.ctas_per_sm = 3;
-        plan.splits = three;
-      } else if (small && plan.rows <= 4 && std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
-                 chunks_hold_16(two)) {
-        plan.small_rings = true;
-        plan.ctas_per_sm = 2;
-        plan.splits = two;
-      }
+      if (three_fit && chunks_hold_16(three))
+        take_small_rings(3, three);
+      else if (small && plan.rows <= 4 && std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
+               chunks_hold_16(two))
+        take_small_rings(2, two);
     }
   }
   if (plan.splits > 1)
