@@ -85,7 +85,9 @@ def main():
             tbps = kv_bytes / (ms * 1e-3) / 1e12
             print(f"{hq:<6}{hkv:<6}{batch:<7}{n:<8}{name:<8}{gqa:<9}{ms:>9.4f}{tbps:>8.3f}")
             rows.append(dict(hq=hq, hkv=hkv, batch=batch, len=n, backend=name, gqa=gqa, ms=ms, tbps=tbps))
-        del q, ks, vs
+        # Every name that holds this shape's cache goes (the last backend's copies and its step
+        # closure too): otherwise the next long shape finds too little free memory and is skipped.
+        q = ks = vs = kks = vvs = step = None
         torch.cuda.empty_cache()
     if args.csv:
         with open(args.csv, "w", newline="") as f:

@@ -21,8 +21,9 @@ rotate=${ROTATE:-2}
 shapes=$(IFS=';'; echo "$*")
 log=$(mktemp)
 for ((r = 0; r < rounds; ++r)); do
-  python3 bench/sdpa_decode_peer.py --rotate "$rotate" --shapes "$shapes" 2>&1 | grep -E " cudnn " |
-    awk '{print $1 "," $2 "," $3 "," $4, "cudnn", $7}'
+  # A peer that could not run says why (on lines starting with #), so no ratio goes missing silently.
+  python3 bench/sdpa_decode_peer.py --rotate "$rotate" --shapes "$shapes" 2>&1 |
+    awk '/ cudnn /{print $1 "," $2 "," $3 "," $4, "cudnn", $7; next} /skipped|not available|rror/{print "# " $0}'
   for s in "$@"; do
     "$bench" --one "$s" --rotate "$rotate" --target "$target" 2>&1 | grep -E " dense | a=" |
       awk -v s="$s" '{p = ($5 == "dense") ? "dense" : "skip"; print s, p, $7, $9}'
@@ -33,7 +34,7 @@ import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     f = line.split()
-    if len(f) < 3:
+    if len(f) < 3 or f[0] == "#":
         continue
     rows.setdefault((f[0], f[1]), []).append((float(f[2]), f[3] if len(f) > 3 else ""))
 print("\n== medians: shape | cuDNN ms | ours dense ms (TB/s), vs cuDNN | ours at the target ms (sparsity), vs cuDNN, vs our dense")
