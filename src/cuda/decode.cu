@@ -257,14 +257,19 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    1.044x), batch 16 32K 1.068x, batch 4 128K 1.067x, batch 2 128K 1.059x, batch 1 128K
   //    1.027x; 16/8 batch 8 32K 1.067x; 64/8 batch 8 32K 1.072x, 128K 1.016x, batch 16 32K
   //    1.054x, batch 2 128K 1.074x, batch 1 128K 1.030x. Not taken: 16 rows (128/8 batch 8 32K
-  //    0.997x), MQA (8/1 batch 64 32K 0.997x), over a wave (32/8 batch 64 32K at 2 splits
-  //    0.990x). Where those chunks would be short (batch 8 at 8K: 11 tiles) and a group has at
+  //    0.997x), over a wave (32/8 batch 64 32K at 2 splits 0.990x). MQA only where those chunks
+  //    hold 128 tiles or more (session 19: 8/1 batch 64 128K, 6 chunks of 171 tiles, 1.021x, and
+  //    1.031x with 8 distinct sequences; with 43 tiles, batch 64 32K, 0.993x, session 18 0.997x;
+  //    with 21, batch 8 128K, 0.966x). Where those chunks would be short (batch 8 at 8K: 11 tiles) and a group has at
   //    most 4 rows, two CTAs per SM (their own split count by the long-chunk rule), where the
   //    ring plan stays under 3 waves and their chunks hold 16 tiles or more (session 17: 32/8
   //    batch 8 8K 1.023x; with 2- and 8-tile chunks 0.90x and 0.92x).
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     const bool small = small_kernel && !pol.replay_mask && p.num_heads_kv > 1;
     const bool three_fit = small && plan.rows <= 8 && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
+    // One KV head under a wave: three CTAs per SM only with chunks of 128 tiles or more.
+    const bool mqa_three_fit = small_kernel && !pol.replay_mask && p.num_heads_kv == 1 && plan.rows <= 8 &&
+                               3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
     auto take_small_rings = [&](int ctas_per_sm, int splits) {
       plan.small_rings = true;
       plan.ctas_per_sm = ctas_per_sm;
@@ -285,7 +290,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
       auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
       const int three = splits_for(3), two = long_chunks(splits_for(2));
-      if (three_fit && chunks_hold_16(three))
+      if ((three_fit && chunks_hold_16(three)) || (mqa_three_fit && (max_tiles + three - 1) / three >= 128))
         take_small_rings(3, three);
       else if (small && plan.rows <= 4 && std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
                chunks_hold_16(two))

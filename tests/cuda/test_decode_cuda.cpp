@@ -376,8 +376,13 @@ TEST(CudaDecode, DenseSmallRingsMatchTheRings) {
 TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
-  for (DType dt : {DType::bf16, DType::f16}) {
-    const PagedBatch x = make_paged(seed, {8192, 17, 0, 5000, 1, 8000, 129}, 1, 32, 8, 128, 16, dt, true);
+  struct Layout {
+    DType dt;
+    int hq, hkv;
+  };
+  for (const Layout lay : {Layout{DType::bf16, 32, 8}, Layout{DType::f16, 32, 8}, Layout{DType::bf16, 8, 1}}) {
+    const DType dt = lay.dt;
+    const PagedBatch x = make_paged(seed, {8192, 17, 0, 5000, 1, 8000, 129}, 1, lay.hq, lay.hkv, 128, 16, dt, true);
     std::vector<SkipPolicy> pols;
     for (int splits : {1, 2, 5}) {
       SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
@@ -474,15 +479,17 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   EXPECT_EQ(b1.splits, b1.sm_count / 8);
   EXPECT_EQ(rings(8, 131072, plain).splits, b8.sm_count / 64);  // no max seeding
   EXPECT_EQ(plan_shape(8, 1, 256, 32768, seeded).splits, 1);  // MQA over many waves: one split
-  EXPECT_EQ(plan_shape(8, 1, 64, 131072, seeded).splits, 8);  // MQA under a wave: long chunks too
+  EXPECT_EQ(plan_shape(8, 1, 64, 65536, seeded).splits, 4);  // MQA under a wave: long chunks too
+  // (at 128K three CTAs per SM take it: SkipWalksOnSmallRingsUnderAWave)
 }
 
 // Under a wave, GQA walks that may skip, with max seeding and up to 8 rows a group, take the small
 // rings at three CTAs per SM with one wave of them where their chunks hold 16 tiles or more; where
 // those chunks would be shorter, groups of up to 4 rows take two CTAs per SM (splits for two CTAs
 // per SM, at least the long-chunk count) unless the ring plan would already run 3 waves or more or
-// those chunks too would hold fewer than 16 tiles; 16 rows, MQA, dense's own rule, no max seeding
-// and plan_decode_for(..., small_rings = false) stay on the rings. No GPU needed.
+// those chunks too would hold fewer than 16 tiles; MQA takes three CTAs per SM only where their
+// chunks hold 128 tiles or more; 16 rows, dense's own rule, no max seeding and
+// plan_decode_for(..., small_rings = false) stay on the rings. No GPU needed.
 TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
   seeded.max_seed = true;
@@ -507,6 +514,9 @@ TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
       {64, 8, 8, 8192, false, 1, sms / 64},        // 8 rows, 11-tile chunks: not on two a SM
       {128, 8, 8, 32768, false, 1, sms / 64},      // 16 rows a group
       {8, 1, 8, 32768, false, 1, sms / 8},         // MQA
+      {8, 1, 64, 131072, true, 3, 3 * sms / 64},   // MQA, 6 chunks of 171 tiles (ring plan: 8)
+      {8, 1, 64, 32768, false, 1, sms / 64},       // MQA, 43-tile chunks: the ring plan
+      {8, 1, 8, 131072, false, 1, sms / 8},        // MQA, 21-tile chunks: the ring plan
       {32, 8, 64, 32768, true, 3, 3},              // a wave or more: the many-waves rule
   };
   for (const Case& c : cases) {
