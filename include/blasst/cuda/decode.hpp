@@ -42,7 +42,9 @@ struct DecodePlan {
   //    (PERF.md, session 18: at 70 % 1.02-1.08x over the ring kernel, 32/8 and 64/8, batch 1-16,
   //    32K-128K; where those chunks would be shorter, two CTAs per SM take a group of up to 4 rows
   //    as in session 17, e.g. batch 8 at 8K); over a wave up to 8 chunks of 64 tiles or more, the
-  //    count whose last wave is fullest, if at least 90 % full (1.018-1.031x at batch 32-256).
+  //    count whose last wave is fullest, if at least 90 % full (1.018-1.031x at batch 32-256);
+  //  - the same under a wave for one KV head (MQA) where the chunks hold 128 tiles or more
+  //    (session 19: 8/1 batch 64 and 128 at 128K 1.021-1.025x).
   // With two CTAs per SM the same bits as the ring kernel at the same splits, for any policy
   // (tested); three sum S in another order (DecodeTraits::kSplitAcc), so bits and, at boundary
   // ties, decisions may differ from the ring kernel's (tested against the CPU engine).
