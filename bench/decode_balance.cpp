@@ -13,7 +13,9 @@
 // imbalance of the kept tiles between CTAs leaves of the ideal 1 / bytes. Session 4 measured 1.38x
 // at 32/8, batch 8, 32K, 2 splits, which the model meets at a cap of about 1.8 (docs/PERF.md).
 // Last, for one wave of three CTAs per SM, the SMs' loads if CTA L of the launch order runs on SM
-// L mod 132, with blockIdx.x as the split and with the splits rotated by group.
+// L mod 132, with blockIdx.x as the split and with the splits rotated by group. That placement
+// model does not match the GPU: it gave the rotation 2-5 %, and the rotation measured level
+// (docs/PERF.md, session 19).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
