@@ -260,10 +260,11 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    0.997x), over a wave (32/8 batch 64 32K at 2 splits 0.990x). MQA only where those chunks
   //    hold 128 tiles or more (session 19: 8/1 batch 64 128K, 6 chunks of 171 tiles, 1.021x, and
   //    1.031x with 8 distinct sequences; with 43 tiles, batch 64 32K, 0.993x, session 18 0.997x;
-  //    with 21, batch 8 128K, 0.966x). Where those chunks would be short (batch 8 at 8K: 11 tiles) and a group has at
-  //    most 4 rows, two CTAs per SM (their own split count by the long-chunk rule), where the
-  //    ring plan stays under 3 waves and their chunks hold 16 tiles or more (session 17: 32/8
-  //    batch 8 8K 1.023x; with 2- and 8-tile chunks 0.90x and 0.92x).
+  //    with 21, batch 8 128K, 0.966x). Where a GQA walk's chunks at three CTAs per SM would be
+  //    short (batch 8 at 8K: 11 tiles) and a group has at most 4 rows, two CTAs per SM (their
+  //    own split count by the long-chunk rule), where the ring plan stays under 3 waves and their
+  //    chunks hold 16 tiles or more (session 17: 32/8 batch 8 8K 1.023x; with 2- and 8-tile
+  //    chunks 0.90x and 0.92x).
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     const bool small = small_kernel && !pol.replay_mask && p.num_heads_kv > 1;
     const bool three_fit = small && plan.rows <= 8 && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
