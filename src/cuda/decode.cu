@@ -222,7 +222,8 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // 1.003-1.017x (session 16); with 8 tiles (MQA batch 8 32K, 33 splits) 0.975x (session 14) and
   // 0.969-0.978x (session 16, also 32/8 batch 1 32K), and 0.94x with 4 (MQA batch 1 128K, 264 splits).
   const bool small_kernel = small_rings && p.head_dim_qk == 128 && plan.warps_m == 1 && plan.chunks == 1;
-  auto chunks_hold_16 = [&](int splits) { return (max_tiles + splits - 1) / splits >= 16; };
+  auto chunk_tiles = [&](int splits) { return (max_tiles + splits - 1) / splits; };
+  auto chunks_hold_16 = [&](int splits) { return chunk_tiles(splits) >= 16; };
   if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && small_kernel)
     plan.small_rings = chunks_hold_16(pol.splits > 0 ? pol.splits : splits_for(2));
   const int per_sm = plan.small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
@@ -266,18 +267,19 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    chunks hold 16 tiles or more (session 17: 32/8 batch 8 8K 1.023x; with 2- and 8-tile
   //    chunks 0.90x and 0.92x).
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
-    const bool small = small_kernel && !pol.replay_mask && p.num_heads_kv > 1;
-    const bool three_fit = small && plan.rows <= 8 && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
+    const bool small_any = small_kernel && !pol.replay_mask;  // GQA or MQA
+    const bool three_any = small_any && plan.rows <= 8 && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
+    const bool gqa = p.num_heads_kv > 1;
+    const bool small = small_any && gqa, three_fit = three_any && gqa;
     // One KV head under a wave: three CTAs per SM only with chunks of 128 tiles or more.
-    const bool mqa_three_fit = small_kernel && !pol.replay_mask && p.num_heads_kv == 1 && plan.rows <= 8 &&
-                               3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
+    const bool mqa_three_fit = three_any && !gqa;
     auto take_small_rings = [&](int ctas_per_sm, int splits) {
       plan.small_rings = true;
       plan.ctas_per_sm = ctas_per_sm;
       plan.splits = splits;
     };
     if (groups >= plan.sm_count * per_sm) {
-      if (p.num_heads_kv > 1) plan.splits = std::clamp(max_tiles / 64, 1, 4);
+      if (gqa) plan.splits = std::clamp(max_tiles / 64, 1, 4);
       // Three CTAs per SM: up to 8 chunks of 64 tiles or more, the count whose last wave is the
       // fullest (the first such), if it is 90 % full or more.
       int best = 0;
@@ -291,7 +293,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
       auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
       const int three = splits_for(3), two = long_chunks(splits_for(2));
-      if ((three_fit && chunks_hold_16(three)) || (mqa_three_fit && (max_tiles + three - 1) / three >= 128))
+      if ((three_fit && chunks_hold_16(three)) || (mqa_three_fit && chunk_tiles(three) >= 128))
         take_small_rings(3, three);
       else if (small && plan.rows <= 4 && std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
                chunks_hold_16(two))
