@@ -10,8 +10,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "blasst/convert.hpp"
+#include "blasst/npy.hpp"
 #include "sparsity_search.hpp"
 
 #define CK(call)                                                                                  \
@@ -36,6 +39,24 @@ inline float bf16_float(std::uint16_t h) {
   const std::uint32_t b = std::uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// A float32 or float16 .npy file as float32 values with its shape (captured model tensors, e.g.
+// scripts/capture_bench_inputs.py); exits with a message on any other dtype or `want_dims` mismatch.
+struct FloatArray {
+  std::vector<std::int64_t> shape;
+  std::vector<float> x;
+};
+inline FloatArray load_floats(const std::string& path, std::size_t want_dims) {
+  const npy::Array a = npy::load(path);
+  if ((a.type != npy::Type::f32 && a.type != npy::Type::f16) || a.shape.size() != want_dims) {
+    std::fprintf(stderr, "%s: want a %zu-d float32 or float16 array, got %zu-d %s\n", path.c_str(), want_dims,
+                 a.shape.size(), npy::to_string(a.type));
+    std::exit(2);
+  }
+  FloatArray f{a.shape, std::vector<float>(static_cast<std::size_t>(a.numel()))};
+  convert_row(a.bytes.data(), a.type == npy::Type::f16 ? DType::f16 : DType::f32, f.x.data(), a.numel());
   return f;
 }
 

@@ -7,7 +7,7 @@
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
 //                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1] [--small-rings 0|1]
-//                            [--small-ctas 2|3] [--distinct K]
+//                            [--small-ctas 2|3] [--distinct K] [--inputs DIR [--batches B1,B2,..]]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
 // --rotate K: K copies of the cache (K times the memory), the timed calls taking them in turn, so
@@ -34,6 +34,15 @@
 // With BLASST_BENCH_PROFILE=1 in the environment, each timed policy runs one more step between
 // cudaProfilerStart and cudaProfilerStop, for `ncu --profile-from-start off` (scripts/gpu-check.sh
 // decode-bytes): the profile then holds exactly one dense step and one skip step.
+//
+// --inputs DIR: instead of generated sequences, one captured context: DIR/k.npy and DIR/v.npy
+// ([L, Hkv, d]) and DIR/q.npy ([T, Hq, d], the queries of positions L - T .. L - 1), float32 or
+// float16, e.g. a real model's tensors (scripts/capture_bench_inputs.py). Sequence b of a batch decodes
+// the query of position L - 1 - (b % T) over its own copy of the keys before it (length L - (b % T)),
+// so a batch of up to T sequences holds T different decode steps of one text. Heads and head dim
+// come from the files; --batches B1,B2,.. (default 1,8,64) are the batch sizes, and the rows are
+// dense and the 50 / 70 / 90 % rows. `sdpa_decode_peer.py --real DIR` times the
+// peers on the same tensors.
 //
 // Each shape runs dense, a scale-factor sweep with max seeding, and (full run) the scale factors
 // that reach 50, 70 and 90 % tile sparsity ("s=0.7" rows, found by bisection).
@@ -63,7 +72,7 @@ using namespace blasst;
 using bench::bf16_bits;
 
 struct Shape {
-  int hq, hkv, batch, len;
+  int hq, hkv, batch, len, d = 128;
 };
 
 struct Setup {
@@ -77,7 +86,8 @@ struct Setup {
   std::vector<std::int32_t*> tables;
 };
 
-constexpr int kD = 128;
+// --inputs: the captured context (k, v: [L, Hkv, d]; q: [T, Hq, d]), empty without.
+bench::FloatArray g_in_q, g_in_k, g_in_v;
 int g_page = 64;         // --page
 bool g_hnd = true;
 double g_warm = 0.2;     // --warm
@@ -92,20 +102,32 @@ int g_distinct = 1;     // --distinct: generated sequences, taken in turn by the
 // b % g_distinct in its own pages.
 bool make_setup(const Shape& s, Setup& st) {
   st.s = s;
+  const bool real = !g_in_k.x.empty();
+  const int kD = s.d, T = real ? static_cast<int>(g_in_q.shape[0]) : 1;
   const int pages_per = (s.len + g_page - 1) / g_page;
   const std::size_t slot = std::size_t(s.hkv) * kD, page_elems = std::size_t(g_page) * slot;
   const std::size_t total_pages = std::size_t(s.batch) * pages_per;
-  st.bytes = std::size_t(s.batch) * s.len * slot * 2 * 2;
+  // Sequence lengths: with --inputs, sequence b decodes position L - 1 - (b % T).
+  std::vector<std::int32_t> lens(s.batch, s.len);
+  if (real)
+    for (int b = 0; b < s.batch; ++b) lens[b] = s.len - b % T;
+  st.bytes = 0;
+  for (int b = 0; b < s.batch; ++b) st.bytes += std::size_t(lens[b]) * slot * 2 * 2;
   std::size_t free_b = 0, total_b = 0;
   CK(cudaMemGetInfo(&free_b, &total_b));
-  if (st.bytes * g_rotate + (64ull << 20) > free_b * 0.9) return false;
-  const int nd = std::max(1, std::min(g_distinct, s.batch));
+  if (std::size_t(s.batch) * s.len * slot * 4 * g_rotate + (64ull << 20) > free_b * 0.9) return false;
+  const int nd = real ? 1 : std::max(1, std::min(g_distinct, s.batch));
   const std::size_t seq_elems = std::size_t(pages_per) * page_elems;
   std::vector<std::uint16_t> k1(nd * seq_elems, 0), v1(k1.size(), 0), qd(std::size_t(nd) * s.hq * kD);
   for (int d = 0; d < nd; ++d) {
-    SyntheticSpec spec;
-    spec.seed = 1 + std::uint64_t(d);
-    const SyntheticQKV x = synthetic_qkv(1, s.len, s.hq, s.hkv, kD, kD, spec);
+    SyntheticQKV x;
+    if (real) {  // the captured context; the queries are taken below
+      x.k = g_in_k.x, x.v = g_in_v.x;
+    } else {
+      SyntheticSpec spec;
+      spec.seed = 1 + std::uint64_t(d);
+      x = synthetic_qkv(1, s.len, s.hq, s.hkv, kD, kD, spec);
+    }
     for (int j = 0; j < s.len; ++j)
       for (int hh = 0; hh < s.hkv; ++hh) {
         const std::size_t src = (std::size_t(j) * s.hkv + hh) * kD;
@@ -113,12 +135,14 @@ bool make_setup(const Shape& s, Setup& st) {
             d * seq_elems + (g_hnd ? (std::size_t(j / g_page) * s.hkv + hh) * g_page * kD + std::size_t(j % g_page) * kD : src);
         for (int c = 0; c < kD; ++c) k1[dst + c] = bf16_bits(x.k[src + c]), v1[dst + c] = bf16_bits(x.v[src + c]);
       }
-    for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i) qd[d * std::size_t(s.hq) * kD + i] = bf16_bits(x.q[i]);
+    if (!real)
+      for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i) qd[d * std::size_t(s.hq) * kD + i] = bf16_bits(x.q[i]);
   }
   std::vector<std::uint16_t> q(std::size_t(s.batch) * s.hq * kD);
+  const std::size_t qn = std::size_t(s.hq) * kD;
   for (int b = 0; b < s.batch; ++b)
-    for (std::size_t i = 0; i < std::size_t(s.hq) * kD; ++i)
-      q[b * std::size_t(s.hq) * kD + i] = qd[(b % nd) * std::size_t(s.hq) * kD + i];
+    for (std::size_t i = 0; i < qn; ++i)
+      q[b * qn + i] = real ? bf16_bits(g_in_q.x[std::size_t(T - 1 - b % T) * qn + i]) : qd[(b % nd) * qn + i];
   // Pages of sequence b are a shuffled set (in order with --ordered); its contents are generated
   // sequence b % nd's pages.
   std::vector<std::int32_t> perm(total_pages);
@@ -146,7 +170,6 @@ bool make_setup(const Shape& s, Setup& st) {
   CK(cudaDeviceSynchronize());
   CK(cudaFree(k_dev));
   CK(cudaFree(v_dev));
-  std::vector<std::int32_t> lens(s.batch, s.len);
   CK(cudaMalloc(&st.q, q.size() * 2));
   CK(cudaMemcpy(st.q, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
   st.tables.assign(g_rotate, nullptr);
@@ -264,6 +287,8 @@ int main(int argc, char** argv) {
   std::string csv_path, one;  // --one HQ,HKV,BATCH,LEN: that shape alone (for profiling)
   int one_splits = 0;         // --splits: --one's split count (0: the planner's)
   double one_target = 0;      // --target: --one's skip at this tile sparsity
+  std::string inputs_dir;     // --inputs: a captured context instead of generated sequences
+  std::vector<int> batches = {1, 8, 64};  // --batches: the batch sizes with --inputs
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
@@ -279,7 +304,20 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--small-ctas") && i + 1 < argc) g_small_ctas = std::atoi(argv[++i]) == 3 ? 3 : 2;
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) g_warm = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--distinct") && i + 1 < argc) g_distinct = std::max(1, std::atoi(argv[++i]));
-    else {
+    else if (!std::strcmp(argv[i], "--inputs") && i + 1 < argc) inputs_dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--batches") && i + 1 < argc) {
+      batches.clear();
+      for (const char* c = argv[++i]; *c;) {
+        char* end = nullptr;
+        const long b = std::strtol(c, &end, 10);
+        if (end == c || b < 1) {
+          std::fprintf(stderr, "--batches takes positive integers separated by commas\n");
+          return 2;
+        }
+        batches.push_back(static_cast<int>(b));
+        c = *end == ',' ? end + 1 : end;
+      }
+    } else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
     }
@@ -303,11 +341,34 @@ int main(int argc, char** argv) {
   // Skip rows use max seeding (BLASST.md 6): without it each split's first tile and fresh running
   // max cost most of the sparsity (the last table shows how much).
   std::vector<double> factors = {0.01, 0.05, 0.25, 1, 4, 16};
+  if (!inputs_dir.empty() && one.empty()) factors.clear();  // a captured context: dense and the s= rows
   if (!one.empty()) {
     Shape s{};
     if (std::sscanf(one.c_str(), "%d,%d,%d,%d", &s.hq, &s.hkv, &s.batch, &s.len) != 4) return 2;
     shapes = {s};
     factors = {64};
+  }
+  if (!inputs_dir.empty()) {  // the captured context's shape at each batch size (--one: its batch)
+    g_in_q = bench::load_floats(inputs_dir + "/q.npy", 3);
+    g_in_k = bench::load_floats(inputs_dir + "/k.npy", 3);
+    g_in_v = bench::load_floats(inputs_dir + "/v.npy", 3);
+    Shape s{static_cast<int>(g_in_q.shape[1]), static_cast<int>(g_in_k.shape[1]), 1, static_cast<int>(g_in_k.shape[0]),
+            static_cast<int>(g_in_k.shape[2])};
+    if (g_in_k.shape != g_in_v.shape || g_in_q.shape[2] != s.d || s.hkv < 1 || s.hq % s.hkv != 0 ||
+        g_in_q.shape[0] < 1 || g_in_q.shape[0] > s.len ||
+        (!one.empty() && (shapes[0].hq != s.hq || shapes[0].hkv != s.hkv || shapes[0].len != s.len))) {
+      std::fprintf(stderr, "--inputs %s: want q [T, Hq, d], k and v [L, Hkv, d] with Hkv dividing Hq and T <= L%s\n",
+                   inputs_dir.c_str(), one.empty() ? "" : ", and --one's HQ, HKV and LEN equal to theirs");
+      return 2;
+    }
+    std::printf("inputs %s: Hq %d, Hkv %d, d %d, %d keys, %d decode queries\n", inputs_dir.c_str(), s.hq, s.hkv, s.d,
+                s.len, static_cast<int>(g_in_q.shape[0]));
+    if (!one.empty()) batches = {shapes[0].batch};
+    shapes.clear();
+    for (int b : batches) {
+      s.batch = b;
+      shapes.push_back(s);
+    }
   }
 
   std::printf("%-6s %-6s %-6s %-7s %-9s %6s %9s %8s %9s %8s %6s %5s\n", "Hq", "Hkv", "batch", "len", "policy",
@@ -363,7 +424,7 @@ int main(int argc, char** argv) {
   }
 
   // Max seeding: sparsity given back at 4, 16 and 64 splits (32/8, batch 1, 32K).
-  if (one.empty()) {
+  if (one.empty() && inputs_dir.empty()) {
     Setup st;
     if (make_setup({32, 8, 1, 32768}, st)) {
       for (int splits : {1, 4, 16, 64})

@@ -12,7 +12,7 @@
 // is each case's relative L2 error of O against the default kernel's dense O (every 16th row), so
 // that cases of different key tiles compare at their accuracy as well as at their sparsity.
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k BK] [--target S] [--kernel K]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--inputs DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k BK] [--target S] [--kernel K]]
 // --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
 // a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
@@ -25,6 +25,11 @@
 // --kernel K (wgmma-pingpong, the default, wgmma or mma-sync) picks --one's kernel.
 // --page N: K and V from paged caches [pages, N, Hkv, d] in shuffled page order (chunked prefill
 // against an engine's cache) instead of packed arrays; the wgmma-pingpong kernel's default tiles.
+//
+// --inputs DIR: instead of generated inputs, the one shape of DIR/q.npy ([S, Hq, d]), DIR/k.npy and
+// DIR/v.npy ([S, Hkv, d]), float32 or float16, e.g. a real model's captured tensors
+// (scripts/capture_bench_inputs.py writes them); heads and head dim come from the files, and --one's
+// D and LEN must match them. `sdpa_prefill_peer.py --real DIR` times the peers on the same files.
 //
 // --one runs a single shape (head dim, length, causal 0/1), dense or at scale factor A, with the
 // default kernel (or --kernel's): a few plain launches for a profiler (ncu), no timing loop; with --time also its
@@ -84,7 +89,7 @@ int main(int argc, char** argv) {
   bool quick = false, one_time = false;
   double warm_s = 0.5;  // --warm: seconds of replays before each timing (steady clocks)
   int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
-  std::string csv_path, dump_dir;
+  std::string csv_path, dump_dir, inputs_dir;
   int page = 0;  // --page N: paged K and V
   int one_d = 0, one_len = 0, one_causal = 0, one_bk = 0;  // --block-k: --one's key tile (128, 176 or 192 at d 128; 64 or 80 at d 256)
   double one_target = 0;  // --target S: --one at the scale factor that reaches tile sparsity S
@@ -110,6 +115,7 @@ int main(int argc, char** argv) {
       }
     } else if (!std::strcmp(argv[i], "--csv") && i + 1 < argc) csv_path = argv[++i];
     else if (!std::strcmp(argv[i], "--dump") && i + 1 < argc) dump_dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--inputs") && i + 1 < argc) inputs_dir = argv[++i];
     else if (!std::strcmp(argv[i], "--one") && i + 1 < argc) {
       if (std::sscanf(argv[++i], "%d,%d,%d,%lf", &one_d, &one_len, &one_causal, &one_a) < 3) {
         std::fprintf(stderr, "--one takes D,LEN,CAUSAL[,A]\n");
@@ -123,19 +129,38 @@ int main(int argc, char** argv) {
   bench::print_gpu("");
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
   if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense,sm_mhz,power_w,rel_err,block_k\n");
-  const int hq = 32, hkv = 8;
+  int hq = 32, hkv = 8;
   std::vector<std::pair<int, int>> shapes;  // (head dim, length)
   for (int len : {8192, 32768, 131072}) shapes.push_back({128, len});
   shapes.push_back({64, 32768});
   shapes.push_back({256, 32768});
   if (quick) shapes = {{128, 8192}, {64, 8192}, {256, 8192}};
+  SyntheticQKV loaded;  // --inputs: the files' tensors, the only shape
+  if (!inputs_dir.empty()) {
+    bench::FloatArray q = bench::load_floats(inputs_dir + "/q.npy", 3), k = bench::load_floats(inputs_dir + "/k.npy", 3),
+                      v = bench::load_floats(inputs_dir + "/v.npy", 3);
+    const int len = static_cast<int>(q.shape[0]), d = static_cast<int>(q.shape[2]);
+    hq = static_cast<int>(q.shape[1]), hkv = static_cast<int>(k.shape[1]);
+    if (k.shape != v.shape || k.shape[0] != len || k.shape[2] != d || hkv < 1 || hq % hkv != 0 ||
+        (one_d && (one_d != d || one_len != len))) {
+      std::fprintf(stderr, "--inputs %s: want q [S, Hq, d], k and v [S, Hkv, d] with Hkv dividing Hq%s\n",
+                   inputs_dir.c_str(), one_d ? ", and --one's D and LEN equal to d and S" : "");
+      return 2;
+    }
+    loaded.sq = loaded.sk = len, loaded.hq = hq, loaded.hkv = hkv, loaded.dqk = loaded.dv = d;
+    loaded.q = std::move(q.x), loaded.k = std::move(k.x), loaded.v = std::move(v.x);
+    shapes = {{d, len}};
+    std::printf("inputs %s: Hq %d, Hkv %d, d %d, %d tokens\n", inputs_dir.c_str(), hq, hkv, d, len);
+  }
   if (one_d) shapes = {{one_d, one_len}};
   const std::vector<double> factors =
       quick ? std::vector<double>{4, 16, 64, 256} : std::vector<double>{16, 64, 256, 1024, 4096};
   std::printf("%-4s %-7s %-7s %-15s %-11s %9s %9s %9s %8s %6s %5s %9s\n", "d", "len", "causal", "kernel", "policy",
               "ms", "TFLOP/s", "sparsity", "speedup", "MHz", "W", "rel_err");
+  // With --inputs: dense and vote-only on the default kernel and the 50 / 70 / 90 % rows, causal.
+  const bool real = !inputs_dir.empty();
   for (auto [d, len] : shapes) {
-    const SyntheticQKV x = synthetic_qkv(len, len, hq, hkv, d, d, SyntheticSpec{});
+    const SyntheticQKV x = inputs_dir.empty() ? synthetic_qkv(len, len, hq, hkv, d, d, SyntheticSpec{}) : std::move(loaded);
     if (!dump_dir.empty()) {  // --dump: the inputs as float32 .npy, for the SDPA peer (--inputs)
       const std::string dir = dump_dir + "/d" + std::to_string(d) + "_n" + std::to_string(len);
       std::filesystem::create_directories(dir);
@@ -175,6 +200,7 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&counters, std::size_t(hq) * 2 * 8));
     for (bool causal : {true, false}) {
       if (one_d && causal != bool(one_causal)) continue;
+      if (real && !one_d && !causal) continue;  // a causal model's tensors: causal attention
       PrefillProblem p;
       p.total_q = p.total_k = len, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = d;
       p.causal = causal, p.dtype = DType::bf16, p.q = q, p.k = k, p.v = v;
@@ -198,15 +224,17 @@ int main(int argc, char** argv) {
       std::vector<Case> cases;
       for (cuda::PrefillKernel k : {cuda::PrefillKernel::wgmma_pingpong, cuda::PrefillKernel::wgmma,
                                     cuda::PrefillKernel::mma_sync})
-        if (k != cuda::PrefillKernel::mma_sync || (len <= 8192 && d != 256))  // mma_sync: 128-key tiles only
+        if (real ? k == cuda::PrefillKernel::wgmma_pingpong
+                 : k != cuda::PrefillKernel::mma_sync || (len <= 8192 && d != 256))  // mma_sync: 128-key tiles only
           cases.push_back({k, SkipPolicy{}, "dense", k == cuda::PrefillKernel::mma_sync ? 128 : 0});
       cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30), "vote-only"});
-      if (d == 128) {  // the previous default tile beside the default: dense and vote-only
+      if (d == 128 && !real) {  // the previous default tile beside the default: dense and vote-only
         cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy{}, "dense-bk" + std::to_string(kAltTile), kAltTile});
         cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_threshold(1e-30),
                          "vote-bk" + std::to_string(kAltTile), kAltTile});
       }
       for (double a : factors) {
+        if (real) break;
         char name[32];
         std::snprintf(name, sizeof name, "a=%g", a);
         cases.push_back({cuda::PrefillKernel::wgmma_pingpong, SkipPolicy::with_scale_factor(a), name});
@@ -257,7 +285,7 @@ int main(int argc, char** argv) {
       }
       if (!quick)
         for (int bk : {0, d == 128 ? kAltTile : -1}) {  // at head dim 128 also the previous tile's own sweep
-          if (bk < 0) continue;
+          if (bk < 0 || (real && bk)) continue;
           for (double target : {0.5, 0.7, 0.9}) {
             // a = len is lambda = 1: dense
             const auto [a, got] = bench::scale_factor_for_sparsity(target, 1.0, double(len),

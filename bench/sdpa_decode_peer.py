@@ -7,6 +7,12 @@ dense K+V of Hkv heads, as for our kernel. Each timing follows --warm seconds of
 clocks, as cuda_decode_bench --warm). --rotate K gives the timed calls K copies of K and V in
 turn, as cuda_decode_bench --rotate (no call finds the last one's lines in L2). Writes CSV to
 --csv and prints a table.
+
+With --real DIR (DIR/k.npy, DIR/v.npy [L, Hkv, d] and DIR/q.npy [T, Hq, d], e.g. a real model's
+tensors from scripts/capture_bench_inputs.py, as `blasst_cuda_decode_bench --inputs DIR` reads them)
+the shapes are that context at --batches sizes: sequence b takes the query of row T - 1 - (b % T)
+over the whole context of L keys (our bench gives it the L - (b % T) keys before it: at most T - 1
+fewer, a negligible difference in bytes) and bytes count batch x L keys.
 """
 import argparse
 import csv
@@ -27,7 +33,13 @@ def main():
     ap.add_argument("--rotate", type=int, default=1, help="copies of K and V the timed calls take in turn")
     ap.add_argument("--shapes", default="", help="HQ,HKV,BATCH,LEN[;...]: these shapes only (as the decode "
                     "bench's --one), for an A/B beside our kernel in the same call")
+    ap.add_argument("--real", default="", help="DIR with q.npy [T, Hq, d], k.npy and v.npy [L, Hkv, d]")
+    ap.add_argument("--batches", default="1,8,64", help="with --real: the batch sizes")
     args = ap.parse_args()
+    real = None
+    if args.real:
+        import numpy as np
+        real = [torch.from_numpy(np.load(f"{args.real}/{n}.npy").astype(np.float32)) for n in ("q", "k", "v")]
     shapes = [(hq, hkv, b, n) for hq, hkv in [(32, 8), (64, 8), (8, 1)] for b in (1, 8, 64)
               for n in (8192, 32768, 131072)]
     if args.quick:
@@ -37,6 +49,11 @@ def main():
         if any(len(s) != 4 for s in shapes):
             ap.error("--shapes takes HQ,HKV,BATCH,LEN groups separated by ';'")
     d = 128
+    if real is not None:
+        T, hq_r, d = real[0].shape
+        n_r, hkv_r = real[1].shape[0], real[1].shape[1]
+        shapes = [(hq_r, hkv_r, int(b), n_r) for b in args.batches.split(",") if b]
+        print(f"inputs {args.real}: Hq {hq_r}, Hkv {hkv_r}, d {d}, {n_r} keys, {T} decode queries")
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     rows = []
     print(f"{'Hq':<6}{'Hkv':<6}{'batch':<7}{'len':<8}{'backend':<8}{'gqa':<9}{'ms':>9}{'TB/s':>8}")
@@ -48,9 +65,17 @@ def main():
             print(f"{hq}/{hkv} batch {batch} len {n}: skipped (memory)")
             continue
         can_expand = kv_bytes * rot * (hq // hkv) < free * 0.6
-        q = torch.randn(batch, hq, 1, d, device="cuda", dtype=torch.bfloat16)
-        ks = [torch.randn(batch, hkv, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(rot)]
-        vs = [torch.randn_like(k) for k in ks]
+        if real is None:
+            q = torch.randn(batch, hq, 1, d, device="cuda", dtype=torch.bfloat16)
+            ks = [torch.randn(batch, hkv, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(rot)]
+            vs = [torch.randn_like(k) for k in ks]
+        else:  # the captured context for every sequence; sequence b the query of row T - 1 - (b % T)
+            rows = [T - 1 - (b % T) for b in range(batch)]
+            q = real[0][rows].unsqueeze(2).to("cuda", torch.bfloat16)  # [B, Hq, 1, d]
+            kk, vv = (x.transpose(0, 1).unsqueeze(0).to("cuda", torch.bfloat16) for x in real[1:])  # [1, Hkv, L, d]
+            ks = [kk.expand(batch, -1, -1, -1).contiguous() for _ in range(rot)]
+            vs = [vv.expand(batch, -1, -1, -1).contiguous() for _ in range(rot)]
+            kk = vv = None
         for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
             result = None
             for gqa in ("enable_gqa", "expand"):

@@ -4,7 +4,11 @@ one sequence, bf16, Hq/Hkv 32/8 (enable_gqa), causal and not. TFLOP/s counts 4 S
 
 With --inputs DIR (written by `blasst_cuda_prefill_bench --dump DIR`) each shape runs on the same
 generated Q, K, V as our benchmark (column inputs = "bench"), and cuDNN also on torch.randn ("randn"); at the
-GPU's power limit the speed depends on the data, so the bar compares like with like."""
+GPU's power limit the speed depends on the data, so the bar compares like with like.
+
+With --real DIR (DIR/{q,k,v}.npy: q [S, Hq, d], k and v [S, Hkv, d], e.g. a real model's tensors from
+scripts/capture_bench_inputs.py, as `blasst_cuda_prefill_bench --inputs DIR` reads them) it times
+cuDNN and flash on those tensors alone, causal (--reps replays)."""
 import argparse
 import csv
 import sys
@@ -29,7 +33,10 @@ def main():
                     help="--one: this backend only (default both)")
     ap.add_argument("--bench-only", action="store_true",
                     help="--one with --inputs: only our benchmark's inputs, not randn")
+    ap.add_argument("--real", default="", help="DIR with q.npy, k.npy, v.npy ([S, H, d]): that shape only, causal")
     args = ap.parse_args()
+    if args.real:
+        return real(args)
     if args.one:
         return one(args)
     shapes = [(128, 8192), (128, 32768), (128, 131072), (64, 32768), (256, 32768)]
@@ -100,6 +107,21 @@ def load_qkv(folder):
         a = torch.from_numpy(np.load(f"{folder}/{name}.npy"))
         return a.permute(1, 0, 2).unsqueeze(0).contiguous().to("cuda", torch.bfloat16)
     return load("q"), load("k"), load("v")
+
+
+def real(args):
+    """cuDNN and flash, causal, on the tensors of --real DIR."""
+    print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    qkv = load_qkv(args.real)
+    _, hq, n, d = qkv[0].shape
+    print(f"inputs {args.real}: Hq {hq}, Hkv {qkv[1].shape[1]}, d {d}, {n} tokens")
+    flops = 4.0 * n * n * d * hq * 0.5
+    for name, backend in BACKENDS:
+        if args.backend and name != args.backend:
+            continue
+        ms = time_sdpa(name, backend, qkv, True, args.reps, max(args.warm, 3.0))
+        if ms is not None:
+            report(d, n, True, name, "real", ms, flops)
 
 
 def one(args):
