@@ -58,6 +58,10 @@ void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtenso
 template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
+  if constexpr (D == 64 && WM == 1) {  // two K and two V stages, three CTAs per SM (DecodePlan::small_rings)
+    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 2, 2, 3>>(params, tmk, tmv, plan, stream);
+  }
   if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::small_rings), any policy
     if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1, 3>>(params, tmk, tmv, plan, stream);
@@ -226,7 +230,19 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   auto chunks_hold_16 = [&](int splits) { return chunk_tiles(splits) >= 16; };
   if (pol.mode == SkipPolicy::Mode::dense && !pol.replay_mask && small_kernel)
     plan.small_rings = chunks_hold_16(pol.splits > 0 ? pol.splits : splits_for(2));
-  const int per_sm = plan.small_rings ? 2 : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
+  // Head dim 64, one CTA per group of up to 16 rows: rings of two K and two V stages, three CTAs per
+  // SM, dense and skip (the split count by the rules below, as for any kernel at that occupancy).
+  // The six-stage ring kernel holds one CTA per SM and, on SmolLM2-135M's captured tensors (36/12,
+  // 8K, H200, session 20), streamed at 0.74-0.77x cuDNN dense; three CTAs per SM: dense 1.35x
+  // faster at batch 64 (0.99-1.01x cuDNN) and 1.55x at batch 8, at 70 % 1.65x and 1.94x; two CTAs
+  // of three-stage rings ran 0.96-0.98x of three at batch 64 and 0.83x at batch 8 at 70 %, four of
+  // one-stage rings 0.79-1.01x.
+  const bool d64_rings = small_rings && p.head_dim_qk == 64 && plan.warps_m == 1 && plan.chunks == 1 &&
+                         3 * smem_bytes_for(64, 1, 2, 2) <= smem_per_sm;
+  if (d64_rings) plan.small_rings = true;
+  const int per_sm = d64_rings           ? 3
+                     : plan.small_rings ? 2
+                                        : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);
   plan.ctas_per_sm = per_sm;
   // A walk that may skip, with max seeding (which keeps the sparsity at any split count: the same

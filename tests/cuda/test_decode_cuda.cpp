@@ -35,9 +35,9 @@ int max_len(const PagedBatch& x) {
 // the planner's split count (policy.splits = 0), on an H200 (132 SMs, 228 KB of shared memory per
 // SM) whether or not one is present: the planner's rules run in CI too.
 constexpr int kH200Sms = 132, kH200SmemPerSm = 233472;
-DecodeProblem shape_problem(int hq, int hkv, int batch, int len) {
+DecodeProblem shape_problem(int hq, int hkv, int batch, int len, int d = 128) {
   DecodeProblem p;
-  p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = 128;
+  p.batch = batch, p.q_tokens = 1, p.num_heads_q = hq, p.num_heads_kv = hkv, p.head_dim_qk = p.head_dim_v = d;
   p.dtype = DType::bf16, p.page_size = 64, p.max_pages_per_seq = (len + 63) / 64, p.num_pages = batch * ((len + 63) / 64);
   p.set_contiguous_strides();
   static const std::int32_t placeholder[1] = {0};  // planning reads no device memory
@@ -45,10 +45,10 @@ DecodeProblem shape_problem(int hq, int hkv, int batch, int len) {
   p.block_table = p.seq_lens = placeholder;
   return p;
 }
-cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol = SkipPolicy{}) {
+cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol = SkipPolicy{}, int d = 128) {
   pol.order = VisitOrder::forward;
   pol.splits = 0;
-  return cuda::plan_decode_for(shape_problem(hq, hkv, batch, len), len, pol, kH200Sms, kH200SmemPerSm);
+  return cuda::plan_decode_for(shape_problem(hq, hkv, batch, len, d), len, pol, kH200Sms, kH200SmemPerSm);
 }
 
 // Runs the kernel with every output on, O poisoned with 0xFF bytes (NaN) first. l2_evict_first and
@@ -417,6 +417,90 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
       EXPECT_LT(rel_l2(replayed3.o, rings.o), tolerance(dt));
     }
   }
+}
+
+// Head dim 64 with one CTA per group (up to 16 rows) runs on rings of two K and two V stages, three
+// CTAs per SM, for every policy: against the CPU engine (decisions, O and LSE with the kernel's
+// mask replayed) and against the six-stage ring kernel within tolerance (S sums the head dim in
+// another order there), dense, skip with and without max seeding, an explicit threshold and a
+// replayed mask; groups of 1, 3, 4 and 8 rows (MQA among them) and speculative tokens.
+TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  struct Layout {
+    DType dt;
+    int hq, hkv, q_tokens;
+  };
+  for (const Layout lay : {Layout{DType::bf16, 9, 3, 1}, Layout{DType::f16, 16, 4, 1}, Layout{DType::bf16, 8, 1, 1},
+                           Layout{DType::bf16, 4, 4, 1}, Layout{DType::f16, 8, 4, 4}}) {
+    const PagedBatch x =
+        make_paged(seed ^ (lay.hq * 7 + lay.q_tokens), {8192, 17, 0, 5000, 1, 8000, 129}, lay.q_tokens, lay.hq, lay.hkv,
+                   64, 16, lay.dt, true);
+    std::vector<SkipPolicy> pols;
+    pols.push_back(SkipPolicy{});
+    for (int splits : {1, 2, 5}) {
+      SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
+      a.max_seed = splits > 1, a.splits = splits;
+      pols.push_back(a);
+    }
+    SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
+    plain.splits = 3;
+    pols.push_back(plain);
+    SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
+    thr.splits = 2;
+    pols.push_back(thr);
+    SkipPolicy planned = SkipPolicy::with_scale_factor(16.0);
+    planned.max_seed = true, planned.splits = 0;  // the planner's split count
+    pols.push_back(planned);
+    for (SkipPolicy pol : pols) {
+      pol.order = VisitOrder::forward;
+      SCOPED_TRACE(describe(x, pol, seed));
+      const GpuRun three = run_gpu(x, pol, nullptr, nullptr, -1, 3), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
+      EXPECT_EQ(rings.plan.ctas_per_sm, 3) << "the default plan (run_gpu turned only its small_rings off)";
+      EXPECT_LT(rel_l2(three.o, rings.o), tolerance(lay.dt));
+      double sparsity = 0;
+      check_against_cpu(x, pol, seed, &sparsity, 3);
+      if (pol.mode != SkipPolicy::Mode::dense)
+        EXPECT_GT(sparsity, 0.1) << "the walks must skip for this test to mean anything";
+      else
+        EXPECT_EQ(sparsity, 0.0);
+      // The ring kernel's decisions replayed on the three-CTA rings: the same counts.
+      const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 3);
+      EXPECT_EQ(replayed.counters, rings.counters);
+      EXPECT_LT(rel_l2(replayed.o, rings.o), tolerance(lay.dt));
+    }
+  }
+}
+
+// Head dim 64: three CTAs per SM of the two-stage rings wherever one CTA holds a group, whatever the
+// policy; the split count follows the planner's rules for that occupancy. Groups of more than 16
+// rows keep the ring kernel. No GPU needed.
+TEST(DecodePlanner, HeadDim64TakesThreeCtasPerSm) {
+  const int sms = kH200Sms;
+  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
+  seeded.max_seed = true;
+  for (const SkipPolicy& pol : {SkipPolicy{}, seeded}) {
+    SCOPED_TRACE(pol.mode == SkipPolicy::Mode::dense ? "dense" : "skip");
+    const cuda::DecodePlan b8 = plan_shape(36, 12, 8, 8192, pol, 64);  // SmolLM2's layers stacked: 96 groups
+    EXPECT_TRUE(b8.small_rings);
+    EXPECT_EQ(b8.ctas_per_sm, 3);
+    EXPECT_EQ(b8.splits, 3 * sms / 96);
+    const cuda::DecodePlan b64 = plan_shape(36, 12, 64, 8192, pol, 64);  // 768 groups: many waves
+    EXPECT_EQ(b64.ctas_per_sm, 3);
+    EXPECT_EQ(b64.splits, 1);
+    EXPECT_EQ(plan_shape(8, 1, 1, 131072, pol, 64).ctas_per_sm, 3);  // MQA, 8 rows
+    const cuda::DecodePlan wide = plan_shape(128, 4, 8, 8192, pol, 64);  // 32 rows: the ring kernel
+    EXPECT_FALSE(wide.small_rings);
+    EXPECT_EQ(wide.ctas_per_sm, 1);
+  }
+  EXPECT_EQ(plan_shape(36, 12, 1, 8192, SkipPolicy{}, 64).splits, 32);  // 12 groups: 33 a wave, at most 64 / 2 tiles
+  // small_rings = false plans the ring kernel (bench A/Bs).
+  SkipPolicy forward;
+  forward.order = VisitOrder::forward;
+  const cuda::DecodePlan ring =
+      cuda::plan_decode_for(shape_problem(36, 12, 8, 8192, 64), 8192, forward, sms, kH200SmemPerSm, false);
+  EXPECT_FALSE(ring.small_rings);
+  EXPECT_EQ(ring.ctas_per_sm, 1);
 }
 
 // The planner takes the small rings for dense walks where chunks hold 16 tiles or more (32/8 batch

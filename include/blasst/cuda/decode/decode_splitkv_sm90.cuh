@@ -60,10 +60,11 @@ struct DecodeTraits {
   static constexpr int kQueue = NSV - 1;  // P V products deferred behind their V loads
   // Narrow key slices have registers to spare: Q fragments stay in registers and Q K^T runs two
   // accumulator sets (half the head dim each) to halve the MMA dependency chains. Not at three
-  // CTAs per SM, whose 136 registers would spill (168 bytes with the accumulators, 32 without, Q in
-  // shared memory): there S sums the head dim in one chain, so its bits differ from the others'.
-  static constexpr bool kQInRegs = NT <= 4 && D <= 128 && CPS_ != 3;
-  static constexpr bool kSplitAcc = NT <= 4 && CPS_ != 3;
+  // CTAs per SM, whose 136 registers would spill at head dim 128 (168 bytes with the accumulators,
+  // 32 without, Q in shared memory): there S sums the head dim in one chain, so its bits differ
+  // from the others' (head dim 64 on three CTAs per SM takes the same path).
+  static constexpr bool kQInRegs = NT <= 4 && D <= 128 && CPS_ < 3;
+  static constexpr bool kSplitAcc = NT <= 4 && CPS_ < 3;
   static constexpr int NDEC = NSK + 1;    // decision ring: the producer lags NSK - 1 steps
   // K and V tiles a dense walk keeps in flight: two at head dim 128 with one or two row warps
   // (measured there only; see the producer), fewer than the rings hold; elsewhere the rings.
