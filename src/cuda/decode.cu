@@ -62,6 +62,10 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
     if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 2, 2, 3>>(params, tmk, tmv, plan, stream);
   }
+  if constexpr (D == 128 && WM == 2) {  // skip walks of 17-32 rows: two K stages and one V, two CTAs per SM
+    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1, 2>>(params, tmk, tmv, plan, stream);
+  }
   if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::small_rings), any policy
     if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1, 3>>(params, tmk, tmv, plan, stream);
@@ -214,6 +218,13 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   plan.chunk_rows = (plan.rows + plan.chunks - 1) / plan.chunks;
   plan.warps_m = warps_m_for(plan.chunk_rows);
   plan.sm_count = sm_count;
+  // The plan's workspace (the splits' partial O and LSE), once its split count is final.
+  auto finish = [&]() {
+    if (plan.splits > 1)
+      plan.workspace_bytes = std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows *
+                             (std::size_t(p.head_dim_v) + 1) * sizeof(float);
+    return plan;
+  };
   const int groups = std::max(1, p.batch * p.num_heads_kv * plan.chunks);  // CTAs per split
   const int max_tiles = (max_seq_len + pol.block_k - 1) / pol.block_k;
   // Fill every SM with resident CTAs (per_sm of them), keeping at least two tiles per chunk.
@@ -294,6 +305,21 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
       plan.ctas_per_sm = ctas_per_sm;
       plan.splits = splits;
     };
+    // Groups of 17-32 rows (two row warps) at head dim 128: two CTAs per SM of two K stages and
+    // one V stage, where each chunk holds 64 tiles or more (the split count by the rules below for
+    // two CTAs per SM). At 70 % on the H200 against the ring kernel (PERF.md, session 20): 256/8
+    // batch 64 32K 1.07x, batch 8 1.02x; 32/1 batch 64 32K 1.02x; with 8-tile chunks (32/1 batch
+    // 8 32K, 33 splits) 0.91x. Two CTAs of one K stage 0.92-0.99x, three 0.74-0.79x.
+    const bool rows32 = small_rings && p.head_dim_qk == 128 && plan.warps_m == 2 && plan.chunks == 1 &&
+                        !pol.replay_mask && 2 * smem_bytes_for(128, 2, 2, 1) <= smem_per_sm;
+    if (rows32 && (gqa || groups < plan.sm_count * 2)) {
+      const int s = groups >= plan.sm_count * 2 ? std::clamp(max_tiles / 64, 1, 4)
+                                                : std::max(splits_for(2), std::min(max_tiles / 128, 8));
+      if (chunk_tiles(s) >= 64) {
+        take_small_rings(2, s);
+        return finish();
+      }
+    }
     if (groups >= plan.sm_count * per_sm) {
       if (gqa) plan.splits = std::clamp(max_tiles / 64, 1, 4);
       // Three CTAs per SM: up to 8 chunks of 64 tiles or more, the count whose last wave is the
@@ -316,10 +342,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
         take_small_rings(2, two);
     }
   }
-  if (plan.splits > 1)
-    plan.workspace_bytes = std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows *
-                           (std::size_t(p.head_dim_v) + 1) * sizeof(float);
-  return plan;
+  return finish();
 }
 }  // namespace
 

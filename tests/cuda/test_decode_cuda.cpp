@@ -419,6 +419,81 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
   }
 }
 
+// Skip walks of groups of 17-32 rows (two row warps) at head dim 128 on two CTAs per SM of two K
+// stages and one V stage: the same bits, mask and counters as the ring kernel at the same splits
+// (S sums alike; only the P V queue differs), the CPU engine's decisions, and a replayed mask.
+// MQA of 32 rows, GQA of 24 and 32, and 6 speculative tokens of a 4-row group.
+TEST(CudaDecode, TwoRowWarpSkipWalksMatchTheRings) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  struct Layout {
+    DType dt;
+    int hq, hkv, q_tokens;
+  };
+  for (const Layout lay : {Layout{DType::bf16, 32, 1, 1}, Layout{DType::f16, 64, 2, 1}, Layout{DType::bf16, 24, 1, 1},
+                           Layout{DType::bf16, 32, 8, 6}}) {
+    const PagedBatch x = make_paged(seed ^ (lay.hq * 13 + lay.q_tokens), {8192, 17, 0, 5000, 1, 8000, 129}, lay.q_tokens,
+                                    lay.hq, lay.hkv, 128, 16, lay.dt, true);
+    std::vector<SkipPolicy> pols;
+    for (int splits : {1, 2, 5}) {
+      SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
+      a.max_seed = splits > 1, a.splits = splits;
+      pols.push_back(a);
+    }
+    SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
+    thr.splits = 2;
+    pols.push_back(thr);
+    for (SkipPolicy pol : pols) {
+      pol.order = VisitOrder::forward;
+      SCOPED_TRACE(describe(x, pol, seed));
+      const GpuRun two = run_gpu(x, pol, nullptr, nullptr, -1, 1), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
+      EXPECT_EQ(two.plan.warps_m, 2);
+      EXPECT_EQ(two.o_bits, rings.o_bits);
+      EXPECT_EQ(std::memcmp(two.lse.data(), rings.lse.data(), two.lse.size() * 4), 0);
+      EXPECT_EQ(two.mask, rings.mask);
+      EXPECT_EQ(two.counters, rings.counters);
+      double sparsity = 0;
+      check_against_cpu(x, pol, seed, &sparsity, 1);
+      EXPECT_GT(sparsity, 0.1) << "the walks must skip for this test to mean anything";
+      const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 1);
+      EXPECT_EQ(replayed.o_bits, rings.o_bits);
+    }
+  }
+}
+
+// Skip walks (max seeding) of 17-32 rows at head dim 128 take two CTAs per SM of two K stages and
+// one V stage where each chunk holds 64 tiles or more; dense walks, walks without max seeding and
+// one KV head over a wave keep the ring kernel. No GPU needed.
+TEST(DecodePlanner, TwoRowWarpSkipWalksOnTwoCtasPerSm) {
+  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
+  seeded.max_seed = true;
+  struct Case {
+    int hq, hkv, batch, len;
+    bool small;
+    int splits;
+  };
+  const Case cases[] = {
+      {256, 8, 8, 32768, true, 4},    // 64 groups: 4 chunks of 64 tiles
+      {256, 8, 64, 32768, true, 4},   // 512 groups, many waves: 4 of 64
+      {256, 8, 64, 8192, true, 1},    // one chunk of 64 tiles
+      {32, 1, 64, 32768, true, 4},    // MQA under a wave
+      {32, 1, 8, 32768, false, 16},   // 33 chunks of 8 tiles: the ring kernel's 16
+      {32, 1, 512, 32768, false, 1},  // MQA over a wave: the ring kernel
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.hq) + "/" + std::to_string(c.hkv) + " batch " + std::to_string(c.batch) + " len " +
+                 std::to_string(c.len));
+    const cuda::DecodePlan plan = plan_shape(c.hq, c.hkv, c.batch, c.len, seeded);
+    EXPECT_EQ(plan.warps_m, 2);
+    EXPECT_EQ(plan.small_rings, c.small);
+    EXPECT_EQ(plan.ctas_per_sm, c.small ? 2 : 1);
+    EXPECT_EQ(plan.splits, c.splits);
+  }
+  EXPECT_FALSE(plan_shape(256, 8, 8, 32768).small_rings);  // dense
+  SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
+  EXPECT_FALSE(plan_shape(256, 8, 8, 32768, plain).small_rings);  // no max seeding
+}
+
 // Head dim 64 with one CTA per group (up to 16 rows) runs on rings of two K and two V stages, three
 // CTAs per SM, for every policy: against the CPU engine (decisions, O and LSE with the kernel's
 // mask replayed) and against the six-stage ring kernel within tolerance (S sums the head dim in
