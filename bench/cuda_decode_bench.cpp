@@ -1,5 +1,5 @@
 // CUDA decode benchmark: our kernel dense and with the skip on generated inputs (sinks, locality,
-// needles: include/blasst/synthetic.hpp), bf16, head dim 128, page size 64, shuffled pages.
+// needles: include/blasst/synthetic.hpp), bf16, head dim 128 (--head-dim), page size 64, shuffled pages.
 // Prints a table and writes CSV rows (to the file named by --csv). bench/sdpa_decode_peer.py times
 // PyTorch SDPA (cuDNN, flash) on the same shapes in the same device call.
 // Cache layouts: nhd = [pages, page_size, Hkv, d] (vLLM's), hnd = [pages, Hkv, page_size, d]
@@ -7,7 +7,7 @@
 //
 //   blasst_cuda_decode_bench [--quick] [--layout nhd|hnd] [--page N] [--ordered] [--warm S] [--csv FILE]
 //                            [--one HQ,HKV,BATCH,LEN [--splits N] [--target S]] [--rotate K] [--l2-evict-first 0|1] [--small-rings 0|1]
-//                            [--small-ctas 2|3] [--distinct K] [--inputs DIR [--batches B1,B2,..]]
+//                            [--small-ctas 2|3] [--distinct K] [--head-dim D] [--inputs DIR [--batches B1,B2,..]]
 // --page: page size (default 64); --ordered: pages in order instead of shuffled; --warm: seconds of
 // replays before each timing (default 0.2; steady clocks, as cuda_prefill_bench --warm).
 // --rotate K: K copies of the cache (K times the memory), the timed calls taking them in turn, so
@@ -28,6 +28,7 @@
 // planner's rules.
 // --small-ctas 2|3: with --small-rings 1, the small rings at two or three CTAs per SM
 // (DecodePlan::ctas_per_sm; default: the plan's where it has small rings, else 2).
+// --head-dim D: the generated shapes' head dim (default 128; 64 and 256 too).
 // --distinct K: K different generated sequences (generator seeds 1..K), sequence b of the batch
 // holding number b % K; default 1, every sequence the same one. With one sequence the groups of
 // one KV head all carry the same kept tiles (MQA: every group), which a server's batch does not.
@@ -287,6 +288,7 @@ int main(int argc, char** argv) {
   std::string csv_path, one;  // --one HQ,HKV,BATCH,LEN: that shape alone (for profiling)
   int one_splits = 0;         // --splits: --one's split count (0: the planner's)
   double one_target = 0;      // --target: --one's skip at this tile sparsity
+  int head_dim = 128;         // --head-dim: of the generated shapes (64, 128 or 256)
   std::string inputs_dir;     // --inputs: a captured context instead of generated sequences
   std::vector<int> batches = {1, 8, 64};  // --batches: the batch sizes with --inputs
   for (int i = 1; i < argc; ++i) {
@@ -304,6 +306,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--small-ctas") && i + 1 < argc) g_small_ctas = std::atoi(argv[++i]) == 3 ? 3 : 2;
     else if (!std::strcmp(argv[i], "--warm") && i + 1 < argc) g_warm = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--distinct") && i + 1 < argc) g_distinct = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--head-dim") && i + 1 < argc) head_dim = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--inputs") && i + 1 < argc) inputs_dir = argv[++i];
     else if (!std::strcmp(argv[i], "--batches") && i + 1 < argc) {
       batches.clear();
@@ -338,6 +341,11 @@ int main(int argc, char** argv) {
     for (int batch : {1, 8, 64})
       for (int len : {8192, 32768, 131072}) shapes.push_back({hq, hkv, batch, len});
   if (quick) shapes = {{32, 8, 8, 32768}, {32, 8, 1, 131072}, {8, 1, 1, 131072}, {32, 8, 1, 8192}};
+  if (head_dim != 64 && head_dim != 128 && head_dim != 256) {
+    std::fprintf(stderr, "--head-dim takes 64, 128 or 256\n");
+    return 2;
+  }
+  for (Shape& s : shapes) s.d = head_dim;
   // Skip rows use max seeding (BLASST.md 6): without it each split's first tile and fresh running
   // max cost most of the sparsity (the last table shows how much).
   std::vector<double> factors = {0.01, 0.05, 0.25, 1, 4, 16};
@@ -345,6 +353,7 @@ int main(int argc, char** argv) {
   if (!one.empty()) {
     Shape s{};
     if (std::sscanf(one.c_str(), "%d,%d,%d,%d", &s.hq, &s.hkv, &s.batch, &s.len) != 4) return 2;
+    s.d = head_dim;
     shapes = {s};
     factors = {64};
   }

@@ -1,6 +1,6 @@
 """PyTorch SDPA decode peers (cuDNN and flash backends), timed on the shapes of cuda_decode_bench.
 
-One query token per sequence, bf16, head dim 128, contiguous (unpaged) K and V. Each backend gets
+One query token per sequence, bf16, head dim 128 (--head-dim), contiguous (unpaged) K and V. Each backend gets
 GQA through enable_gqa where it accepts it; otherwise K and V are expanded to Hq heads beforehand
 (the expansion is not timed, but the larger read is what that backend does). Bytes are always the
 dense K+V of Hkv heads, as for our kernel. Each timing follows --warm seconds of replays (steady
@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--rotate", type=int, default=1, help="copies of K and V the timed calls take in turn")
     ap.add_argument("--shapes", default="", help="HQ,HKV,BATCH,LEN[;...]: these shapes only (as the decode "
                     "bench's --one), for an A/B beside our kernel in the same call")
+    ap.add_argument("--head-dim", type=int, default=128, help="of the shapes (not with --real)")
     ap.add_argument("--real", default="", help="DIR with q.npy [T, Hq, d], k.npy and v.npy [L, Hkv, d]")
     ap.add_argument("--batches", default="1,8,64", help="with --real: the batch sizes")
     args = ap.parse_args()
@@ -48,7 +49,7 @@ def main():
         shapes = [tuple(int(x) for x in one.split(",")) for one in args.shapes.split(";") if one]
         if any(len(s) != 4 for s in shapes):
             ap.error("--shapes takes HQ,HKV,BATCH,LEN groups separated by ';'")
-    d = 128
+    d = args.head_dim
     if real is not None:
         T, hq_r, d = real[0].shape
         n_r, hkv_r = real[1].shape[0], real[1].shape[1]

@@ -62,6 +62,10 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
     if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 2, 2, 3>>(params, tmk, tmv, plan, stream);
   }
+  if constexpr (D == 64 && WM == 2) {  // the same rings, two CTAs per SM (17-32 rows)
+    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 2, 2>>(params, tmk, tmv, plan, stream);
+  }
   if constexpr (D == 128 && WM == 2) {  // skip walks of 17-32 rows: two K stages and one V, two CTAs per SM
     if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
       return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1, 2>>(params, tmk, tmv, plan, stream);
@@ -247,11 +251,17 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // 8K, H200, session 20), streamed at 0.74-0.77x cuDNN dense; three CTAs per SM: dense 1.35x
   // faster at batch 64 (0.99-1.01x cuDNN) and 1.55x at batch 8, at 70 % 1.65x and 1.94x; two CTAs
   // of three-stage rings ran 0.96-0.98x of three at batch 64 and 0.83x at batch 8 at 70 %, four of
-  // one-stage rings 0.79-1.01x.
-  const bool d64_rings = small_rings && p.head_dim_qk == 64 && plan.warps_m == 1 && plan.chunks == 1 &&
-                         3 * smem_bytes_for(64, 1, 2, 2) <= smem_per_sm;
+  // one-stage rings 0.79-1.01x. Groups of 17-32 rows (two row warps) take the same rings at two
+  // CTAs per SM (three spill): on generated inputs (32/1 and 128/4, batch 8 and 64, 32K; session
+  // 20) 1.20-1.39x dense and 1.13-1.36x at 70 % over the ring kernel. 33-64 rows (four row warps)
+  // keep the ring kernel: their two-CTA rings spill 160-270 bytes (1.20-1.38x dense, 1.0-1.15x at 70 %).
+  const int d64_ctas = !small_rings || p.head_dim_qk != 64 || plan.chunks != 1 ? 0
+                       : plan.warps_m == 1                                       ? 3
+                       : plan.warps_m == 2                                       ? 2
+                                                                                 : 0;
+  const bool d64_rings = d64_ctas > 0 && d64_ctas * smem_bytes_for(64, plan.warps_m, 2, 2) <= smem_per_sm;
   if (d64_rings) plan.small_rings = true;
-  const int per_sm = d64_rings           ? 3
+  const int per_sm = d64_rings           ? d64_ctas
                      : plan.small_rings ? 2
                                         : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);

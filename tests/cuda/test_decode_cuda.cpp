@@ -498,7 +498,9 @@ TEST(DecodePlanner, TwoRowWarpSkipWalksOnTwoCtasPerSm) {
 // CTAs per SM, for every policy: against the CPU engine (decisions, O and LSE with the kernel's
 // mask replayed) and against the six-stage ring kernel within tolerance (S sums the head dim in
 // another order there), dense, skip with and without max seeding, an explicit threshold and a
-// replayed mask; groups of 1, 3, 4 and 8 rows (MQA among them) and speculative tokens.
+// replayed mask; groups of 1, 3, 4 and 8 rows (MQA among them) and speculative tokens. Groups of
+// 17-32 rows (24 and 32, MQA and 6 speculative tokens) take the same rings at two CTAs per SM,
+// with the ring kernel's bits.
 TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
@@ -507,7 +509,10 @@ TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
     int hq, hkv, q_tokens;
   };
   for (const Layout lay : {Layout{DType::bf16, 9, 3, 1}, Layout{DType::f16, 16, 4, 1}, Layout{DType::bf16, 8, 1, 1},
-                           Layout{DType::bf16, 4, 4, 1}, Layout{DType::f16, 8, 4, 4}}) {
+                           Layout{DType::bf16, 4, 4, 1}, Layout{DType::f16, 8, 4, 4}, Layout{DType::bf16, 32, 1, 1},
+                           Layout{DType::f16, 24, 1, 1}, Layout{DType::bf16, 32, 8, 6}}) {
+    // Up to 16 rows: three CTAs per SM; 17-32 rows (two row warps): two, with the ring kernel's bits.
+    const int rows = lay.q_tokens * lay.hq / lay.hkv, ctas = rows <= 16 ? 3 : 2, arg = ctas == 3 ? 3 : 1;
     const PagedBatch x =
         make_paged(seed ^ (lay.hq * 7 + lay.q_tokens), {8192, 17, 0, 5000, 1, 8000, 129}, lay.q_tokens, lay.hq, lay.hkv,
                    64, 16, lay.dt, true);
@@ -530,27 +535,29 @@ TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
     for (SkipPolicy pol : pols) {
       pol.order = VisitOrder::forward;
       SCOPED_TRACE(describe(x, pol, seed));
-      const GpuRun three = run_gpu(x, pol, nullptr, nullptr, -1, 3), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
-      EXPECT_EQ(rings.plan.ctas_per_sm, 3) << "the default plan (run_gpu turned only its small_rings off)";
+      const GpuRun three = run_gpu(x, pol, nullptr, nullptr, -1, arg), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
+      EXPECT_EQ(rings.plan.ctas_per_sm, ctas) << "the default plan (run_gpu turned only its small_rings off)";
       EXPECT_LT(rel_l2(three.o, rings.o), tolerance(lay.dt));
+      if (ctas == 2) EXPECT_EQ(three.o_bits, rings.o_bits);
       double sparsity = 0;
-      check_against_cpu(x, pol, seed, &sparsity, 3);
+      check_against_cpu(x, pol, seed, &sparsity, arg);
       if (pol.mode != SkipPolicy::Mode::dense)
         EXPECT_GT(sparsity, 0.1) << "the walks must skip for this test to mean anything";
       else
         EXPECT_EQ(sparsity, 0.0);
       // The ring kernel's decisions replayed on the three-CTA rings: the same counts.
-      const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 3);
+      const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, arg);
       EXPECT_EQ(replayed.counters, rings.counters);
       EXPECT_LT(rel_l2(replayed.o, rings.o), tolerance(lay.dt));
     }
   }
 }
 
-// Head dim 64: three CTAs per SM of the two-stage rings wherever one CTA holds a group, whatever the
-// policy; the split count follows the planner's rules for that occupancy. Groups of more than 16
-// rows keep the ring kernel. No GPU needed.
-TEST(DecodePlanner, HeadDim64TakesThreeCtasPerSm) {
+// Head dim 64: three CTAs per SM of the two-stage rings wherever one CTA of one row warp holds a
+// group, two for two row warps (17-32 rows), whatever the policy; the split count follows the
+// planner's rules for that occupancy. Groups of more than 32 rows keep the ring kernel. No GPU
+// needed.
+TEST(DecodePlanner, HeadDim64TakesTwoOrThreeCtasPerSm) {
   const int sms = kH200Sms;
   SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
   seeded.max_seed = true;
@@ -564,9 +571,13 @@ TEST(DecodePlanner, HeadDim64TakesThreeCtasPerSm) {
     EXPECT_EQ(b64.ctas_per_sm, 3);
     EXPECT_EQ(b64.splits, 1);
     EXPECT_EQ(plan_shape(8, 1, 1, 131072, pol, 64).ctas_per_sm, 3);  // MQA, 8 rows
-    const cuda::DecodePlan wide = plan_shape(128, 4, 8, 8192, pol, 64);  // 32 rows: the ring kernel
-    EXPECT_FALSE(wide.small_rings);
-    EXPECT_EQ(wide.ctas_per_sm, 1);
+    const cuda::DecodePlan wide = plan_shape(128, 4, 8, 8192, pol, 64);  // 32 rows: two CTAs per SM
+    EXPECT_TRUE(wide.small_rings);
+    EXPECT_EQ(wide.ctas_per_sm, 2);
+    EXPECT_EQ(wide.splits, 2 * sms / 32);
+    const cuda::DecodePlan wider = plan_shape(64, 1, 8, 8192, pol, 64);  // 64 rows: the ring kernel
+    EXPECT_FALSE(wider.small_rings);
+    EXPECT_EQ(wider.ctas_per_sm, 1);
   }
   EXPECT_EQ(plan_shape(36, 12, 1, 8192, SkipPolicy{}, 64).splits, 32);  // 12 groups: 33 a wave, at most 64 / 2 tiles
   // small_rings = false plans the ring kernel (bench A/Bs).

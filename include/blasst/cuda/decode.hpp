@@ -51,12 +51,13 @@ struct DecodePlan {
   // Skip walks (max seeding) of groups of 17-32 rows at head dim 128 (two row warps, one CTA per
   // group) take two CTAs per SM of two K stages and one V stage where chunks hold 64 tiles or
   // more (session 20: 1.02-1.07x at 70 %; the same bits as the ring kernel).
-  // At head dim 64 (one CTA of one row warp per group) the planner sets it for every policy: rings
-  // of two K and two V stages at three CTAs per SM, where the ring kernel's six K stages hold one
-  // CTA per SM (PERF.md, session 20: 1.35-1.94x on SmolLM2-135M's captured tensors).
+  // At head dim 64 (one CTA of one or two row warps per group, up to 32 rows) the planner sets it
+  // for every policy: rings of two K and two V stages at three CTAs per SM (two for two row warps),
+  // where the ring kernel's six K stages hold one CTA per SM (PERF.md, session 20: 1.35-1.94x on
+  // SmolLM2-135M's captured tensors; 1.12-1.37x for 32-row groups on generated ones).
   bool small_rings = false;
   // CTAs per SM the splits were planned for: on the small rings 2 or 3 (the kernel is chosen by
-  // it; 3 at head dim 64, 2 for two row warps), on the ring kernel what its shared memory allows (1 at head dims 128
+  // it; at head dim 64 3, or 2 for two row warps; 2 for two row warps at 128), on the ring kernel what its shared memory allows (1 at head dims 128
   // and 256).
   int ctas_per_sm = 1;
 };
