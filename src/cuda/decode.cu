@@ -254,7 +254,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // one-stage rings 0.79-1.01x. Groups of 17-32 rows (two row warps) take the same rings at two
   // CTAs per SM (three spill): on generated inputs (32/1 and 128/4, batch 8 and 64, 32K; session
   // 20) 1.20-1.39x dense and 1.13-1.36x at 70 % over the ring kernel. 33-64 rows (four row warps)
-  // keep the ring kernel: their two-CTA rings spill 160-270 bytes (1.20-1.38x dense, 1.0-1.15x at 70 %).
+  // keep the ring kernel: their two-CTA rings spill 160-270 bytes (1.20-1.39x dense, 1.0-1.15x at 70 %).
   const int d64_ctas = !small_rings || p.head_dim_qk != 64 || plan.chunks != 1 ? 0
                        : plan.warps_m == 1                                       ? 3
                        : plan.warps_m == 2                                       ? 2
