@@ -191,6 +191,29 @@ void check_against_cpu(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t
   if (sparsity) *sparsity = visited ? double(skipped) / visited : 0.0;
 }
 
+// The skip policies the small-ring tests walk: scale factor 16 on 1, 2 and 5 splits (max seeding
+// from 2 on), 64 on 3 splits without max seeding, and the threshold 1e-3 on 2 splits.
+// A batch layout of those tests: dtype, query and KV heads, query tokens per sequence.
+struct WalkLayout {
+  DType dt;
+  int hq, hkv, q_tokens;
+};
+std::vector<SkipPolicy> skip_walk_policies() {
+  std::vector<SkipPolicy> pols;
+  for (int splits : {1, 2, 5}) {
+    SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
+    a.max_seed = splits > 1, a.splits = splits;
+    pols.push_back(a);
+  }
+  SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
+  plain.splits = 3;
+  pols.push_back(plain);
+  SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
+  thr.splits = 2;
+  pols.push_back(thr);
+  return pols;
+}
+
 TEST(CudaDecode, DenseMatchesFloat64) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
@@ -383,18 +406,7 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
   for (const Layout lay : {Layout{DType::bf16, 32, 8}, Layout{DType::f16, 32, 8}, Layout{DType::bf16, 8, 1}}) {
     const DType dt = lay.dt;
     const PagedBatch x = make_paged(seed, {8192, 17, 0, 5000, 1, 8000, 129}, 1, lay.hq, lay.hkv, 128, 16, dt, true);
-    std::vector<SkipPolicy> pols;
-    for (int splits : {1, 2, 5}) {
-      SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
-      a.max_seed = splits > 1, a.splits = splits;
-      pols.push_back(a);
-    }
-    SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
-    plain.splits = 3;
-    pols.push_back(plain);
-    SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
-    thr.splits = 2;
-    pols.push_back(thr);
+    std::vector<SkipPolicy> pols = skip_walk_policies();
     for (SkipPolicy pol : pols) {
       pol.order = VisitOrder::forward;
       SCOPED_TRACE(describe(x, pol, seed));
@@ -426,23 +438,11 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
 TEST(CudaDecode, TwoRowWarpSkipWalksMatchTheRings) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
-  struct Layout {
-    DType dt;
-    int hq, hkv, q_tokens;
-  };
-  for (const Layout lay : {Layout{DType::bf16, 32, 1, 1}, Layout{DType::f16, 64, 2, 1}, Layout{DType::bf16, 24, 1, 1},
-                           Layout{DType::bf16, 32, 8, 6}}) {
+  for (const WalkLayout lay : {WalkLayout{DType::bf16, 32, 1, 1}, WalkLayout{DType::f16, 64, 2, 1},
+                               WalkLayout{DType::bf16, 24, 1, 1}, WalkLayout{DType::bf16, 32, 8, 6}}) {
     const PagedBatch x = make_paged(seed ^ (lay.hq * 13 + lay.q_tokens), {8192, 17, 0, 5000, 1, 8000, 129}, lay.q_tokens,
                                     lay.hq, lay.hkv, 128, 16, lay.dt, true);
-    std::vector<SkipPolicy> pols;
-    for (int splits : {1, 2, 5}) {
-      SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
-      a.max_seed = splits > 1, a.splits = splits;
-      pols.push_back(a);
-    }
-    SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
-    thr.splits = 2;
-    pols.push_back(thr);
+    std::vector<SkipPolicy> pols = skip_walk_policies();
     for (SkipPolicy pol : pols) {
       pol.order = VisitOrder::forward;
       SCOPED_TRACE(describe(x, pol, seed));
@@ -504,31 +504,17 @@ TEST(DecodePlanner, TwoRowWarpSkipWalksOnTwoCtasPerSm) {
 TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
-  struct Layout {
-    DType dt;
-    int hq, hkv, q_tokens;
-  };
-  for (const Layout lay : {Layout{DType::bf16, 9, 3, 1}, Layout{DType::f16, 16, 4, 1}, Layout{DType::bf16, 8, 1, 1},
-                           Layout{DType::bf16, 4, 4, 1}, Layout{DType::f16, 8, 4, 4}, Layout{DType::bf16, 32, 1, 1},
-                           Layout{DType::f16, 24, 1, 1}, Layout{DType::bf16, 32, 8, 6}}) {
+  for (const WalkLayout lay : {WalkLayout{DType::bf16, 9, 3, 1}, WalkLayout{DType::f16, 16, 4, 1},
+                               WalkLayout{DType::bf16, 8, 1, 1}, WalkLayout{DType::bf16, 4, 4, 1},
+                               WalkLayout{DType::f16, 8, 4, 4}, WalkLayout{DType::bf16, 32, 1, 1},
+                               WalkLayout{DType::f16, 24, 1, 1}, WalkLayout{DType::bf16, 32, 8, 6}}) {
     // Up to 16 rows: three CTAs per SM; 17-32 rows (two row warps): two, with the ring kernel's bits.
     const int rows = lay.q_tokens * lay.hq / lay.hkv, ctas = rows <= 16 ? 3 : 2, arg = ctas == 3 ? 3 : 1;
     const PagedBatch x =
         make_paged(seed ^ (lay.hq * 7 + lay.q_tokens), {8192, 17, 0, 5000, 1, 8000, 129}, lay.q_tokens, lay.hq, lay.hkv,
                    64, 16, lay.dt, true);
-    std::vector<SkipPolicy> pols;
-    pols.push_back(SkipPolicy{});
-    for (int splits : {1, 2, 5}) {
-      SkipPolicy a = SkipPolicy::with_scale_factor(16.0);
-      a.max_seed = splits > 1, a.splits = splits;
-      pols.push_back(a);
-    }
-    SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
-    plain.splits = 3;
-    pols.push_back(plain);
-    SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
-    thr.splits = 2;
-    pols.push_back(thr);
+    std::vector<SkipPolicy> pols = skip_walk_policies();
+    pols.insert(pols.begin(), SkipPolicy{});  // dense
     SkipPolicy planned = SkipPolicy::with_scale_factor(16.0);
     planned.max_seed = true, planned.splits = 0;  // the planner's split count
     pols.push_back(planned);
