@@ -248,12 +248,12 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // Head dim 64, one CTA per group of up to 16 rows: rings of two K and two V stages, three CTAs per
   // SM, dense and skip (the split count by the rules below, as for any kernel at that occupancy).
   // The six-stage ring kernel holds one CTA per SM and, on SmolLM2-135M's captured tensors (36/12,
-  // 8K, H200, session 20), streamed at 0.74-0.77x cuDNN dense; three CTAs per SM: dense 1.35x
+  // 8K, H200, session 20), streamed at 0.74-0.81x cuDNN dense; three CTAs per SM: dense 1.35x
   // faster at batch 64 (0.99-1.01x cuDNN) and 1.55x at batch 8, at 70 % 1.65x and 1.94x; two CTAs
   // of three-stage rings ran 0.96-0.98x of three at batch 64 and 0.83x at batch 8 at 70 %, four of
   // one-stage rings 0.79-1.01x. Groups of 17-32 rows (two row warps) take the same rings at two
   // CTAs per SM (three spill): on generated inputs (32/1 and 128/4, batch 8 and 64, 32K; session
-  // 20) 1.20-1.39x dense and 1.13-1.36x at 70 % over the ring kernel. 33-64 rows (four row warps)
+  // 20) 1.20-1.39x dense and 1.12-1.36x at 70 % over the ring kernel. 33-64 rows (four row warps)
   // keep the ring kernel: their two-CTA rings spill 160-270 bytes (1.20-1.39x dense, 1.0-1.15x at 70 %).
   const int d64_ctas = !small_rings || p.head_dim_qk != 64 || plan.chunks != 1 ? 0
                        : plan.warps_m == 1                                       ? 3

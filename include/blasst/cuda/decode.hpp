@@ -29,11 +29,12 @@ struct DecodePlan {
   // only (same bits either way). PERF.md, session 13: with the cache rotated as a server sees it,
   // MQA 8/1 batch 8 32K 1.03x, batch 64 1.02x dense, 32/8 batch 8 1.01x.
   bool l2_evict_first = true;
-  // Walks on rings of one K and one V stage, two or three CTAs per SM (ctas_per_sm), as cuDNN's
-  // decode kernel runs; the splits are planned for that many CTAs per SM. Only at head dim 128
-  // with one CTA of one row warp per vote group (up to 16 rows); run() takes the ring kernel
-  // elsewhere. A kept tile's P V runs as soon as its V lands (one V stage, no queue), and the
-  // other CTAs on the SM stream meanwhile. The planner sets it for
+  // Walks on small rings (one K and one V stage at head dim 128, one row warp; other rings
+  // below), two or three CTAs per SM (ctas_per_sm), as cuDNN's decode kernel runs; the splits are
+  // planned for that many CTAs per SM. At head dim 128 with one CTA of one row warp per vote group
+  // (up to 16 rows), and at head dims 64 and 128 with two row warps (below); run() takes the ring
+  // kernel elsewhere. A kept tile's P V runs as soon as its V lands (one V stage, no queue), and
+  // the other CTAs on the SM stream meanwhile. The planner sets it for
   //  - a dense policy (no threshold, no replayed mask) where each chunk still holds 16 tiles or
   //    more, two CTAs per SM. PERF.md, session 14: 32/8 batch 8 32K 1.019x, batch 64 1.009x;
   //    session 16: 16-tile chunks (batch 8 and 64 at 8K) 1.003-1.017x;
@@ -57,8 +58,8 @@ struct DecodePlan {
   // SmolLM2-135M's captured tensors; 1.12-1.37x for 32-row groups on generated ones).
   bool small_rings = false;
   // CTAs per SM the splits were planned for: on the small rings 2 or 3 (the kernel is chosen by
-  // it; at head dim 64 3, or 2 for two row warps; 2 for two row warps at 128), on the ring kernel what its shared memory allows (1 at head dims 128
-  // and 256).
+  // it; at head dim 64 3, or 2 for two row warps; 2 for two row warps at 128), on the ring kernel
+  // what its shared memory allows (1 at head dims 128 and 256).
   int ctas_per_sm = 1;
 };
 
