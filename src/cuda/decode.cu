@@ -319,8 +319,9 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     // one V stage, where each chunk holds 64 tiles or more (the split count by the rules below for
     // two CTAs per SM). At 70 % on the H200 against the ring kernel (PERF.md, session 20): 256/8
     // batch 64 32K 1.07x, batch 8 1.02x; 32/1 batch 64 32K 1.02x; with 8-tile chunks (32/1 batch
-    // 8 32K, 33 splits) 0.91x. Two CTAs of one K stage 0.92-0.99x, three 0.74-0.79x. (It spills
-    // 32 bytes a thread at the 204 registers two CTAs allow; measured so.)
+    // 8 32K, 33 splits) 0.91x. Two CTAs of one K stage 0.92-0.99x, three 0.74-0.79x. It spills 4
+    // bytes a thread at the 168 registers two CTAs of five warps allow (32 before its lane was made
+    // opaque per tile; the figures above are with 32).
     const bool rows32 = small_rings && p.head_dim_qk == 128 && plan.warps_m == 2 && plan.chunks == 1 &&
                         !pol.replay_mask && 2 * smem_bytes_for(128, 2, 2, 1) <= smem_per_sm;
     if (rows32 && (gqa || groups < plan.sm_count * 2)) {

@@ -126,7 +126,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   const int chunks = kCluster ? p.chunks : 1;
   const int split = kCluster ? blockIdx.x / chunks : blockIdx.x, rank = kCluster ? blockIdx.x % chunks : 0;
   const int h = blockIdx.y, b = blockIdx.z;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, warp = tid >> 5;
+  int lane = tid & 31;  // see the consumer loop: hidden from the compiler per tile in one variant
   const int sk = p.seq_lens[b], R = p.rows, T_ = p.q_tokens;
   // This CTA's rows of the group: [row0, row0 + Rl).
   const int row0 = kCluster ? rank * p.chunk_rows : 0, Rl = kCluster ? min(p.chunk_rows, R - row0) : R;
@@ -337,6 +338,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   }
 
   for (int j = 0; j < steps; ++j) {
+    // Two row warps on two CTAs per SM (204 registers): the compiler hoists the lane's fragment
+    // offsets out of the loop and spills them; an opaque lane makes it recompute them per tile.
+    if constexpr (Tr::WM == 2 && Tr::kMinBlocks == 2 && Tr::NSK == 2 && Tr::NSV == 1) asm volatile("" : "+r"(lane));
     const int tile = tile_of(j);
     ptx::mbar_wait(&full_k[j % NSK], (j / NSK) & 1);
     const unsigned char* kst = sK + (j % NSK) * Tr::kTileBytes;
