@@ -41,9 +41,9 @@
 // float16, e.g. a real model's tensors (scripts/capture_bench_inputs.py). Sequence b of a batch decodes
 // the query of position L - 1 - (b % T) over its own copy of the keys before it (length L - (b % T)),
 // so a batch of up to T sequences holds T different decode steps of one text. Heads and head dim
-// come from the files; --batches B1,B2,.. (default 1,8,64) are the batch sizes, and the rows are
-// dense and the 50 / 70 / 90 % rows. `sdpa_decode_peer.py --real DIR` times the
-// peers on the same tensors.
+// come from the files (--head-dim does not apply); --batches B1,B2,.. (default 1,8,64) are the
+// batch sizes, each run dense and at the 50 / 70 / 90 % rows. `sdpa_decode_peer.py --real DIR`
+// times the peers on the same tensors.
 //
 // Each shape runs dense, a scale-factor sweep with max seeding, and (full run) the scale factors
 // that reach 50, 70 and 90 % tile sparsity ("s=0.7" rows, found by bisection).
