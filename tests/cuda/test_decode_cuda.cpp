@@ -434,7 +434,7 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
 // Skip walks of groups of 17-32 rows (two row warps) at head dim 128 on two CTAs per SM of two K
 // stages and one V stage: the same bits, mask and counters as the ring kernel at the same splits
 // (S sums alike; only the P V queue differs), the CPU engine's decisions, and a replayed mask.
-// MQA of 32 rows, GQA of 24 and 32, and 6 speculative tokens of a 4-row group.
+// MQA of 24 and 32 rows, GQA of 32, and 6 speculative tokens of a 4-row group (24 rows).
 TEST(CudaDecode, TwoRowWarpSkipWalksMatchTheRings) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
