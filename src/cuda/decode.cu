@@ -315,6 +315,10 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
       plan.ctas_per_sm = ctas_per_sm;
       plan.splits = splits;
     };
+    // Over a wave, GQA chunks of at least 64 tiles, up to 4; under a wave, chunks of at least 128
+    // tiles, up to 8, where that is more than the wave's count (the rules above).
+    const int wave_splits = std::clamp(max_tiles / 64, 1, 4);
+    auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
     // Groups of 17-32 rows (two row warps) at head dim 128: two CTAs per SM of two K stages and
     // one V stage, where each chunk holds 64 tiles or more (the split count by the rules below for
     // two CTAs per SM). At 70 % on the H200 against the ring kernel (PERF.md, session 20): 256/8
@@ -325,15 +329,14 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     const bool rows32 = small_rings && p.head_dim_qk == 128 && plan.warps_m == 2 && plan.chunks == 1 &&
                         !pol.replay_mask && 2 * smem_bytes_for(128, 2, 2, 1) <= smem_per_sm;
     if (rows32 && (gqa || groups < plan.sm_count * 2)) {
-      const int s = groups >= plan.sm_count * 2 ? std::clamp(max_tiles / 64, 1, 4)
-                                                : std::max(splits_for(2), std::min(max_tiles / 128, 8));
+      const int s = groups >= plan.sm_count * 2 ? wave_splits : long_chunks(splits_for(2));
       if (chunk_tiles(s) >= 64) {
         take_small_rings(2, s);
         return finish();
       }
     }
     if (groups >= plan.sm_count * per_sm) {
-      if (gqa) plan.splits = std::clamp(max_tiles / 64, 1, 4);
+      if (gqa) plan.splits = wave_splits;
       // Three CTAs per SM: up to 8 chunks of 64 tiles or more, the count whose last wave is the
       // fullest (the first such), if it is 90 % full or more.
       int best = 0;
@@ -344,7 +347,6 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
       }
       if (best > 0 && best_fill >= 0.9) take_small_rings(3, best);
     } else {
-      auto long_chunks = [&](int splits) { return std::max(splits, std::min(max_tiles / 128, 8)); };
       plan.splits = long_chunks(plan.splits);
       const int three = splits_for(3), two = long_chunks(splits_for(2));
       if ((three_fit && chunks_hold_16(three)) || (mqa_three_fit && chunk_tiles(three) >= 128))

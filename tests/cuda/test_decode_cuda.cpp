@@ -45,6 +45,12 @@ DecodeProblem shape_problem(int hq, int hkv, int batch, int len, int d = 128) {
   p.block_table = p.seq_lens = placeholder;
   return p;
 }
+// The planner tests' policy that may skip: scale factor 64 with max seeding.
+SkipPolicy seeded_policy() {
+  SkipPolicy pol = SkipPolicy::with_scale_factor(64.0);
+  pol.max_seed = true;
+  return pol;
+}
 cuda::DecodePlan plan_shape(int hq, int hkv, int batch, int len, SkipPolicy pol = SkipPolicy{}, int d = 128) {
   pol.order = VisitOrder::forward;
   pol.splits = 0;
@@ -212,6 +218,24 @@ std::vector<SkipPolicy> skip_walk_policies() {
   thr.splits = 2;
   pols.push_back(thr);
   return pols;
+}
+
+// The small rings at two CTAs per SM (run_gpu's small_rings 1) against the ring kernel, for a walk
+// whose S sums alike in both: the same bits, LSE, mask and counters; the CPU engine's decisions
+// (the walk must skip); the ring kernel's mask replayed on the small rings gives its bits. Returns
+// the ring kernel's run.
+GpuRun expect_two_ctas_walk_as_the_rings(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t seed) {
+  const GpuRun two = run_gpu(x, pol, nullptr, nullptr, -1, 1), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
+  EXPECT_EQ(two.o_bits, rings.o_bits);
+  EXPECT_EQ(std::memcmp(two.lse.data(), rings.lse.data(), two.lse.size() * 4), 0);
+  EXPECT_EQ(two.mask, rings.mask);
+  EXPECT_EQ(two.counters, rings.counters);
+  double sparsity = 0;
+  check_against_cpu(x, pol, seed, &sparsity, 1);
+  EXPECT_GT(sparsity, 0.1) << "the walks must skip for this test to mean anything";
+  const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 1);
+  EXPECT_EQ(replayed.o_bits, rings.o_bits);
+  return rings;
 }
 
 TEST(CudaDecode, DenseMatchesFloat64) {
@@ -406,21 +430,10 @@ TEST(CudaDecode, SkipWalksOnSmallRingsMatchTheRings) {
   for (const Layout lay : {Layout{DType::bf16, 32, 8}, Layout{DType::f16, 32, 8}, Layout{DType::bf16, 8, 1}}) {
     const DType dt = lay.dt;
     const PagedBatch x = make_paged(seed, {8192, 17, 0, 5000, 1, 8000, 129}, 1, lay.hq, lay.hkv, 128, 16, dt, true);
-    std::vector<SkipPolicy> pols = skip_walk_policies();
-    for (SkipPolicy pol : pols) {
+    for (SkipPolicy pol : skip_walk_policies()) {
       pol.order = VisitOrder::forward;
       SCOPED_TRACE(describe(x, pol, seed));
-      const GpuRun small = run_gpu(x, pol, nullptr, nullptr, -1, 1), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
-      EXPECT_EQ(small.o_bits, rings.o_bits);
-      EXPECT_EQ(std::memcmp(small.lse.data(), rings.lse.data(), small.lse.size() * 4), 0);
-      EXPECT_EQ(small.mask, rings.mask);
-      EXPECT_EQ(small.counters, rings.counters);
-      double sparsity = 0;
-      check_against_cpu(x, pol, seed, &sparsity, 1);
-      EXPECT_GT(sparsity, 0.1) << "the walks must skip for this test to mean anything";  // 0.31-0.91 here
-      // A replayed mask (the ring kernel's decisions) walks the same way on the small rings.
-      const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 1);
-      EXPECT_EQ(replayed.o_bits, rings.o_bits);
+      const GpuRun rings = expect_two_ctas_walk_as_the_rings(x, pol, seed);  // sparsity 0.31-0.91 here
       double sparsity3 = 0;
       check_against_cpu(x, pol, seed, &sparsity3, 3);
       EXPECT_GT(sparsity3, 0.1);
@@ -442,21 +455,10 @@ TEST(CudaDecode, TwoRowWarpSkipWalksMatchTheRings) {
                                WalkLayout{DType::bf16, 24, 1, 1}, WalkLayout{DType::bf16, 32, 8, 6}}) {
     const PagedBatch x = make_paged(seed ^ (lay.hq * 13 + lay.q_tokens), {8192, 17, 0, 5000, 1, 8000, 129}, lay.q_tokens,
                                     lay.hq, lay.hkv, 128, 16, lay.dt, true);
-    std::vector<SkipPolicy> pols = skip_walk_policies();
-    for (SkipPolicy pol : pols) {
+    for (SkipPolicy pol : skip_walk_policies()) {
       pol.order = VisitOrder::forward;
       SCOPED_TRACE(describe(x, pol, seed));
-      const GpuRun two = run_gpu(x, pol, nullptr, nullptr, -1, 1), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
-      EXPECT_EQ(two.plan.warps_m, 2);
-      EXPECT_EQ(two.o_bits, rings.o_bits);
-      EXPECT_EQ(std::memcmp(two.lse.data(), rings.lse.data(), two.lse.size() * 4), 0);
-      EXPECT_EQ(two.mask, rings.mask);
-      EXPECT_EQ(two.counters, rings.counters);
-      double sparsity = 0;
-      check_against_cpu(x, pol, seed, &sparsity, 1);
-      EXPECT_GT(sparsity, 0.1) << "the walks must skip for this test to mean anything";
-      const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, 1);
-      EXPECT_EQ(replayed.o_bits, rings.o_bits);
+      EXPECT_EQ(expect_two_ctas_walk_as_the_rings(x, pol, seed).plan.warps_m, 2);
     }
   }
 }
@@ -465,8 +467,7 @@ TEST(CudaDecode, TwoRowWarpSkipWalksMatchTheRings) {
 // one V stage where each chunk holds 64 tiles or more; dense walks, walks without max seeding and
 // one KV head over a wave keep the ring kernel. No GPU needed.
 TEST(DecodePlanner, TwoRowWarpSkipWalksOnTwoCtasPerSm) {
-  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
-  seeded.max_seed = true;
+  SkipPolicy seeded = seeded_policy();
   struct Case {
     int hq, hkv, batch, len;
     bool small;
@@ -545,8 +546,7 @@ TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
 // needed.
 TEST(DecodePlanner, HeadDim64TakesTwoOrThreeCtasPerSm) {
   const int sms = kH200Sms;
-  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
-  seeded.max_seed = true;
+  SkipPolicy seeded = seeded_policy();
   for (const SkipPolicy& pol : {SkipPolicy{}, seeded}) {
     SCOPED_TRACE(pol.mode == SkipPolicy::Mode::dense ? "dense" : "skip");
     const cuda::DecodePlan b8 = plan_shape(36, 12, 8, 8192, pol, 64);  // SmolLM2's layers stacked: 96 groups
@@ -601,8 +601,7 @@ TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
 // many waves keep the planner's other rules.
 TEST(DecodePlanner, SkipWalksSplitOverWaves) {
   auto planned = [](int batch, int len, const SkipPolicy& pol) { return plan_shape(32, 8, batch, len, pol); };
-  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
-  seeded.max_seed = true;
+  SkipPolicy seeded = seeded_policy();
   SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
   // 512 groups, 396 CTAs a wave: 3 splits make 3.9 waves (2: 2.6, 4: 5.2).
   const cuda::DecodePlan b64 = planned(64, 32768, seeded);
@@ -647,8 +646,7 @@ TEST(DecodePlanner, SkipWalksSplitOverWaves) {
 // chunks hold 128 tiles or more; 16 rows, dense's own rule, no max seeding and
 // plan_decode_for(..., small_rings = false) stay on the rings. No GPU needed.
 TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
-  SkipPolicy seeded = SkipPolicy::with_scale_factor(64.0);
-  seeded.max_seed = true;
+  SkipPolicy seeded = seeded_policy();
   struct Case {
     int hq, hkv, batch, len;
     bool small;
