@@ -338,9 +338,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   }
 
   for (int j = 0; j < steps; ++j) {
-    // Two row warps on two CTAs per SM (204 registers): the compiler hoists the lane's fragment
-    // offsets out of the loop and spills them; an opaque lane makes it recompute them per tile.
-    if constexpr (Tr::WM == 2 && Tr::kMinBlocks == 2 && Tr::NSK == 2 && Tr::NSV == 1) asm volatile("" : "+r"(lane));
+    // Two row warps on two CTAs per SM (168 registers) and head dim 128 on three (128): the
+    // compiler hoists the lane's fragment offsets out of the loop and spills them (4 and 32
+    // bytes); an opaque lane makes it recompute them per tile. (Not at head dim 64 on three CTAs
+    // per SM, which does not spill without it and would with it.)
+    if constexpr ((Tr::WM == 2 && Tr::kMinBlocks == 2 && Tr::NSK == 2 && Tr::NSV == 1) ||
+                  (Tr::D == 128 && Tr::kMinBlocks == 3))
+      asm volatile("" : "+r"(lane));
     const int tile = tile_of(j);
     ptx::mbar_wait(&full_k[j % NSK], (j / NSK) & 1);
     const unsigned char* kst = sK + (j % NSK) * Tr::kTileBytes;
