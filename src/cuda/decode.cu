@@ -37,8 +37,12 @@ int chunks_for(int rows, int d) {
 // Consumer warps: row warps x key warps 1x4, 2x2, 4x1, 8x1 (one more warp produces; four consumer
 // warps keep the register cap at 255). K and V stages fill shared memory: the K ring sets how far
 // the producer runs ahead, the V ring how long a kept tile's V load has before its P V product.
-constexpr int stages_k(int d, int wm) { return d == 64 ? 6 : d == 128 ? 3 : 1; }
-constexpr int stages_v(int d, int wm) { return d == 64 ? 3 : d == 128 ? (wm >= 4 ? 2 : 3) : 2; }
+// Head dim 256 (64 KB a stage, three stages): one row warp takes two K stages and one V, so the
+// producer asks for the next K before the vote on this one (at 70 % on the H200, session 21,
+// 1.13-1.20x the earlier one K and two V stages at 4/1, 8/4, 16/8 batch 8 and 64 32K, 1.04-1.11x on
+// Gemma 3 270M's captured tensors; dense level); two row warps keep one K and two V.
+constexpr int stages_k(int d, int wm) { return d == 64 ? 6 : d == 128 ? 3 : wm == 1 ? 2 : 1; }
+constexpr int stages_v(int d, int wm) { return d == 64 ? 3 : d == 128 ? (wm >= 4 ? 2 : 3) : wm == 1 ? 1 : 2; }
 template <class T, int D, int WM>
 using TraitsFor = DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), stages_k(D, WM), stages_v(D, WM)>;
 
@@ -75,6 +79,14 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1, 3>>(params, tmk, tmv, plan, stream);
     if (plan.small_rings && plan.chunks == 1)
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>>(params, tmk, tmv, plan, stream);
+  }
+  if constexpr (D == 256 && WM == 2) {
+    // Walks that may skip, 17-32 rows in one CTA: two K stages and one V, as one row warp takes
+    // for every policy (stages_k). At 70 % on the H200 (PERF.md, session 21) 1.00-1.16x the one K
+    // and two V stages (32/1 and 32/2 batch 8, 24/1 batch 64, 32K); dense 0.975-0.997x, so dense
+    // keeps them.
+    if (plan.chunks == 1 && ((params.mode != 0 && params.value > 0) || params.replay))
+      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1>>(params, tmk, tmv, plan, stream);
   }
   launch_tr<TraitsFor<T, D, WM>>(params, tmk, tmv, plan, stream);
 }

@@ -261,7 +261,8 @@ TEST(CudaDecode, SkipMatchesCpuEngineAcrossShapes) {
   struct Shape { int hq, hkv, q_tokens, d; };
   const Shape shapes[] = {{8, 8, 1, 128}, {8, 4, 1, 128}, {16, 4, 1, 64}, {32, 4, 1, 128}, {64, 4, 1, 128},
                           {128, 4, 1, 64}, {8, 1, 1, 128}, {32, 1, 1, 128}, {32, 8, 3, 128}, {32, 8, 8, 128},
-                          {16, 2, 2, 256}, {8, 8, 1, 256}, {32, 8, 1, 256}, {64, 2, 2, 128}, {128, 2, 2, 64}};
+                          {16, 2, 2, 256}, {8, 8, 1, 256}, {32, 8, 1, 256}, {64, 2, 2, 128}, {128, 2, 2, 64},
+                          {32, 1, 1, 256}, {20, 4, 4, 256}};  // 32 and 20 rows at d 256: two row warps
   for (const Shape& s : shapes)
     for (DType dt : {DType::bf16, DType::f16}) {
       const PagedBatch x = make_paged(seed ^ (s.hq * 131 + s.d), {2000, 17, 0, 1013, 4096}, s.q_tokens, s.hq, s.hkv,
