@@ -81,11 +81,14 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
       return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>>(params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 256 && WM == 2) {
-    // Walks that may skip, 17-32 rows in one CTA: two K stages and one V, as one row warp takes
-    // for every policy (stages_k). At 70 % on the H200 (PERF.md, session 21) 1.00-1.16x the one K
-    // and two V stages (32/1 and 32/2 batch 8, 24/1 batch 64, 32K); dense 0.975-0.997x, so dense
-    // keeps them.
-    if (plan.chunks == 1 && ((params.mode != 0 && params.value > 0) || params.replay))
+    // Two row warps (17-32 rows a CTA) on two K stages and one V, as one row warp for every policy
+    // (stages_k), except dense walks on clusters (groups of more than 32 rows). On the H200
+    // (PERF.md, session 21), at 70 % in one CTA 1.03x and 1.16x one K and two V stages (32/1
+    // batch 8, 24/1 batch 64, 32K), and 1.09x more without the spill (the opaque lane); on
+    // clusters of two 1.23x (64/1 batch 8). Dense 0.997-1.007x in one CTA, but 0.94x on clusters,
+    // which therefore keep one K and two V stages.
+    const bool may_skip = (params.mode != 0 && params.value > 0) || params.replay;
+    if (plan.chunks == 1 || may_skip)
       return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1>>(params, tmk, tmv, plan, stream);
   }
   launch_tr<TraitsFor<T, D, WM>>(params, tmk, tmv, plan, stream);
@@ -98,7 +101,9 @@ void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtenso
   constexpr int D = Tr::D, WM = Tr::WM;
   const dim3 grid(plan.splits * plan.chunks, plan.num_heads_kv, plan.batch);
   // 8 row warps only in clusters (groups of more than 8 x 64 rows, cta_rows_for).
-  constexpr bool kClusterOnly = WM * 16 > cta_rows(D);
+  // Also two row warps at head dim 256 on one K and two V stages: one CTA takes two K stages
+  // (launch), so only dense clusters run them.
+  constexpr bool kClusterOnly = WM * 16 > cta_rows(D) || (D == 256 && WM == 2 && Tr::NSK == 1);
   if (plan.chunks == 1) {
     if constexpr (!kClusterOnly) {
       set_smem_limit_once<decode_splitkv_kernel<Tr, false>>(Tr::kSmemBytes);

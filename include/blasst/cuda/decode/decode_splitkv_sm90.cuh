@@ -338,12 +338,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   }
 
   for (int j = 0; j < steps; ++j) {
-    // Two row warps on two CTAs per SM (168 registers) and head dim 128 on three (128): the
-    // compiler hoists the lane's fragment offsets out of the loop and spills them (4 and 32
-    // bytes); an opaque lane makes it recompute them per tile. (Not at head dim 64 on three CTAs
-    // per SM, which does not spill without it and would with it.)
-    if constexpr ((Tr::WM == 2 && Tr::kMinBlocks == 2 && Tr::NSK == 2 && Tr::NSV == 1) ||
-                  (Tr::D == 128 && Tr::kMinBlocks == 3))
+    // Two row warps on two K stages and one V (head dim 128 on two CTAs per SM, 168 registers;
+    // 256 on one) and head dim 128 on three CTAs per SM (128): the compiler hoists the lane's
+    // fragment offsets out of the loop and spills them (4, 88 and 32 bytes); an opaque lane makes
+    // it recompute them per tile. Not elsewhere: head dim 64 on three CTAs per SM spills with it
+    // and not without, and at 256 it made one row warp 0.5 % and dense clusters 6 % slower
+    // (PERF.md, session 21).
+    if constexpr ((Tr::WM == 2 && Tr::NSK == 2 && Tr::NSV == 1) || (Tr::D == 128 && Tr::kMinBlocks == 3))
       asm volatile("" : "+r"(lane));
     const int tile = tile_of(j);
     ptx::mbar_wait(&full_k[j % NSK], (j / NSK) & 1);
