@@ -70,6 +70,10 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
     if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
       return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 2, 2>>(params, tmk, tmv, plan, stream);
   }
+  if constexpr (D == 64 && WM == 4) {  // 33-64 rows: two K stages and one V, two CTAs per SM
+    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 4, 1, 2, 1, 2>>(params, tmk, tmv, plan, stream);
+  }
   if constexpr (D == 128 && WM == 2) {  // skip walks of 17-32 rows: two K stages and one V, two CTAs per SM
     if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
       return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1, 2>>(params, tmk, tmv, plan, stream);
@@ -111,7 +115,9 @@ void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtenso
     } else {
       throw Error("internal: one decode CTA with " + std::to_string(WM) + " row warps");
     }
-  } else if constexpr (WM * 16 == cta_rows(D) || kClusterOnly) {  // the CTAs of one vote group form a cluster along x
+  } else if constexpr ((WM * 16 == cta_rows(D) || kClusterOnly) && Tr::kMinBlocks == 1) {
+    // The CTAs of one vote group form a cluster along x (never on the small rings, which hold
+    // more than one CTA per SM and run one CTA per group).
     set_smem_limit_once<decode_splitkv_kernel<Tr, true>>(Tr::kSmemBytes);
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = grid, cfg.blockDim = dim3(Tr::kThreads), cfg.dynamicSmemBytes = Tr::kSmemBytes, cfg.stream = stream;
@@ -271,12 +277,15 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // one-stage rings 0.79-1.01x. Groups of 17-32 rows (two row warps) take the same rings at two
   // CTAs per SM (three spill): on generated inputs (32/1 and 128/4, batch 8 and 64, 32K; session
   // 20) 1.20-1.39x dense and 1.12-1.36x at 70 % over the ring kernel. 33-64 rows (four row warps)
-  // keep the ring kernel: their two-CTA rings spill 160-270 bytes (1.20-1.39x dense, 1.0-1.15x at 70 %).
+  // take two CTAs per SM of two K stages and one V (the two-stage rings spill 160-270 bytes there;
+  // with one V stage there is no P V queue and no spill): on generated inputs (64/1 and 48/1,
+  // 320/8; batch 8 and 64, 8K and 32K; session 21) 1.37-1.53x dense and 1.10-1.41x at 70 % over
+  // the ring kernel, with its bits.
   const int d64_ctas = !small_rings || p.head_dim_qk != 64 || plan.chunks != 1 ? 0
                        : plan.warps_m == 1                                       ? 3
-                       : plan.warps_m == 2                                       ? 2
-                                                                                 : 0;
-  const bool d64_rings = d64_ctas > 0 && d64_ctas * smem_bytes_for(64, plan.warps_m, 2, 2) <= smem_per_sm;
+                       : 2;
+  const bool d64_rings =
+      d64_ctas > 0 && d64_ctas * smem_bytes_for(64, plan.warps_m, 2, plan.warps_m == 4 ? 1 : 2) <= smem_per_sm;
   if (d64_rings) plan.small_rings = true;
   const int per_sm = d64_rings           ? d64_ctas
                      : plan.small_rings ? 2

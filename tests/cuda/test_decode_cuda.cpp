@@ -509,8 +509,10 @@ TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
   for (const WalkLayout lay : {WalkLayout{DType::bf16, 9, 3, 1}, WalkLayout{DType::f16, 16, 4, 1},
                                WalkLayout{DType::bf16, 8, 1, 1}, WalkLayout{DType::bf16, 4, 4, 1},
                                WalkLayout{DType::f16, 8, 4, 4}, WalkLayout{DType::bf16, 32, 1, 1},
-                               WalkLayout{DType::f16, 24, 1, 1}, WalkLayout{DType::bf16, 32, 8, 6}}) {
-    // Up to 16 rows: three CTAs per SM; 17-32 rows (two row warps): two, with the ring kernel's bits.
+                               WalkLayout{DType::f16, 24, 1, 1}, WalkLayout{DType::bf16, 32, 8, 6},
+                               WalkLayout{DType::bf16, 48, 1, 1}, WalkLayout{DType::f16, 8, 1, 8}}) {
+    // Up to 16 rows: three CTAs per SM; 17-32 rows (two row warps) and 33-64 (four): two, with the
+    // ring kernel's bits.
     const int rows = lay.q_tokens * lay.hq / lay.hkv, ctas = rows <= 16 ? 3 : 2, arg = ctas == 3 ? 3 : 1;
     const PagedBatch x =
         make_paged(seed ^ (lay.hq * 7 + lay.q_tokens), {8192, 17, 0, 5000, 1, 8000, 129}, lay.q_tokens, lay.hq, lay.hkv,
@@ -542,9 +544,9 @@ TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
 }
 
 // Head dim 64: three CTAs per SM of the two-stage rings wherever one CTA of one row warp holds a
-// group, two for two row warps (17-32 rows), whatever the policy; the split count follows the
-// planner's rules for that occupancy. Groups of more than 32 rows keep the ring kernel. No GPU
-// needed.
+// group, two for two and four row warps (17-64 rows), whatever the policy; the split count follows
+// the planner's rules for that occupancy. Groups of more than 64 rows (clusters) keep the ring
+// kernel. No GPU needed.
 TEST(DecodePlanner, HeadDim64TakesTwoOrThreeCtasPerSm) {
   const int sms = kH200Sms;
   SkipPolicy seeded = seeded_policy();
@@ -562,9 +564,11 @@ TEST(DecodePlanner, HeadDim64TakesTwoOrThreeCtasPerSm) {
     EXPECT_TRUE(wide.small_rings);
     EXPECT_EQ(wide.ctas_per_sm, 2);
     EXPECT_EQ(wide.splits, 2 * sms / 32);
-    const cuda::DecodePlan wider = plan_shape(64, 1, 8, 8192, pol, 64);  // 64 rows: the ring kernel
-    EXPECT_FALSE(wider.small_rings);
-    EXPECT_EQ(wider.ctas_per_sm, 1);
+    const cuda::DecodePlan wider = plan_shape(64, 1, 8, 8192, pol, 64);  // 64 rows: two CTAs per SM
+    EXPECT_TRUE(wider.small_rings);
+    EXPECT_EQ(wider.ctas_per_sm, 2);
+    EXPECT_EQ(wider.splits, 32);  // 2 * 132 / 8 groups, at most 64 tiles / 2
+    EXPECT_FALSE(plan_shape(128, 1, 8, 8192, pol, 64).small_rings);  // 128 rows: a cluster of two
   }
   EXPECT_EQ(plan_shape(36, 12, 1, 8192, SkipPolicy{}, 64).splits, 32);  // 12 groups: 33 a wave, at most 64 / 2 tiles
   // small_rings = false plans the ring kernel (bench A/Bs).
