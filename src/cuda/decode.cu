@@ -40,7 +40,8 @@ int chunks_for(int rows, int d) {
 // Head dim 256 (64 KB a stage, three stages): one row warp takes two K stages and one V, so the
 // producer asks for the next K before the vote on this one (at 70 % on the H200, session 21,
 // 1.13-1.20x the earlier one K and two V stages at 4/1, 8/4, 16/8 batch 8 and 64 32K, 1.04-1.11x on
-// Gemma 3 270M's captured tensors; dense level); two row warps keep one K and two V.
+// Gemma 3 270M's captured tensors; dense level). Two row warps take two K stages and one V too
+// (launch), but for dense walks on clusters, which run these traits' one K and two V stages.
 constexpr int stages_k(int d, int wm) { return d == 64 ? 6 : d == 128 ? 3 : wm == 1 ? 2 : 1; }
 constexpr int stages_v(int d, int wm) { return d == 64 ? 3 : d == 128 ? (wm >= 4 ? 2 : 3) : wm == 1 ? 1 : 2; }
 template <class T, int D, int WM>
