@@ -56,34 +56,41 @@ CUtensorMap cache_map(const void* base, DType dt, int d, int hkv, int page_size,
                        CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
 }
 
-template <class Tr>
+// The launches a kernel variant serves: one CTA per vote group, a cluster of CTAs per group, or
+// either (launch_tr compiles only those).
+enum class Groups { one_cta, cluster, either };
+// The ring kernel's: 8 row warps only in clusters (groups of more than 8 x 64 rows, cta_rows_for),
+// a CTA of cta_rows both alone and in clusters, fewer rows alone.
+constexpr Groups ring_groups(int d, int wm) {
+  return wm * 16 > cta_rows(d) ? Groups::cluster : wm * 16 == cta_rows(d) ? Groups::either : Groups::one_cta;
+}
+// Head dim 64 rings (DecodePlan::small_rings, every policy): two K stages; one row warp on three CTAs
+// per SM with two V stages, two and four row warps on two CTAs per SM with two and one V stages.
+constexpr int d64_ring_ctas(int wm) { return wm == 1 ? 3 : 2; }
+constexpr int d64_ring_stages_v(int wm) { return wm == 4 ? 1 : 2; }
+
+template <class Tr, Groups G>
 void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
                cudaStream_t stream);
 
 template <class T, int D, int WM>
 void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
             cudaStream_t stream) {
-  if constexpr (D == 64 && WM == 1) {  // two K and two V stages, three CTAs per SM (DecodePlan::small_rings)
-    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 2, 2, 3>>(params, tmk, tmv, plan, stream);
-  }
-  if constexpr (D == 64 && WM == 2) {  // the same rings, two CTAs per SM (17-32 rows)
-    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 2, 2>>(params, tmk, tmv, plan, stream);
-  }
-  if constexpr (D == 64 && WM == 4) {  // 33-64 rows: two K stages and one V, two CTAs per SM
-    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 4, 1, 2, 1, 2>>(params, tmk, tmv, plan, stream);
+  const bool small = plan.small_rings && plan.chunks == 1;  // the small rings run one CTA per group
+  if constexpr (D == 64 && WM <= 4) {  // two K stages, two or one V (d64_ring_stages_v)
+    constexpr int kCps = d64_ring_ctas(WM);
+    if (small && plan.ctas_per_sm == kCps)
+      return launch_tr<DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), 2, d64_ring_stages_v(WM), kCps>,
+                       Groups::one_cta>(params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 128 && WM == 2) {  // skip walks of 17-32 rows: two K stages and one V, two CTAs per SM
-    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 2)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1, 2>>(params, tmk, tmv, plan, stream);
+    if (small && plan.ctas_per_sm == 2)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1, 2>, Groups::one_cta>(params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::small_rings), any policy
-    if (plan.small_rings && plan.chunks == 1 && plan.ctas_per_sm == 3)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1, 3>>(params, tmk, tmv, plan, stream);
-    if (plan.small_rings && plan.chunks == 1)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>>(params, tmk, tmv, plan, stream);
+    if (small && plan.ctas_per_sm == 3)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1, 3>, Groups::one_cta>(params, tmk, tmv, plan, stream);
+    if (small) return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>, Groups::one_cta>(params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 256 && WM == 2) {
     // Two row warps (17-32 rows a CTA) on two K stages and one V, as one row warp for every policy
@@ -91,34 +98,31 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
     // (PERF.md, session 21), at 70 % in one CTA 1.03x and 1.16x one K and two V stages (32/1
     // batch 8, 24/1 batch 64, 32K), and 1.09x more without the spill (the opaque lane); on
     // clusters of two 1.23x (64/1 batch 8). Dense 0.997-1.007x in one CTA, but 0.94x on clusters,
-    // which therefore keep one K and two V stages.
-    const bool may_skip = (params.mode != 0 && params.value > 0) || params.replay;
+    // which therefore keep one K and two V stages (TraitsFor), on clusters only.
+    const bool may_skip =
+        (params.mode != static_cast<int>(SkipPolicy::Mode::dense) && params.value > 0) || params.replay;
     if (plan.chunks == 1 || may_skip)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1>>(params, tmk, tmv, plan, stream);
+      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1>, Groups::either>(params, tmk, tmv, plan, stream);
+    return launch_tr<TraitsFor<T, D, WM>, Groups::cluster>(params, tmk, tmv, plan, stream);
+  } else {
+    launch_tr<TraitsFor<T, D, WM>, ring_groups(D, WM)>(params, tmk, tmv, plan, stream);
   }
-  launch_tr<TraitsFor<T, D, WM>>(params, tmk, tmv, plan, stream);
 }
 
-template <class Tr>
+template <class Tr, Groups G>
 void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
                cudaStream_t stream) {
   using T = typename Tr::T;
   constexpr int D = Tr::D, WM = Tr::WM;
   const dim3 grid(plan.splits * plan.chunks, plan.num_heads_kv, plan.batch);
-  // 8 row warps only in clusters (groups of more than 8 x 64 rows, cta_rows_for).
-  // Also two row warps at head dim 256 on one K and two V stages: one CTA takes two K stages
-  // (launch), so only dense clusters run them.
-  constexpr bool kClusterOnly = WM * 16 > cta_rows(D) || (D == 256 && WM == 2 && Tr::NSK == 1);
   if (plan.chunks == 1) {
-    if constexpr (!kClusterOnly) {
+    if constexpr (G != Groups::cluster) {
       set_smem_limit_once<decode_splitkv_kernel<Tr, false>>(Tr::kSmemBytes);
       decode_splitkv_kernel<Tr, false><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, tmk, tmv);
     } else {
       throw Error("internal: one decode CTA with " + std::to_string(WM) + " row warps");
     }
-  } else if constexpr ((WM * 16 == cta_rows(D) || kClusterOnly) && Tr::kMinBlocks == 1) {
-    // The CTAs of one vote group form a cluster along x (never on the small rings, which hold
-    // more than one CTA per SM and run one CTA per group).
+  } else if constexpr (G != Groups::one_cta) {  // the CTAs of one vote group form a cluster along x
     set_smem_limit_once<decode_splitkv_kernel<Tr, true>>(Tr::kSmemBytes);
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = grid, cfg.blockDim = dim3(Tr::kThreads), cfg.dynamicSmemBytes = Tr::kSmemBytes, cfg.stream = stream;
@@ -282,11 +286,9 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // with one V stage there is no P V queue and no spill): on generated inputs (64/1 and 48/1,
   // 320/8; batch 8 and 64, 8K and 32K; session 21) 1.37-1.53x dense and 1.10-1.41x at 70 % over
   // the ring kernel, with its bits.
-  const int d64_ctas = !small_rings || p.head_dim_qk != 64 || plan.chunks != 1 ? 0
-                       : plan.warps_m == 1                                       ? 3
-                       : 2;
+  const int d64_ctas = small_rings && p.head_dim_qk == 64 && plan.chunks == 1 ? d64_ring_ctas(plan.warps_m) : 0;
   const bool d64_rings =
-      d64_ctas > 0 && d64_ctas * smem_bytes_for(64, plan.warps_m, 2, plan.warps_m == 4 ? 1 : 2) <= smem_per_sm;
+      d64_ctas > 0 && d64_ctas * smem_bytes_for(64, plan.warps_m, 2, d64_ring_stages_v(plan.warps_m)) <= smem_per_sm;
   if (d64_rings) plan.small_rings = true;
   const int per_sm = d64_rings           ? d64_ctas
                      : plan.small_rings ? 2

@@ -501,8 +501,8 @@ TEST(DecodePlanner, TwoRowWarpSkipWalksOnTwoCtasPerSm) {
 // mask replayed) and against the six-stage ring kernel within tolerance (S sums the head dim in
 // another order there), dense, skip with and without max seeding, an explicit threshold and a
 // replayed mask; groups of 1, 3, 4 and 8 rows (MQA among them) and speculative tokens. Groups of
-// 17-32 rows (24 and 32, MQA and 6 speculative tokens) take the same rings at two CTAs per SM,
-// with the ring kernel's bits.
+// 17-32 rows (24 and 32, MQA and 6 speculative tokens) take the same rings at two CTAs per SM, and
+// 33-64 rows (48 and 64) two CTAs of two K stages and one V, with the ring kernel's bits.
 TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
   REQUIRE_HOPPER();
   const std::uint64_t seed = fresh_seed();
@@ -525,17 +525,20 @@ TEST(CudaDecode, HeadDim64RingsMatchTheRingKernel) {
     for (SkipPolicy pol : pols) {
       pol.order = VisitOrder::forward;
       SCOPED_TRACE(describe(x, pol, seed));
-      const GpuRun three = run_gpu(x, pol, nullptr, nullptr, -1, arg), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
+      const GpuRun small = run_gpu(x, pol, nullptr, nullptr, -1, arg), rings = run_gpu(x, pol, nullptr, nullptr, -1, 0);
       EXPECT_EQ(rings.plan.ctas_per_sm, ctas) << "the default plan (run_gpu turned only its small_rings off)";
-      EXPECT_LT(rel_l2(three.o, rings.o), tolerance(lay.dt));
-      if (ctas == 2) EXPECT_EQ(three.o_bits, rings.o_bits);
+      EXPECT_LT(rel_l2(small.o, rings.o), tolerance(lay.dt));
+      if (ctas == 2) {
+        EXPECT_EQ(small.o_bits, rings.o_bits);
+      }
       double sparsity = 0;
       check_against_cpu(x, pol, seed, &sparsity, arg);
-      if (pol.mode != SkipPolicy::Mode::dense)
+      if (pol.mode != SkipPolicy::Mode::dense) {
         EXPECT_GT(sparsity, 0.1) << "the walks must skip for this test to mean anything";
-      else
+      } else {
         EXPECT_EQ(sparsity, 0.0);
-      // The ring kernel's decisions replayed on the three-CTA rings: the same counts.
+      }
+      // The ring kernel's decisions replayed on the small rings: the same counts.
       const GpuRun replayed = run_gpu(x, pol, rings.mask.data(), nullptr, -1, arg);
       EXPECT_EQ(replayed.counters, rings.counters);
       EXPECT_LT(rel_l2(replayed.o, rings.o), tolerance(lay.dt));
