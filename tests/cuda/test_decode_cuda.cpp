@@ -198,7 +198,10 @@ void check_against_cpu(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t
 }
 
 // The skip policies the small-ring tests walk: scale factor 16 on 1, 2 and 5 splits (max seeding
-// from 2 on), 64 on 3 splits without max seeding, and the threshold 1e-3 on 2 splits.
+// from 2 on), 64 on 3 splits without max seeding, and the threshold 3e-3 on 2 splits. With 1e-3 a
+// group of 64 rows (8/1 x 8 tokens, HeadDim64RingsMatchTheRingKernel) skipped only 7-16 % of its
+// tiles over 40 seeds of the CPU engine, under the tests' 10 % floor for 5 of them (a flaky
+// precondition, seen on the H200 in session 22); 3e-3 gives 17-29 % there, 25-35 % at 32-48 rows.
 // A batch layout of those tests: dtype, query and KV heads, query tokens per sequence.
 struct WalkLayout {
   DType dt;
@@ -214,7 +217,7 @@ std::vector<SkipPolicy> skip_walk_policies() {
   SkipPolicy plain = SkipPolicy::with_scale_factor(64.0);
   plain.splits = 3;
   pols.push_back(plain);
-  SkipPolicy thr = SkipPolicy::with_threshold(1e-3);
+  SkipPolicy thr = SkipPolicy::with_threshold(3e-3);
   thr.splits = 2;
   pols.push_back(thr);
   return pols;
