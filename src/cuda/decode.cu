@@ -68,6 +68,10 @@ constexpr Groups ring_groups(int d, int wm) {
 // per SM with two V stages, two and four row warps on two CTAs per SM with two and one V stages.
 constexpr int d64_ring_ctas(int wm) { return wm == 1 ? 3 : 2; }
 constexpr int d64_ring_stages_v(int wm) { return wm == 4 ? 1 : 2; }
+// Head dim 128 small rings: one row warp on one K and one V stage (two or three CTAs per SM), two
+// row warps on two K stages and one V (two CTAs per SM, skip walks).
+constexpr int d128_ring_stages_k(int wm) { return wm == 1 ? 1 : 2; }
+constexpr int d128_ring_stages_v = 1;
 
 template <class Tr, Groups G>
 void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
@@ -85,12 +89,16 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
   }
   if constexpr (D == 128 && WM == 2) {  // skip walks of 17-32 rows: two K stages and one V, two CTAs per SM
     if (small && plan.ctas_per_sm == 2)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1, 2>, Groups::one_cta>(params, tmk, tmv, plan, stream);
+      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, d128_ring_stages_k(2), d128_ring_stages_v, 2>, Groups::one_cta>(
+          params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::small_rings), any policy
     if (small && plan.ctas_per_sm == 3)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1, 3>, Groups::one_cta>(params, tmk, tmv, plan, stream);
-    if (small) return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, 1, 1>, Groups::one_cta>(params, tmk, tmv, plan, stream);
+      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, d128_ring_stages_k(1), d128_ring_stages_v, 3>, Groups::one_cta>(
+          params, tmk, tmv, plan, stream);
+    if (small)
+      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, d128_ring_stages_k(1), d128_ring_stages_v>, Groups::one_cta>(
+          params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 256 && WM == 2) {
     // Two row warps (17-32 rows a CTA) on two K stages and one V, as one row warp for every policy
@@ -334,7 +342,8 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    chunks 0.90x and 0.92x).
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     const bool small_any = small_kernel && !pol.replay_mask;  // GQA or MQA
-    const bool three_any = small_any && plan.rows <= 8 && 3 * smem_bytes_for(128, 1, 1, 1) <= smem_per_sm;
+    const bool three_any = small_any && plan.rows <= 8 &&
+                           3 * smem_bytes_for(128, 1, d128_ring_stages_k(1), d128_ring_stages_v) <= smem_per_sm;
     const bool gqa = p.num_heads_kv > 1;
     const bool small = small_any && gqa, three_fit = three_any && gqa;
     // One KV head under a wave: three CTAs per SM only with chunks of 128 tiles or more.
@@ -356,7 +365,8 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     // bytes a thread at the 168 registers two CTAs of five warps allow (32 before its lane was made
     // opaque per tile; the figures above are with 32).
     const bool rows32 = small_rings && p.head_dim_qk == 128 && plan.warps_m == 2 && plan.chunks == 1 &&
-                        !pol.replay_mask && 2 * smem_bytes_for(128, 2, 2, 1) <= smem_per_sm;
+                        !pol.replay_mask &&
+                        2 * smem_bytes_for(128, 2, d128_ring_stages_k(2), d128_ring_stages_v) <= smem_per_sm;
     if (rows32 && (gqa || groups < plan.sm_count * 2)) {
       const int s = groups >= plan.sm_count * 2 ? wave_splits : long_chunks(splits_for(2));
       if (chunk_tiles(s) >= 64) {

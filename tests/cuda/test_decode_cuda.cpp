@@ -197,16 +197,16 @@ void check_against_cpu(const PagedBatch& x, const SkipPolicy& pol, std::uint64_t
   if (sparsity) *sparsity = visited ? double(skipped) / visited : 0.0;
 }
 
-// The skip policies the small-ring tests walk: scale factor 16 on 1, 2 and 5 splits (max seeding
-// from 2 on), 64 on 3 splits without max seeding, and the threshold 3e-3 on 2 splits. With 1e-3 a
-// group of 64 rows (8/1 x 8 tokens, HeadDim64RingsMatchTheRingKernel) skipped only 7-16 % of its
-// tiles over 40 seeds of the CPU engine, under the tests' 10 % floor for 5 of them (a flaky
-// precondition, seen on the H200 in session 22); 3e-3 gives 17-29 % there, 25-35 % at 32-48 rows.
-// A batch layout of those tests: dtype, query and KV heads, query tokens per sequence.
+// A batch layout of the small-ring tests: dtype, query and KV heads, query tokens per sequence.
 struct WalkLayout {
   DType dt;
   int hq, hkv, q_tokens;
 };
+// The skip policies those tests walk: scale factor 16 on 1, 2 and 5 splits (max seeding from 2
+// on), 64 on 3 splits without max seeding, and the threshold 3e-3 on 2 splits. With 1e-3 a group of
+// 64 rows (8/1 x 8 tokens, HeadDim64RingsMatchTheRingKernel) skipped only 7-16 % of its tiles over
+// 40 seeds of the CPU engine, under the tests' 10 % floor for 5 of them (a flaky precondition, seen
+// on the H200 in session 22); 3e-3 gives 17-29 % there, 25-35 % at 32-48 rows.
 std::vector<SkipPolicy> skip_walk_policies() {
   std::vector<SkipPolicy> pols;
   for (int splits : {1, 2, 5}) {
