@@ -7,7 +7,8 @@
 // (mma.sync m16n8k16); each row's tile maximum goes through shared memory so every consumer warp
 // sees the whole group; the group votes with one bar.red.and (skip_vote.hpp decides each row) and
 // posts the decision to the producer, which loads the tile's V only if it was kept. A kept tile's
-// P V product waits behind NSV - 1 later kept tiles, so V loads overlap the following Q K^T.
+// P V product waits behind NSV - 1 later kept tiles (one, with one K and one V stage), so V loads
+// overlap the following Q K^T.
 // Stages are handed back through "empty" mbarriers, so the producer runs up to NSK tiles ahead.
 //
 // Consumer warps: WM slices of 16 rows times WN slices of BK / WN keys. Rows beyond the group do
@@ -57,7 +58,15 @@ struct DecodeTraits {
   static constexpr int CPR = D / 8;   // 16-byte chunks per row
   static constexpr int RSQ = D + 8;   // Q's shared-memory row stride (16 bytes of padding)
   static constexpr int NH = D / 64;   // 128-byte column slices of a key row (one TMA box each)
-  static constexpr int kQueue = NSV - 1;  // P V products deferred behind their V loads
+  static constexpr int kQueue = NSV - 1;  // P V products deferred behind their V loads (in registers)
+  // One K and one V stage (the small rings at head dim 128): a skip walk's kept tile waits with its
+  // P (in shared memory) until the next kept tile's vote or the walk's end, and the producer issues
+  // K of tile j + 1 as soon as the consumers have read K of tile j, before it serves decision j. A
+  // kept tile's V load then overlaps the next tile's K load and Q K^T instead of holding the walk:
+  // 1.6-2.2 % faster at 70 % on three CTAs per SM, 6 % on two (PERF.md, session 23). The products
+  // run in the same order on the same values, so the bits are those of P V at once.
+  static constexpr bool kDeferPV = NSK == 1 && NSV == 1;
+  static constexpr int kLag = NSK - 1 + (kDeferPV ? 1 : 0);  // decisions the producer's K loads run ahead
   // Narrow key slices have registers to spare: Q fragments stay in registers and Q K^T runs two
   // accumulator sets (half the head dim each) to halve the MMA dependency chains. Not at three
   // CTAs per SM, whose 136 registers would spill at head dim 128 (168 bytes with the accumulators,
@@ -65,12 +74,12 @@ struct DecodeTraits {
   // from the others' (head dim 64 on three CTAs per SM takes the same path).
   static constexpr bool kQInRegs = NT <= 4 && D <= 128 && CPS_ < 3;
   static constexpr bool kSplitAcc = NT <= 4 && CPS_ < 3;
-  static constexpr int NDEC = NSK + 1;    // decision ring: the producer lags NSK - 1 steps
+  static constexpr int NDEC = kLag + 2;   // decision ring: the producer lags kLag steps
   // K and V tiles a dense walk keeps in flight: two at head dim 128 with one or two row warps
   // (measured there only; see the producer), fewer than the rings hold; elsewhere the rings.
   static constexpr int kEagerDepth = D == 128 && WM < 4 ? 2 : NSK > NSV ? NSK : NSV;
-  // One V stage: no P V queue (a kept tile's product runs as soon as its V lands). Such small
-  // rings leave room for two CTAs on an SM.
+  // One V stage: no queue in registers (a kept tile's product runs as soon as its V lands, or,
+  // kDeferPV, at the next kept tile). Such small rings leave room for two or three CTAs on an SM.
   static_assert(NSV >= 1, "a V stage");
   static constexpr int kQSlots = kQueue > 0 ? kQueue : 1;  // the queue's arrays (one slot for P at least)
   static_assert(D % 64 == 0, "head dim must be a multiple of 64");
@@ -82,7 +91,11 @@ struct DecodeTraits {
   static constexpr std::size_t kQBytes = std::size_t(RP) * RSQ * sizeof(T);
   static constexpr std::size_t kRedOffset = kQOffset + kQBytes;
   static constexpr std::size_t kRedBytes = std::size_t(WN) * RP * sizeof(float);
-  static constexpr std::size_t kDecOffset = kRedOffset + kRedBytes;
+  // kDeferPV: the waiting tile's P fragments and O rescale, each consumer lane's own (registers
+  // are short: in registers they spilled 40-112 bytes at three CTAs per SM).
+  static constexpr std::size_t kPOffset = (kRedOffset + kRedBytes + 15) / 16 * 16;
+  static constexpr std::size_t kPBytes = kDeferPV ? std::size_t(kConsumers) * (KS * 16 + 8) : 0;
+  static constexpr std::size_t kDecOffset = kPOffset + kPBytes;
   static constexpr std::size_t kBarOffset = (kDecOffset + NDEC + 15) / 16 * 16;
   static constexpr int kBars = 2 * NSK + 2 * NSV + NDEC;  // full/empty K, full/empty V, decisions
   static constexpr std::size_t kSmemBytes = kBarOffset + kBars * sizeof(std::uint64_t) + 1024;
@@ -231,12 +244,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       if (eager) {
         if (j >= dv) ptx::mbar_wait(&empty_v[(j - dv) % NSV], ((j - dv) / NSV) & 1);
         load_tile(&tm_v, sV + (j % NSV) * Tr::kTileBytes, &full_v[j % NSV], tile_of(j));
-      } else if (j >= NSK - 1) {
-        serve_decision(j - (NSK - 1));
+      } else if (j >= Tr::kLag) {
+        serve_decision(j - Tr::kLag);
       }
     }
     if (!eager)
-      for (int d = max(0, steps - (NSK - 1)); d < steps; ++d) serve_decision(d);
+      for (int d = max(0, steps - Tr::kLag); d < steps; ++d) serve_decision(d);
     if constexpr (kCluster) ptx::cluster_sync();  // see the end of the kernel
     return;
   }
@@ -277,6 +290,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #pragma unroll
   for (int q = 0; q < QA; ++q) pq_v[q] = -1, pq_valid[q] = BK;
   int vi = 0, visited = 0, skipped = 0;
+  // kDeferPV: the kept tile whose P V waits (load number vi - 1): its valid keys (0: none waits);
+  // its P and O rescale in shared memory (sP, then the rescale: 2 floats a lane).
+  int pend_valid = 0;
+  unsigned char* sP = smem + Tr::kPOffset;
 
   // O = O * alpha + P V for the kept tile whose V went into load number v; `valid` rows of it
   // exist. Rows past `valid` (stale slots of the sequence's last page) may hold anything, and
@@ -451,6 +468,29 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     const int my_vi = vi++;
     const float mn0 = fmaxf(m[0], tmax0), mn1 = fmaxf(m[1], tmax1);
     const float alpha[2] = {mn0 == -INFINITY ? 1.f : __expf(m[0] - mn0), mn1 == -INFINITY ? 1.f : __expf(m[1] - mn1)};
+    if constexpr (Tr::kDeferPV) {  // one V stage: this tile's P waits; the previous kept tile's P V runs
+      float ls0, ls1;
+      ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
+      l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
+      m[0] = mn0, m[1] = mn1;
+      std::uint32_t P[KS][4], Pw[KS][4];
+      ptx::pack_p<T>(s, P);
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {  // swap with the waiting tile's P (each lane its own)
+        uint4* slot = reinterpret_cast<uint4*>(sP + (ks * kConsumers + ctid) * 16);
+        const uint4 u = *slot;
+        Pw[ks][0] = u.x, Pw[ks][1] = u.y, Pw[ks][2] = u.z, Pw[ks][3] = u.w;
+        *slot = make_uint4(P[ks][0], P[ks][1], P[ks][2], P[ks][3]);
+      }
+      float* sA = reinterpret_cast<float*>(sP + KS * kConsumers * 16) + 2 * ctid;  // its O rescale
+      if (pend_valid > 0) {
+        const float pa[2] = {sA[0], sA[1]};
+        flush(my_vi - 1, pend_valid, Pw, pa);
+      }
+      sA[0] = alpha[0], sA[1] = alpha[1];
+      pend_valid = min(BK, sk - tile * BK);
+      continue;
+    }
     if constexpr (QS == 0) {  // one V stage: this tile's P V at once (the same sums in the same order)
       float ls0, ls1;
       ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
@@ -484,6 +524,19 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #pragma unroll
   for (int q = 0; q < QS; ++q)
     if (pq_v[q] >= 0) flush(pq_v[q], pq_valid[q], pq_p[q], pq_a[q]);
+  if constexpr (Tr::kDeferPV) {
+    if (pend_valid > 0) {
+      std::uint32_t P[KS][4];
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+          const uint4 u = *reinterpret_cast<const uint4*>(sP + (ks * kConsumers + ctid) * 16);
+          P[ks][0] = u.x, P[ks][1] = u.y, P[ks][2] = u.z, P[ks][3] = u.w;
+        }
+      const float* sA = reinterpret_cast<const float*>(sP + KS * kConsumers * 16) + 2 * ctid;
+      const float pa[2] = {sA[0], sA[1]};
+      flush(vi - 1, pend_valid, P, pa);
+    }
+  }
 
   if (ctid == 0 && rank == 0 && p.counters)
     ptx::add_tile_counts(&p.counters[(std::int64_t(b) * p.hkv + h) * 2], visited, skipped);
