@@ -187,11 +187,11 @@ void dispatch_d(int d, const DecodeParams& params, const CUtensorMap& tmk, const
   throw Error("internal: no decode variant for head dim " + std::to_string(d));
 }
 
-// Stages, Q, and with one K and one V stage the waiting tile's P and rescale (DecodeTraits::kPBytes:
-// 128 consumer lanes, KS x 16 + 8 bytes each); 2 KB for the rest.
+// Stages, Q, and with one V stage and one K stage (or two at head dim 256) the waiting tile's P and
+// rescale (DecodeTraits::kPBytes: 128 consumer lanes, KS x 16 + 8 bytes each); 2 KB for the rest.
 int smem_bytes_for(int d, int wm, int nsk, int nsv) {
   const int key_warps = wm >= 4 ? 1 : 4 / wm;
-  const int wait_p = nsk == 1 && nsv == 1 ? 128 * (kBlockK / key_warps / 16 * 16 + 8) : 0;
+  const int wait_p = nsv == 1 && (nsk == 1 || d == 256) ? 128 * (kBlockK / key_warps / 16 * 16 + 8) : 0;
   return (nsk + nsv) * kBlockK * d * 2 + 16 * wm * (d + 8) * 2 + wait_p + 2048;
 }
 int smem_bytes_for(int d, int wm) { return smem_bytes_for(d, wm, stages_k(d, wm), stages_v(d, wm)); }

@@ -7,8 +7,8 @@
 // (mma.sync m16n8k16); each row's tile maximum goes through shared memory so every consumer warp
 // sees the whole group; the group votes with one bar.red.and (skip_vote.hpp decides each row) and
 // posts the decision to the producer, which loads the tile's V only if it was kept. A kept tile's
-// P V product waits behind NSV - 1 later kept tiles (one, with one K and one V stage), so V loads
-// overlap the following Q K^T.
+// P V product waits behind NSV - 1 later kept tiles (one, with one V stage: DecodeTraits::kDeferPV),
+// so V loads overlap the following Q K^T.
 // Stages are handed back through "empty" mbarriers, so the producer runs up to NSK tiles ahead.
 //
 // Consumer warps: WM slices of 16 rows times WN slices of BK / WN keys. Rows beyond the group do
@@ -59,14 +59,17 @@ struct DecodeTraits {
   static constexpr int RSQ = D + 8;   // Q's shared-memory row stride (16 bytes of padding)
   static constexpr int NH = D / 64;   // 128-byte column slices of a key row (one TMA box each)
   static constexpr int kQueue = NSV - 1;  // P V products deferred behind their V loads (in registers)
-  // One K and one V stage (the small rings at head dim 128): a skip walk's kept tile waits with its
-  // P (in shared memory) until the next kept tile's vote or the walk's end, and the producer issues
-  // K of tile j + 1 as soon as the consumers have read K of tile j, before it serves decision j. A
-  // kept tile's V load then overlaps the next tile's K load and Q K^T instead of holding the walk:
-  // 1.6-2.2 % faster at 70 % on three CTAs per SM, 6 % on two (PERF.md, session 23). The products
-  // run in the same order on the same values, so the bits are those of P V at once.
-  static constexpr bool kDeferPV = NSK == 1 && NSV == 1;
-  static constexpr int kLag = NSK - 1 + (kDeferPV ? 1 : 0);  // decisions the producer's K loads run ahead
+  // One V stage, one K stage (the small rings at head dim 128) or two at head dim 256: a skip
+  // walk's kept tile waits with its P and O rescale (in shared memory) until the next kept tile's
+  // vote or the walk's end, and the producer asks for K of tile j + NSK as soon as the consumers
+  // have read K of tile j, before it serves decision j. A kept tile's V load then overlaps the next
+  // tiles' K loads and Q K^T instead of holding the walk. On the H200 at 70 % (PERF.md, session 23):
+  // 1.6-2.2 % faster on three CTAs per SM at head dim 128, 6 % on two; 1.3-1.9 % at head dim 256
+  // with one row warp, 3-5 % with two. Not on clusters (3 % slower there: the launch's kCluster).
+  // The products run in the same order on the same values, so the bits are those of P V at once.
+  static constexpr bool kDeferPV = NSV == 1 && (NSK == 1 || D == 256);
+  // Decisions the producer's K loads run ahead (kDefer: the kernel's kDeferPV without clusters).
+  __host__ __device__ static constexpr int lag(bool defer) { return NSK - 1 + (defer ? 1 : 0); }
   // Narrow key slices have registers to spare: Q fragments stay in registers and Q K^T runs two
   // accumulator sets (half the head dim each) to halve the MMA dependency chains. Not at three
   // CTAs per SM, whose 136 registers would spill at head dim 128 (168 bytes with the accumulators,
@@ -74,7 +77,7 @@ struct DecodeTraits {
   // from the others' (head dim 64 on three CTAs per SM takes the same path).
   static constexpr bool kQInRegs = NT <= 4 && D <= 128 && CPS_ < 3;
   static constexpr bool kSplitAcc = NT <= 4 && CPS_ < 3;
-  static constexpr int NDEC = kLag + 2;   // decision ring: the producer lags kLag steps
+  static constexpr int NDEC = lag(kDeferPV) + 2;  // decision ring: the producer lags lag() steps
   // K and V tiles a dense walk keeps in flight: two at head dim 128 with one or two row warps
   // (measured there only; see the producer), fewer than the rings hold; elsewhere the rings.
   static constexpr int kEagerDepth = D == 128 && WM < 4 ? 2 : NSK > NSV ? NSK : NSV;
@@ -92,7 +95,7 @@ struct DecodeTraits {
   static constexpr std::size_t kRedOffset = kQOffset + kQBytes;
   static constexpr std::size_t kRedBytes = std::size_t(WN) * RP * sizeof(float);
   // kDeferPV: the waiting tile's P fragments and O rescale, each consumer lane's own (registers
-  // are short: in registers they spilled 40-112 bytes at three CTAs per SM).
+  // are short: in registers they spilled 40-112 bytes at three CTAs per SM). Unused on clusters.
   static constexpr std::size_t kPOffset = (kRedOffset + kRedBytes + 15) / 16 * 16;
   static constexpr std::size_t kPBytes = kDeferPV ? std::size_t(kConsumers) * (KS * 16 + 8) : 0;
   static constexpr std::size_t kDecOffset = kPOffset + kPBytes;
@@ -124,6 +127,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   constexpr int D = Tr::D, BK = Tr::BK, WN = Tr::WN, NSK = Tr::NSK, NSV = Tr::NSV, RP = Tr::RP, NDEC = Tr::NDEC;
   constexpr int NT = Tr::NT, KS = Tr::KS, DT = Tr::DT, CPR = Tr::CPR, KW = Tr::KW, RSQ = Tr::RSQ, NH = Tr::NH;
   constexpr int kThreads = Tr::kThreads, kConsumers = Tr::kConsumers, kConsumerBarrier = 1;
+  constexpr bool kDefer = Tr::kDeferPV && !kCluster;  // see DecodeTraits::kDeferPV
+  constexpr int kLag = Tr::lag(kDefer);
 
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023));
@@ -244,12 +249,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       if (eager) {
         if (j >= dv) ptx::mbar_wait(&empty_v[(j - dv) % NSV], ((j - dv) / NSV) & 1);
         load_tile(&tm_v, sV + (j % NSV) * Tr::kTileBytes, &full_v[j % NSV], tile_of(j));
-      } else if (j >= Tr::kLag) {
-        serve_decision(j - Tr::kLag);
+      } else if (j >= kLag) {
+        serve_decision(j - kLag);
       }
     }
     if (!eager)
-      for (int d = max(0, steps - Tr::kLag); d < steps; ++d) serve_decision(d);
+      for (int d = max(0, steps - kLag); d < steps; ++d) serve_decision(d);
     if constexpr (kCluster) ptx::cluster_sync();  // see the end of the kernel
     return;
   }
@@ -468,7 +473,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     const int my_vi = vi++;
     const float mn0 = fmaxf(m[0], tmax0), mn1 = fmaxf(m[1], tmax1);
     const float alpha[2] = {mn0 == -INFINITY ? 1.f : __expf(m[0] - mn0), mn1 == -INFINITY ? 1.f : __expf(m[1] - mn1)};
-    if constexpr (Tr::kDeferPV) {  // one V stage: this tile's P waits; the previous kept tile's P V runs
+    if constexpr (kDefer) {  // one V stage: this tile's P waits; the previous kept tile's P V runs
       float ls0, ls1;
       ptx::exp_row_sums(s, mn0, mn1, ls0, ls1);
       l[0] = l[0] * alpha[0] + ls0, l[1] = l[1] * alpha[1] + ls1;
@@ -524,7 +529,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #pragma unroll
   for (int q = 0; q < QS; ++q)
     if (pq_v[q] >= 0) flush(pq_v[q], pq_valid[q], pq_p[q], pq_a[q]);
-  if constexpr (Tr::kDeferPV) {
+  if constexpr (kDefer) {
     if (pend_valid > 0) {
       std::uint32_t P[KS][4];
 #pragma unroll
