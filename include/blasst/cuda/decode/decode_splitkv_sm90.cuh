@@ -534,9 +534,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       std::uint32_t P[KS][4];
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
-          const uint4 u = *reinterpret_cast<const uint4*>(sP + (ks * kConsumers + ctid) * 16);
-          P[ks][0] = u.x, P[ks][1] = u.y, P[ks][2] = u.z, P[ks][3] = u.w;
-        }
+        const uint4 u = *reinterpret_cast<const uint4*>(sP + (ks * kConsumers + ctid) * 16);
+        P[ks][0] = u.x, P[ks][1] = u.y, P[ks][2] = u.z, P[ks][3] = u.w;
+      }
       const float* sA = reinterpret_cast<const float*>(sP + KS * kConsumers * 16) + 2 * ctid;
       const float pa[2] = {sA[0], sA[1]};
       flush(vi - 1, pend_valid, P, pa);
