@@ -189,12 +189,24 @@ void dispatch_d(int d, const DecodeParams& params, const CUtensorMap& tmk, const
 
 // Stages, Q, and with one V stage and one K stage (or two at head dim 256) the waiting tile's P and
 // rescale (DecodeTraits::kPBytes: 128 consumer lanes, KS x 16 + 8 bytes each); 2 KB for the rest.
-int smem_bytes_for(int d, int wm, int nsk, int nsv) {
+constexpr int smem_bytes_for(int d, int wm, int nsk, int nsv) {
   const int key_warps = wm >= 4 ? 1 : 4 / wm;
   const int wait_p = nsv == 1 && (nsk == 1 || d == 256) ? 128 * (kBlockK / key_warps / 16 * 16 + 8) : 0;
   return (nsk + nsv) * kBlockK * d * 2 + 16 * wm * (d + 8) * 2 + wait_p + 2048;
 }
 int smem_bytes_for(int d, int wm) { return smem_bytes_for(d, wm, stages_k(d, wm), stages_v(d, wm)); }
+// The planner's small-ring rules count CTAs per SM with this estimate: it must cover the kernels'
+// own layout (DecodeTraits::kSmemBytes), which the waiting P of session 23 grew (5 KB at head dim 128).
+template <int D, int WM, int NSK, int NSV, int CPS>
+constexpr bool estimate_covers =
+    DecodeTraits<__nv_bfloat16, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), NSK, NSV, CPS>::kSmemBytes <=
+    static_cast<std::size_t>(smem_bytes_for(D, WM, NSK, NSV));
+static_assert(estimate_covers<128, 1, d128_ring_stages_k(1), d128_ring_stages_v, 3> &&
+                  estimate_covers<128, 2, d128_ring_stages_k(2), d128_ring_stages_v, 2> &&
+                  estimate_covers<64, 1, 2, d64_ring_stages_v(1), d64_ring_ctas(1)> &&
+                  estimate_covers<64, 2, 2, d64_ring_stages_v(2), d64_ring_ctas(2)> &&
+                  estimate_covers<64, 4, 2, d64_ring_stages_v(4), d64_ring_ctas(4)>,
+              "the planner's shared-memory estimate is below a small-ring kernel's layout");
 
 }  // namespace
 
