@@ -64,8 +64,8 @@ struct DecodeTraits {
   // vote or the walk's end, and the producer asks for K of tile j + NSK as soon as the consumers
   // have read K of tile j, before it serves decision j. A kept tile's V load then overlaps the next
   // tiles' K loads and Q K^T instead of holding the walk. On the H200 at 70 % (PERF.md, session 23):
-  // 1.6-2.2 % faster on three CTAs per SM at head dim 128, 6 % on two; 1.3-1.9 % at head dim 256
-  // with one row warp, 3-5 % with two. Not on clusters (3 % slower there: the launch's kCluster).
+  // 1.6-2.2 % faster on three CTAs per SM at head dim 128, 6 % on two; 1.3-4.1 % at head dim 256
+  // with one row warp, 3-7 % with two. Not on clusters (3 % slower there: the launch's kCluster).
   // The products run in the same order on the same values, so the bits are those of P V at once.
   static constexpr bool kDeferPV = NSV == 1 && (NSK == 1 || D == 256);
   // Decisions the producer's K loads run ahead (kDefer: the kernel's kDeferPV without clusters).
