@@ -187,26 +187,27 @@ void dispatch_d(int d, const DecodeParams& params, const CUtensorMap& tmk, const
   throw Error("internal: no decode variant for head dim " + std::to_string(d));
 }
 
-// Stages, Q, and with one V stage and one K stage (or two at head dim 256) the waiting tile's P and
-// rescale (DecodeTraits::kPBytes: 128 consumer lanes, KS x 16 + 8 bytes each); 2 KB for the rest.
-constexpr int smem_bytes_for(int d, int wm, int nsk, int nsv) {
-  const int key_warps = wm >= 4 ? 1 : 4 / wm;
-  const int wait_p = nsv == 1 && (nsk == 1 || d == 256) ? 128 * (kBlockK / key_warps / 16 * 16 + 8) : 0;
-  return (nsk + nsv) * kBlockK * d * 2 + 16 * wm * (d + 8) * 2 + wait_p + 2048;
+// Shared memory one CTA of these traits takes on an SM: its dynamic bytes (the kernel's own layout)
+// and the 1 KB the runtime reserves per CTA. The planner counts CTAs per SM with it.
+template <int D, int WM, int NSK, int NSV, int CPS = 0>
+constexpr int cta_smem =
+    static_cast<int>(DecodeTraits<__nv_bfloat16, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), NSK, NSV, CPS>::kSmemBytes) +
+    1024;
+template <int D, int WM>
+constexpr int ring_cta_smem = cta_smem<D, WM, stages_k(D, WM), stages_v(D, WM)>;  // TraitsFor's
+// The ring kernel's CTA (row warps as plan_decode picks them: at most 2 at head dim 256).
+int ring_smem(int d, int wm) {
+  if (d == 256) return wm == 1 ? ring_cta_smem<256, 1> : ring_cta_smem<256, 2>;
+  if (d == 64)
+    return wm == 1 ? ring_cta_smem<64, 1> : wm == 2 ? ring_cta_smem<64, 2> : wm == 4 ? ring_cta_smem<64, 4> : ring_cta_smem<64, 8>;
+  return wm == 1 ? ring_cta_smem<128, 1> : wm == 2 ? ring_cta_smem<128, 2> : wm == 4 ? ring_cta_smem<128, 4> : ring_cta_smem<128, 8>;
 }
-int smem_bytes_for(int d, int wm) { return smem_bytes_for(d, wm, stages_k(d, wm), stages_v(d, wm)); }
-// The planner's small-ring rules count CTAs per SM with this estimate: it must cover the kernels'
-// own layout (DecodeTraits::kSmemBytes), which the waiting P of session 23 grew (5 KB at head dim 128).
-template <int D, int WM, int NSK, int NSV, int CPS>
-constexpr bool estimate_covers =
-    DecodeTraits<__nv_bfloat16, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), NSK, NSV, CPS>::kSmemBytes <=
-    static_cast<std::size_t>(smem_bytes_for(D, WM, NSK, NSV));
-static_assert(estimate_covers<128, 1, d128_ring_stages_k(1), d128_ring_stages_v, 3> &&
-                  estimate_covers<128, 2, d128_ring_stages_k(2), d128_ring_stages_v, 2> &&
-                  estimate_covers<64, 1, 2, d64_ring_stages_v(1), d64_ring_ctas(1)> &&
-                  estimate_covers<64, 2, 2, d64_ring_stages_v(2), d64_ring_ctas(2)> &&
-                  estimate_covers<64, 4, 2, d64_ring_stages_v(4), d64_ring_ctas(4)>,
-              "the planner's shared-memory estimate is below a small-ring kernel's layout");
+// The head dim 64 rings' CTA (launch: one, two or four row warps; one CTA per group).
+int d64_ring_smem(int wm) {
+  return wm == 1   ? cta_smem<64, 1, 2, d64_ring_stages_v(1), d64_ring_ctas(1)>
+         : wm == 2 ? cta_smem<64, 2, 2, d64_ring_stages_v(2), d64_ring_ctas(2)>
+                   : cta_smem<64, 4, 2, d64_ring_stages_v(4), d64_ring_ctas(4)>;
+}
 
 }  // namespace
 
@@ -314,11 +315,11 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   // the ring kernel, with its bits.
   const int d64_ctas = small_rings && p.head_dim_qk == 64 && plan.chunks == 1 ? d64_ring_ctas(plan.warps_m) : 0;
   const bool d64_rings =
-      d64_ctas > 0 && d64_ctas * smem_bytes_for(64, plan.warps_m, 2, d64_ring_stages_v(plan.warps_m)) <= smem_per_sm;
+      d64_ctas > 0 && d64_ctas * d64_ring_smem(plan.warps_m) <= smem_per_sm;
   if (d64_rings) plan.small_rings = true;
   const int per_sm = d64_rings           ? d64_ctas
                      : plan.small_rings ? 2
-                                        : std::max(1, smem_per_sm / smem_bytes_for(p.head_dim_qk, plan.warps_m));
+                                        : std::max(1, smem_per_sm / ring_smem(p.head_dim_qk, plan.warps_m));
   plan.splits = pol.splits > 0 ? pol.splits : splits_for(per_sm);
   plan.ctas_per_sm = per_sm;
   // A walk that may skip, with max seeding (which keeps the sparsity at any split count: the same
@@ -361,7 +362,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     const bool small_any = small_kernel && !pol.replay_mask;  // GQA or MQA
     const bool three_any = small_any && plan.rows <= 8 &&
-                           3 * smem_bytes_for(128, 1, d128_ring_stages_k(1), d128_ring_stages_v) <= smem_per_sm;
+                           3 * cta_smem<128, 1, d128_ring_stages_k(1), d128_ring_stages_v, 3> <= smem_per_sm;
     const bool gqa = p.num_heads_kv > 1;
     const bool small = small_any && gqa, three_fit = three_any && gqa;
     // One KV head under a wave: three CTAs per SM only with chunks of 128 tiles or more.
@@ -384,7 +385,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     // opaque per tile; the figures above are with 32).
     const bool rows32 = small_rings && p.head_dim_qk == 128 && plan.warps_m == 2 && plan.chunks == 1 &&
                         !pol.replay_mask &&
-                        2 * smem_bytes_for(128, 2, d128_ring_stages_k(2), d128_ring_stages_v) <= smem_per_sm;
+                        2 * cta_smem<128, 2, d128_ring_stages_k(2), d128_ring_stages_v, 2> <= smem_per_sm;
     if (rows32 && (gqa || groups < plan.sm_count * 2)) {
       const int s = groups >= plan.sm_count * 2 ? wave_splits : long_chunks(splits_for(2));
       if (chunk_tiles(s) >= 64) {

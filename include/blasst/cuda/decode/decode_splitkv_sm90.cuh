@@ -296,9 +296,14 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   for (int q = 0; q < QA; ++q) pq_v[q] = -1, pq_valid[q] = BK;
   int vi = 0, visited = 0, skipped = 0;
   // kDeferPV: the kept tile whose P V waits (load number vi - 1): its valid keys (0: none waits);
-  // its P and O rescale in shared memory (sP, then the rescale: 2 floats a lane).
+  // its P (this lane's fragments, slot per k-step) and O rescale (2 floats) in shared memory.
   int pend_valid = 0;
-  unsigned char* sP = smem + Tr::kPOffset;
+  auto p_slot = [&](int ks) { return reinterpret_cast<uint4*>(smem + Tr::kPOffset + (ks * kConsumers + ctid) * 16); };
+  auto a_slot = [&] { return reinterpret_cast<float*>(smem + Tr::kPOffset + KS * kConsumers * 16) + 2 * ctid; };
+  auto read_p = [&](int ks, std::uint32_t (&P)[4]) {
+    const uint4 u = *p_slot(ks);
+    P[0] = u.x, P[1] = u.y, P[2] = u.z, P[3] = u.w;
+  };
 
   // O = O * alpha + P V for the kept tile whose V went into load number v; `valid` rows of it
   // exist. Rows past `valid` (stale slots of the sequence's last page) may hold anything, and
@@ -341,6 +346,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       product(std::false_type{});
     __syncwarp();
     if (lane == 0) ptx::mbar_arrive(&empty_v[v % NSV]);
+  };
+
+  // kDeferPV: the waiting tile's P V (its P in Pw), with the O rescale it was kept with.
+  auto flush_waiting = [&](int v, const std::uint32_t (&Pw)[KS][4]) {
+    const float* a = a_slot();
+    const float pa[2] = {a[0], a[1]};
+    flush(v, pend_valid, Pw, pa);
   };
 
   constexpr int QF = Tr::kQInRegs ? D / 16 : 1;
@@ -481,18 +493,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       std::uint32_t P[KS][4], Pw[KS][4];
       ptx::pack_p<T>(s, P);
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {  // swap with the waiting tile's P (each lane its own)
-        uint4* slot = reinterpret_cast<uint4*>(sP + (ks * kConsumers + ctid) * 16);
-        const uint4 u = *slot;
-        Pw[ks][0] = u.x, Pw[ks][1] = u.y, Pw[ks][2] = u.z, Pw[ks][3] = u.w;
-        *slot = make_uint4(P[ks][0], P[ks][1], P[ks][2], P[ks][3]);
+      for (int ks = 0; ks < KS; ++ks) {  // swap with the waiting tile's P
+        read_p(ks, Pw[ks]);
+        *p_slot(ks) = make_uint4(P[ks][0], P[ks][1], P[ks][2], P[ks][3]);
       }
-      float* sA = reinterpret_cast<float*>(sP + KS * kConsumers * 16) + 2 * ctid;  // its O rescale
-      if (pend_valid > 0) {
-        const float pa[2] = {sA[0], sA[1]};
-        flush(my_vi - 1, pend_valid, Pw, pa);
-      }
-      sA[0] = alpha[0], sA[1] = alpha[1];
+      if (pend_valid > 0) flush_waiting(my_vi - 1, Pw);
+      float* a = a_slot();
+      a[0] = alpha[0], a[1] = alpha[1];
       pend_valid = min(BK, sk - tile * BK);
       continue;
     }
@@ -533,13 +540,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     if (pend_valid > 0) {
       std::uint32_t P[KS][4];
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        const uint4 u = *reinterpret_cast<const uint4*>(sP + (ks * kConsumers + ctid) * 16);
-        P[ks][0] = u.x, P[ks][1] = u.y, P[ks][2] = u.z, P[ks][3] = u.w;
-      }
-      const float* sA = reinterpret_cast<const float*>(sP + KS * kConsumers * 16) + 2 * ctid;
-      const float pa[2] = {sA[0], sA[1]};
-      flush(vi - 1, pend_valid, P, pa);
+      for (int ks = 0; ks < KS; ++ks) read_p(ks, P[ks]);
+      flush_waiting(vi - 1, P);
     }
   }
 
