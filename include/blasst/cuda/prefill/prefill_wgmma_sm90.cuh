@@ -40,8 +40,9 @@ namespace blasst::cuda {
 // Timing experiments (never in a normal build): BLASST_PREFILL_TRACE records SM clocks at 8 points
 // of the first 64 iterations of both consumer warpgroups of CTA (0, 0, 0), which the host side
 // prints after each uncaptured launch; BLASST_PREFILL_DEBUG_NO_SOFTMAX drops the softmax (P = S)
-// to time the matrix products and the pipeline alone. (Two of FA3's choices were measured as
-// switches and dropped: docs/PREFILL.md.)
+// to time the matrix products and the pipeline alone; BLASST_PREFILL_DEBUG_NO_V never loads V
+// (packed inputs; the V stages keep zeros), the ceiling of any V-on-demand design. (Two of FA3's
+// choices were measured as switches and dropped: docs/PREFILL.md.)
 #ifdef BLASST_PREFILL_TRACE
 __device__ unsigned g_prefill_trace[3][64][8];
 #define BLASST_TRACE(k)                                                                            \
@@ -119,7 +120,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     for (int s = 0; s < NSV; ++s) ptx::mbar_init(&full_v[s], 1), ptx::mbar_init(&empty_v[s], 4 * Tr::NWG);
     ptx::fence_mbarrier_init();
   }
-  if constexpr (kPaged) {
+#ifdef BLASST_PREFILL_DEBUG_NO_V
+  constexpr bool kZeroV = true;
+#else
+  constexpr bool kZeroV = kPaged;
+#endif
+  if constexpr (kZeroV) {
     // V rows past a sequence's end are not loaded (its last page's other slots may hold anything),
     // yet P V reads them with P = 0, so they must not be NaN: the V stages start zeroed, and later
     // hold only keys of this sequence. (K rows past the end are masked out of S.)
@@ -188,6 +194,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         } else {
           const int key = static_cast<int>(k0 + std::int64_t(visit_tile(order, n, j)) * BK);
           if (j >= stages) ptx::mbar_wait(&empty[st], ((j / stages) - 1) & 1);
+#ifdef BLASST_PREFILL_DEBUG_NO_V  // timing experiment only: V is never loaded (its stages keep zeros)
+          if (full == full_v) {
+            ptx::mbar_arrive(&full[st]);
+            continue;
+          }
+#endif
           ptx::mbar_arrive_expect_tx(&full[st], static_cast<std::uint32_t>(Tr::kTileBytes));
           for (int s = 0; s < NH; ++s)
             ptx::tma_load_4d(ring + st * Tr::kTileBytes + s * (BK * 128), tm, s * 64, hkv, key, 0, &full[st]);
