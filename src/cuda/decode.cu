@@ -354,7 +354,14 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    0.997x), over a wave (32/8 batch 64 32K at 2 splits 0.990x). MQA only where those chunks
   //    hold 128 tiles or more (session 19: 8/1 batch 64 128K, 6 chunks of 171 tiles, 1.021x, and
   //    1.031x with 8 distinct sequences; with 43 tiles, batch 64 32K, 0.993x, session 18 0.997x;
-  //    with 21, batch 8 128K, 0.966x). Where a GQA walk's chunks at three CTAs per SM would be
+  //    with 21, batch 8 128K, 0.966x). Otherwise MQA takes two CTAs per SM, with the split count
+  //    of the two-CTA rule below, where those chunks hold 64 tiles or more. At 8/1 and 70 %
+  //    against the ring plan, with the batch's sequences distinct as in a server (PERF.md,
+  //    session 24): batch 64 32K (4 chunks of 64 tiles) 1.103-1.108x, batch 16 128K (16 of 64)
+  //    1.058-1.071x; with one sequence copied through the batch (the bench's default: every group
+  //    then carries the same kept tiles) 0.983-0.995x and 1.007x. Not taken with 32-tile chunks:
+  //    batch 32 32K 1.029-1.039x distinct but 0.988x copied, batch 8 128K (33 splits) 0.988-1.017x
+  //    and 0.982-0.988x. Where a GQA walk's chunks at three CTAs per SM would be
   //    short (batch 8 at 8K: 11 tiles) and a group has at most 4 rows, two CTAs per SM (their
   //    own split count by the long-chunk rule), where the ring plan stays under 3 waves and their
   //    chunks hold 16 tiles or more (session 17: 32/8 batch 8 8K 1.023x; with 2- and 8-tile
@@ -365,7 +372,8 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
                            3 * cta_smem<128, 1, d128_ring_stages_k(1), d128_ring_stages_v, 3> <= smem_per_sm;
     const bool gqa = p.num_heads_kv > 1;
     const bool small = small_any && gqa, three_fit = three_any && gqa;
-    // One KV head under a wave: three CTAs per SM only with chunks of 128 tiles or more.
+    // One KV head under a wave: three CTAs per SM only with chunks of 128 tiles or more; else two
+    // CTAs per SM where their chunks hold 64 tiles or more (the rules above).
     const bool mqa_three_fit = three_any && !gqa;
     auto take_small_rings = [&](int ctas_per_sm, int splits) {
       plan.small_rings = true;
@@ -411,6 +419,8 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
         take_small_rings(3, three);
       else if (small && plan.rows <= 4 && std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
                chunks_hold_16(two))
+        take_small_rings(2, two);
+      else if (mqa_three_fit && chunk_tiles(two) >= 64)
         take_small_rings(2, two);
     }
   }

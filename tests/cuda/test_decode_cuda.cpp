@@ -680,8 +680,11 @@ TEST(DecodePlanner, SkipWalksOnSmallRingsUnderAWave) {
       {128, 8, 8, 32768, false, 1, sms / 64},      // 16 rows a group
       {8, 1, 8, 32768, false, 1, sms / 8},         // MQA
       {8, 1, 64, 131072, true, 3, 3 * sms / 64},   // MQA, 6 chunks of 171 tiles (ring plan: 8)
-      {8, 1, 64, 32768, false, 1, sms / 64},       // MQA, 43-tile chunks: the ring plan
-      {8, 1, 8, 131072, false, 1, sms / 8},        // MQA, 21-tile chunks: the ring plan
+      {8, 1, 64, 32768, true, 2, 2 * sms / 64},    // MQA, 3 a SM: 43-tile chunks; 2 a SM: 4 of 64
+      {8, 1, 16, 131072, true, 2, 2 * sms / 16},   // MQA, 2 a SM: 16 chunks of 64 tiles
+      {8, 1, 8, 131072, false, 1, sms / 8},        // MQA, 2 a SM: 33 chunks of 32 tiles: the ring plan
+      {8, 1, 32, 32768, false, 1, sms / 32},       // MQA, 2 a SM: 8 chunks of 32 tiles: the ring plan
+      {8, 1, 4, 131072, false, 1, sms / 4},        // MQA, 2 a SM: 66 chunks of 16: the ring plan
       {32, 8, 64, 32768, true, 3, 3},              // a wave or more: the many-waves rule
   };
   for (const Case& c : cases) {
