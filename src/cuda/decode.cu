@@ -372,9 +372,10 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
                            3 * cta_smem<128, 1, d128_ring_stages_k(1), d128_ring_stages_v, 3> <= smem_per_sm;
     const bool gqa = p.num_heads_kv > 1;
     const bool small = small_any && gqa, three_fit = three_any && gqa;
-    // One KV head under a wave: three CTAs per SM only with chunks of 128 tiles or more; else two
-    // CTAs per SM where their chunks hold 64 tiles or more (the rules above).
-    const bool mqa_three_fit = three_any && !gqa;
+    // One KV head (up to 8 rows; three CTAs per SM fit, so two do) under a wave: three CTAs per SM
+    // only with chunks of 128 tiles or more; else two where their chunks hold 64 tiles or more
+    // (the rules above).
+    const bool mqa_fit = three_any && !gqa;
     auto take_small_rings = [&](int ctas_per_sm, int splits) {
       plan.small_rings = true;
       plan.ctas_per_sm = ctas_per_sm;
@@ -415,12 +416,12 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     } else {
       plan.splits = long_chunks(plan.splits);
       const int three = splits_for(3), two = long_chunks(splits_for(2));
-      if ((three_fit && chunks_hold_16(three)) || (mqa_three_fit && chunk_tiles(three) >= 128))
+      if ((three_fit && chunks_hold_16(three)) || (mqa_fit && chunk_tiles(three) >= 128))
         take_small_rings(3, three);
       else if (small && plan.rows <= 4 && std::int64_t(groups) * plan.splits < 3LL * plan.sm_count * per_sm &&
                chunks_hold_16(two))
         take_small_rings(2, two);
-      else if (mqa_three_fit && chunk_tiles(two) >= 64)
+      else if (mqa_fit && chunk_tiles(two) >= 64)
         take_small_rings(2, two);
     }
   }
