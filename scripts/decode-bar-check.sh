@@ -11,13 +11,15 @@
 #   e.g. scripts/decode-bar-check.sh 3 .devbuild/bench 0.7 32,8,8,32768 32,8,64,131072
 #
 # Both sides read ROTATE copies of the cache in turn (default 2: no step finds the last one's lines
-# in L2, as in a server).
+# in L2, as in a server). DISTINCT=K gives our batch K distinct generated sequences (the bench's
+# --distinct; default 1, one sequence copied through the batch, which favours the skip: a
+# server's batch is distinct, docs/DECODE.md). cuDNN's dense time does not depend on it.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 [ $# -ge 4 ] || { sed -n 2,13p "$0"; exit 2; }
 rounds=$1 bench=$2/blasst_cuda_decode_bench target=$3
 shift 3
-rotate=${ROTATE:-2}
+rotate=${ROTATE:-2} distinct=${DISTINCT:-1}
 shapes=$(IFS=';'; echo "$*")
 log=$(mktemp)
 for ((r = 0; r < rounds; ++r)); do
@@ -25,7 +27,7 @@ for ((r = 0; r < rounds; ++r)); do
   python3 bench/sdpa_decode_peer.py --rotate "$rotate" --shapes "$shapes" 2>&1 |
     awk '/ cudnn /{print $1 "," $2 "," $3 "," $4, "cudnn", $7; next} /skipped|not available|rror/{print "# " $0}'
   for s in "$@"; do
-    "$bench" --one "$s" --rotate "$rotate" --target "$target" 2>&1 | grep -E " dense | a=" |
+    "$bench" --one "$s" --rotate "$rotate" --distinct "$distinct" --target "$target" 2>&1 | grep -E " dense | a=" |
       awk -v s="$s" '{p = ($5 == "dense") ? "dense" : "skip"; print s, p, $7, $9}'
   done
 done | tee "$log"
