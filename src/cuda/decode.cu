@@ -357,11 +357,11 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   //    with 21, batch 8 128K, 0.966x). Otherwise MQA takes two CTAs per SM, with the split count
   //    of the two-CTA rule below, where those chunks hold 64 tiles or more. At 8/1 and 70 %
   //    against the ring plan, with the batch's sequences distinct as in a server (PERF.md,
-  //    session 24): batch 64 32K (4 chunks of 64 tiles) 1.103-1.108x, batch 16 128K (16 of 64)
-  //    1.058-1.071x; with one sequence copied through the batch (the bench's default: every group
-  //    then carries the same kept tiles) 0.983-0.995x and 1.007x. Not taken with 32-tile chunks:
-  //    batch 32 32K 1.029-1.039x distinct but 0.988x copied, batch 8 128K (33 splits) 0.988-1.017x
-  //    and 0.982-0.988x. Where a GQA walk's chunks at three CTAs per SM would be
+  //    session 24): batch 64 32K (4 chunks of 64 tiles) 1.103-1.116x, batch 16 128K (16 of 64)
+  //    1.058-1.086x; with one sequence copied through the batch (the bench's default: every group
+  //    then carries the same kept tiles) 0.983-0.996x and 1.006-1.007x. Not taken with 32-tile
+  //    chunks: batch 32 32K 1.029-1.039x distinct but 0.988x copied, batch 8 128K (33 splits)
+  //    0.988-1.017x and 0.982-0.988x. Where a GQA walk's chunks at three CTAs per SM would be
   //    short (batch 8 at 8K: 11 tiles) and a group has at most 4 rows, two CTAs per SM (their
   //    own split count by the long-chunk rule), where the ring plan stays under 3 waves and their
   //    chunks hold 16 tiles or more (session 17: 32/8 batch 8 8K 1.023x; with 2- and 8-tile
