@@ -44,8 +44,12 @@ int chunks_for(int rows, int d) {
 // (launch), but for dense walks on clusters, which run these traits' one K and two V stages.
 constexpr int stages_k(int d, int wm) { return d == 64 ? 6 : d == 128 ? 3 : wm == 1 ? 2 : 1; }
 constexpr int stages_v(int d, int wm) { return d == 64 ? 3 : d == 128 ? (wm >= 4 ? 2 : 3) : wm == 1 ? 1 : 2; }
+// A CTA's traits by its row warps, stages and CTAs per SM (key slices: 4 / WM warps, one from four
+// row warps on).
+template <class T, int D, int WM, int NSK, int NSV, int CPS = 0>
+using RingTraits = DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), NSK, NSV, CPS>;
 template <class T, int D, int WM>
-using TraitsFor = DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), stages_k(D, WM), stages_v(D, WM)>;
+using TraitsFor = RingTraits<T, D, WM, stages_k(D, WM), stages_v(D, WM)>;
 
 // A paged cache as a 4-D tensor (channel, head, slot, page) with boxes of 64 channels x 1 head x
 // box_rows slots x 1 page.
@@ -72,6 +76,11 @@ constexpr int d64_ring_stages_v(int wm) { return wm == 4 ? 1 : 2; }
 // row warps on two K stages and one V (two CTAs per SM, skip walks).
 constexpr int d128_ring_stages_k(int wm) { return wm == 1 ? 1 : 2; }
 constexpr int d128_ring_stages_v = 1;
+// Their traits, as launched and as the planner sizes them.
+template <class T, int WM>
+using D64Rings = RingTraits<T, 64, WM, 2, d64_ring_stages_v(WM), d64_ring_ctas(WM)>;
+template <class T, int WM, int CPS = 0>
+using D128SmallRings = RingTraits<T, 128, WM, d128_ring_stages_k(WM), d128_ring_stages_v, CPS>;
 
 template <class Tr, Groups G>
 void launch_tr(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMap& tmv, const DecodePlan& plan,
@@ -82,23 +91,17 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
             cudaStream_t stream) {
   const bool small = plan.small_rings && plan.chunks == 1;  // the small rings run one CTA per group
   if constexpr (D == 64 && WM <= 4) {  // two K stages, two or one V (d64_ring_stages_v)
-    constexpr int kCps = d64_ring_ctas(WM);
-    if (small && plan.ctas_per_sm == kCps)
-      return launch_tr<DecodeTraits<T, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), 2, d64_ring_stages_v(WM), kCps>,
-                       Groups::one_cta>(params, tmk, tmv, plan, stream);
+    if (small && plan.ctas_per_sm == d64_ring_ctas(WM))
+      return launch_tr<D64Rings<T, WM>, Groups::one_cta>(params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 128 && WM == 2) {  // skip walks of 17-32 rows: two K stages and one V, two CTAs per SM
     if (small && plan.ctas_per_sm == 2)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, d128_ring_stages_k(2), d128_ring_stages_v, 2>, Groups::one_cta>(
-          params, tmk, tmv, plan, stream);
+      return launch_tr<D128SmallRings<T, 2, 2>, Groups::one_cta>(params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 128 && WM == 1) {  // one K and one V stage (DecodePlan::small_rings), any policy
     if (small && plan.ctas_per_sm == 3)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, d128_ring_stages_k(1), d128_ring_stages_v, 3>, Groups::one_cta>(
-          params, tmk, tmv, plan, stream);
-    if (small)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 1, 4, d128_ring_stages_k(1), d128_ring_stages_v>, Groups::one_cta>(
-          params, tmk, tmv, plan, stream);
+      return launch_tr<D128SmallRings<T, 1, 3>, Groups::one_cta>(params, tmk, tmv, plan, stream);
+    if (small) return launch_tr<D128SmallRings<T, 1>, Groups::one_cta>(params, tmk, tmv, plan, stream);
   }
   if constexpr (D == 256 && WM == 2) {
     // Two row warps (17-32 rows a CTA) on two K stages and one V, as one row warp for every policy
@@ -110,7 +113,7 @@ void launch(const DecodeParams& params, const CUtensorMap& tmk, const CUtensorMa
     const bool may_skip =
         (params.mode != static_cast<int>(SkipPolicy::Mode::dense) && params.value > 0) || params.replay;
     if (plan.chunks == 1 || may_skip)
-      return launch_tr<DecodeTraits<T, D, kBlockK, 2, 2, 2, 1>, Groups::either>(params, tmk, tmv, plan, stream);
+      return launch_tr<RingTraits<T, D, 2, 2, 1>, Groups::either>(params, tmk, tmv, plan, stream);
     return launch_tr<TraitsFor<T, D, WM>, Groups::cluster>(params, tmk, tmv, plan, stream);
   } else {
     launch_tr<TraitsFor<T, D, WM>, ring_groups(D, WM)>(params, tmk, tmv, plan, stream);
@@ -189,12 +192,10 @@ void dispatch_d(int d, const DecodeParams& params, const CUtensorMap& tmk, const
 
 // Shared memory one CTA of these traits takes on an SM: its dynamic bytes (the kernel's own layout)
 // and the 1 KB the runtime reserves per CTA. The planner counts CTAs per SM with it.
-template <int D, int WM, int NSK, int NSV, int CPS = 0>
-constexpr int cta_smem =
-    static_cast<int>(DecodeTraits<__nv_bfloat16, D, kBlockK, WM, (WM >= 4 ? 1 : 4 / WM), NSK, NSV, CPS>::kSmemBytes) +
-    1024;
+template <class Tr>
+constexpr int cta_smem = static_cast<int>(Tr::kSmemBytes) + 1024;
 template <int D, int WM>
-constexpr int ring_cta_smem = cta_smem<D, WM, stages_k(D, WM), stages_v(D, WM)>;  // TraitsFor's
+constexpr int ring_cta_smem = cta_smem<TraitsFor<__nv_bfloat16, D, WM>>;
 // The ring kernel's CTA (row warps as plan_decode picks them: at most 2 at head dim 256).
 int ring_smem(int d, int wm) {
   if (d == 256) return wm == 1 ? ring_cta_smem<256, 1> : ring_cta_smem<256, 2>;
@@ -204,9 +205,8 @@ int ring_smem(int d, int wm) {
 }
 // The head dim 64 rings' CTA (launch: one, two or four row warps; one CTA per group).
 int d64_ring_smem(int wm) {
-  return wm == 1   ? cta_smem<64, 1, 2, d64_ring_stages_v(1), d64_ring_ctas(1)>
-         : wm == 2 ? cta_smem<64, 2, 2, d64_ring_stages_v(2), d64_ring_ctas(2)>
-                   : cta_smem<64, 4, 2, d64_ring_stages_v(4), d64_ring_ctas(4)>;
+  using B = __nv_bfloat16;
+  return wm == 1 ? cta_smem<D64Rings<B, 1>> : wm == 2 ? cta_smem<D64Rings<B, 2>> : cta_smem<D64Rings<B, 4>>;
 }
 
 }  // namespace
@@ -369,7 +369,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
   if (pol.splits == 0 && pol.mode != SkipPolicy::Mode::dense && pol.max_seed) {
     const bool small_any = small_kernel && !pol.replay_mask;  // GQA or MQA
     const bool three_any = small_any && plan.rows <= 8 &&
-                           3 * cta_smem<128, 1, d128_ring_stages_k(1), d128_ring_stages_v, 3> <= smem_per_sm;
+                           3 * cta_smem<D128SmallRings<__nv_bfloat16, 1, 3>> <= smem_per_sm;
     const bool gqa = p.num_heads_kv > 1;
     const bool small = small_any && gqa, three_fit = three_any && gqa;
     // One KV head (up to 8 rows; three CTAs per SM fit, so two do) under a wave: three CTAs per SM
@@ -394,7 +394,7 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
     // opaque per tile; the figures above are with 32).
     const bool rows32 = small_rings && p.head_dim_qk == 128 && plan.warps_m == 2 && plan.chunks == 1 &&
                         !pol.replay_mask &&
-                        2 * cta_smem<128, 2, d128_ring_stages_k(2), d128_ring_stages_v, 2> <= smem_per_sm;
+                        2 * cta_smem<D128SmallRings<__nv_bfloat16, 2, 2>> <= smem_per_sm;
     if (rows32 && (gqa || groups < plan.sm_count * 2)) {
       const int s = groups >= plan.sm_count * 2 ? wave_splits : long_chunks(splits_for(2));
       if (chunk_tiles(s) >= 64) {
