@@ -12,7 +12,7 @@
 // is each case's relative L2 error of O against the default kernel's dense O (every 16th row), so
 // that cases of different key tiles compare at their accuracy as well as at their sparsity.
 //
-//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--inputs DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k BK] [--target S] [--kernel K]]
+//   blasst_cuda_prefill_bench [--quick] [--csv FILE] [--dump DIR] [--inputs DIR] [--warm S] [--one D,LEN,CAUSAL[,A] [--time] [--reps N] [--block-k BK] [--target S] [--kernel K] [--alt R]]
 // --warm S (default 0.5): each case replays for S seconds before it is timed, so that every case sees
 // a GPU that has been busy; without it the first case after an idle spell (input generation) ran up
 // to 10 % faster than the next ones at the H200's power limit (sdpa_prefill_peer.py does the same).
@@ -23,6 +23,10 @@
 // --one: A > 0 is a scale factor, A < 0 the explicit threshold -A (e.g. -1e-30: vote-only); --target S
 // instead bisects for the scale factor that reaches tile sparsity S with --one's key tiles and kernel;
 // --kernel K (wgmma-pingpong, the default, wgmma or mma-sync) picks --one's kernel.
+// --alt R (with --one --time): then R rounds that time --one's case and dense in turn in this process
+// (each after --warm seconds of its own replays), so both see the same clocks and temperature; prints
+// each round, the medians, the time ratio and the cycle ratio (ms x median SM MHz). At the H200's
+// power cap a long --warm (e.g. 5) and --reps (e.g. 100) give the sustained regime of a busy server.
 // --page N: K and V from paged caches [pages, N, Hkv, d] in shuffled page order (chunked prefill
 // against an engine's cache) instead of packed arrays; the wgmma-pingpong kernel's default tiles.
 //
@@ -88,6 +92,7 @@ double time_prefill(const PrefillProblem& p, const SkipPolicy& pol, const cuda::
 int main(int argc, char** argv) {
   bool quick = false, one_time = false;
   double warm_s = 0.5;  // --warm: seconds of replays before each timing (steady clocks)
+  int alt_rounds = 0;  // --alt R: --one's case and dense timed in turn, R rounds
   int one_reps = 7;  // --reps: graph replays timed by --one --time (more: a GPU at its power limit)
   std::string csv_path, dump_dir, inputs_dir;
   int page = 0;  // --page N: paged K and V
@@ -102,6 +107,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--block-k") && i + 1 < argc) one_bk = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--target") && i + 1 < argc) one_target = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) one_reps = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--alt") && i + 1 < argc) alt_rounds = std::max(0, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--page") && i + 1 < argc) page = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--kernel") && i + 1 < argc) {
       const std::string k = argv[++i];
@@ -280,6 +286,33 @@ int main(int argc, char** argv) {
           std::printf("d %d len %d causal %d a %g %s: sparsity %.3f, %.3f ms, %.1f TFLOP/s, %.0f MHz, %.0f W\n", d,
                       len, int(causal), one_a, cuda::to_string(one_kernel), sparsity, ms,
                       flops / (ms * 1e-3) / 1e12, gs.sm_mhz, gs.power_w);
+          if (alt_rounds > 0) {  // --alt: this case and dense in turn, same process, same inputs
+            SkipPolicy dense_pol = geometry(SkipPolicy{}, one_bk);
+            const cuda::PrefillPlan dense_plan = cuda::plan_prefill(p, len, dense_pol, one_kernel);
+            std::vector<double> r_ms, r_cyc, c_ms, d_ms;
+            for (int r = 0; r < alt_rounds; ++r) {
+              bench::GpuState gc, gd;
+              const bool case_first = r % 2 == 0;  // ABBA: neither side always follows the other
+              double mc = 0, md = 0;
+              for (int k = 0; k < 2; ++k) {
+                if ((k == 0) == case_first)
+                  mc = time_prefill(p, pol, plan, out, one_reps, std::min(inner, 20), warm_s, &gc);
+                else
+                  md = time_prefill(p, dense_pol, dense_plan, out, one_reps, std::min(inner, 20), warm_s, &gd);
+              }
+              std::printf("alt %d: case %.4f ms %.0f MHz %.0f W | dense %.4f ms %.0f MHz %.0f W | time %.4f cycles %.4f\n",
+                          r, mc, gc.sm_mhz, gc.power_w, md, gd.sm_mhz, gd.power_w, mc / md,
+                          (mc * gc.sm_mhz) / (md * gd.sm_mhz));
+              c_ms.push_back(mc), d_ms.push_back(md), r_ms.push_back(mc / md);
+              r_cyc.push_back((mc * gc.sm_mhz) / (md * gd.sm_mhz));
+            }
+            auto median = [](std::vector<double> v) {
+              std::sort(v.begin(), v.end());
+              return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+            };
+            std::printf("alt medians: case %.4f ms, dense %.4f ms, case / dense time %.4f, cycles %.4f (%d rounds)\n",
+                        median(c_ms), median(d_ms), median(r_ms), median(r_cyc), alt_rounds);
+          }
         }
         continue;
       }
