@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (alt_rounds > 0 && !(one_d && one_time)) {
+    std::fprintf(stderr, "--alt times --one's case against dense: it needs --one D,LEN,CAUSAL[,A] and --time\n");
+    return 2;
+  }
   bench::print_gpu("");
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
   if (csv) std::fprintf(csv, "d,len,causal,kernel,policy,value,ms,tflops,sparsity,speedup_vs_dense,sm_mhz,power_w,rel_err,block_k\n");
@@ -287,7 +291,7 @@ int main(int argc, char** argv) {
                       len, int(causal), one_a, cuda::to_string(one_kernel), sparsity, ms,
                       flops / (ms * 1e-3) / 1e12, gs.sm_mhz, gs.power_w);
           if (alt_rounds > 0) {  // --alt: this case and dense in turn, same process, same inputs
-            SkipPolicy dense_pol = geometry(SkipPolicy{}, one_bk);
+            const SkipPolicy dense_pol = geometry(SkipPolicy{}, one_bk);
             const cuda::PrefillPlan dense_plan = cuda::plan_prefill(p, len, dense_pol, one_kernel);
             std::vector<double> r_ms, r_cyc, c_ms, d_ms;
             for (int r = 0; r < alt_rounds; ++r) {
@@ -300,11 +304,11 @@ int main(int argc, char** argv) {
                 else
                   md = time_prefill(p, dense_pol, dense_plan, out, one_reps, std::min(inner, 20), warm_s, &gd);
               }
+              // Cycles need NVML's clocks (0 without it: the cycle ratio is then reported as 0).
+              const double cyc = gc.sm_mhz > 0 && gd.sm_mhz > 0 ? (mc * gc.sm_mhz) / (md * gd.sm_mhz) : 0.0;
               std::printf("alt %d: case %.4f ms %.0f MHz %.0f W | dense %.4f ms %.0f MHz %.0f W | time %.4f cycles %.4f\n",
-                          r, mc, gc.sm_mhz, gc.power_w, md, gd.sm_mhz, gd.power_w, mc / md,
-                          (mc * gc.sm_mhz) / (md * gd.sm_mhz));
-              c_ms.push_back(mc), d_ms.push_back(md), r_ms.push_back(mc / md);
-              r_cyc.push_back((mc * gc.sm_mhz) / (md * gd.sm_mhz));
+                          r, mc, gc.sm_mhz, gc.power_w, md, gd.sm_mhz, gd.power_w, mc / md, cyc);
+              c_ms.push_back(mc), d_ms.push_back(md), r_ms.push_back(mc / md), r_cyc.push_back(cyc);
             }
             auto median = [](std::vector<double> v) {
               std::sort(v.begin(), v.end());
