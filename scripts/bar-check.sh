@@ -3,8 +3,9 @@
 # that the board's drift between two long runs (the sweep runs ours, then the peers, minutes apart)
 # does not enter the ratios. Per case and round: cuDNN (bench/sdpa_prefill_peer.py --one on our
 # dumped inputs), our dense, our vote-only (a threshold that never skips: the skip machinery's cost
-# at 0 % sparsity) and, where asked, ours at a target tile sparsity. Ends with the medians, our
-# speed against cuDNN and the vote-only overhead.
+# at 0 % sparsity), the vote-only step against dense in one process (`--alt 2`: same clocks and
+# temperature, the steadier reading; session 25) and, where asked, ours at a target tile sparsity.
+# Ends with the medians, our speed against cuDNN and the vote-only overhead both ways.
 #
 #   scripts/bar-check.sh ROUNDS BENCH_DIR CASE [CASE ...]
 #     CASE: D,LEN,CAUSAL or D,LEN,CAUSAL@S (also the scale factor that reaches tile sparsity S)
@@ -31,6 +32,7 @@ for spec in "$@"; do
       grep -E "cudnn" | sed "s|^|$spec cudnn |"
     "$bench" --one "$shape" --time --reps "$reps" 2>&1 | grep -E "sparsity [0-9]" | sed "s|^|$spec dense |"
     "$bench" --one "$shape,-1e-30" --time --reps "$reps" 2>&1 | grep -E "sparsity [0-9]" | sed "s|^|$spec vote |"
+    "$bench" --one "$shape,-1e-30" --time --reps "$reps" --alt 2 2>&1 | grep -E "^alt medians" | sed "s|^|$spec alt |"
     if [ -n "$target" ]; then
       "$bench" --one "$shape" --time --reps "$reps" --target "$target" 2>&1 | grep -E "sparsity [0-9]" |
         sed "s|^|$spec target |"
@@ -46,6 +48,11 @@ for line in open(sys.argv[1]):
     if len(f) < 3:
         continue
     spec, what = f[0], f[1]
+    if what == "alt":
+        a = re.search(r"time ([\d.]+), cycles ([\d.]+)", line)
+        if a:
+            rows.setdefault(spec, {}).setdefault("alt", []).append((float(a.group(1)), float(a.group(2))))
+        continue
     m = re.search(r"([\d.]+) ms", line)
     if not m:
         continue
@@ -53,12 +60,16 @@ for line in open(sys.argv[1]):
     rows.setdefault(spec, {}).setdefault(what, []).append((float(m.group(1)), sp.group(1) if sp else ""))
 print("\n== bars: medians over the rounds (ms); ours against cuDNN (>1: faster); vote-only overhead")
 for spec, w in rows.items():
-    med = {k: statistics.median(ms for ms, _ in v) for k, v in w.items()}
+    med = {k: statistics.median(ms for ms, _ in v) for k, v in w.items() if k != "alt"}
     cells = [f"{k} {med[k]:.4g}" for k in ("cudnn", "dense", "vote", "target") if k in med]
     if "cudnn" in med and "dense" in med:
         cells.append(f"dense vs cuDNN {med['cudnn'] / med['dense']:.3f}x")
     if "dense" in med and "vote" in med:
         cells.append(f"vote-only {100 * (med['vote'] / med['dense'] - 1):+.1f} %")
+    if w.get("alt"):
+        t = statistics.median(x for x, _ in w["alt"])
+        cyc = statistics.median(y for _, y in w["alt"])
+        cells.append(f"vote-only in one process {100 * (t - 1):+.1f} % (cycles {100 * (cyc - 1):+.1f} %)")
     if "cudnn" in med and "target" in med:
         cells.append(f"target (sparsity {w['target'][0][1]}) vs cuDNN {med['cudnn'] / med['target']:.3f}x")
     for k in ("dense", "target"):
