@@ -296,14 +296,13 @@ int main(int argc, char** argv) {
             std::vector<double> r_ms, r_cyc, c_ms, d_ms;
             for (int r = 0; r < alt_rounds; ++r) {
               bench::GpuState gc, gd;
-              const bool case_first = r % 2 == 0;  // ABBA: neither side always follows the other
               double mc = 0, md = 0;
-              for (int k = 0; k < 2; ++k) {
-                if ((k == 0) == case_first)
-                  mc = time_prefill(p, pol, plan, out, one_reps, std::min(inner, 20), warm_s, &gc);
-                else
-                  md = time_prefill(p, dense_pol, dense_plan, out, one_reps, std::min(inner, 20), warm_s, &gd);
-              }
+              auto time_case = [&] { mc = time_prefill(p, pol, plan, out, one_reps, std::min(inner, 20), warm_s, &gc); };
+              auto time_dense = [&] {
+                md = time_prefill(p, dense_pol, dense_plan, out, one_reps, std::min(inner, 20), warm_s, &gd);
+              };
+              if (r % 2 == 0) time_case(), time_dense();  // ABBA: neither side always follows the other
+              else time_dense(), time_case();
               // Cycles need NVML's clocks (0 without it: the cycle ratio is then reported as 0).
               const double cyc = gc.sm_mhz > 0 && gd.sm_mhz > 0 ? (mc * gc.sm_mhz) / (md * gd.sm_mhz) : 0.0;
               std::printf("alt %d: case %.4f ms %.0f MHz %.0f W | dense %.4f ms %.0f MHz %.0f W | time %.4f cycles %.4f\n",

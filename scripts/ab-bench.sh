@@ -8,7 +8,9 @@
 # can run as several variants, e.g. "bk176=.devbuild/bench@--block-k 176"); each CASE is the
 # bench's --one argument plus any flags, quoted, e.g. "128,32768,1,170.213 --time --reps 30"
 # (prefill) or "8,1,8,32768" (decode). Ends with a summary: each case's median time per build and
-# its speed relative to the first build (>1: faster). AB_DEADLINE=SECONDS starts no run after that
+# its speed relative to the first build (>1: faster); for prefill cases with --alt R (the case and
+# dense in turn in one process), also each build's median case / dense in time and cycles, which
+# compare builds whose dense kernels are the same bytes, e.g. a vote kernel against main's. AB_DEADLINE=SECONDS starts no run after that
 # many seconds and still prints the summary (a device call's time limit would kill it otherwise).
 # AB_TIMEOUT=SECONDS stops any one run after that many seconds (a branch that may hang: the
 # deadline cannot stop a run that never ends) and prints "NAME timed out" in its place.
@@ -45,10 +47,15 @@ python3 - "$log" <<'PY'
 import re, statistics, sys
 pre = re.compile(r"^(\S+) d \d+ len \d+ causal \d a (\S+) \S+: sparsity ([\d.]+), ([\d.]+) ms")
 dec = re.compile(r"^(\S+)\s+\d+\s+\d+\s+\d+\s+\d+\s+(\S+)\s+\d+\s+([\d.]+)\s+[\d.]+\s+([\d.]+)")
-case, rows = None, {}
+alt = re.compile(r"^(\S+) alt medians: .*time ([\d.]+), cycles ([\d.]+)")
+case, rows, alts = None, {}, {}
 for line in open(sys.argv[1]):
     if line.startswith("== "):
         case = line[3:].strip()
+        continue
+    a = alt.match(line)
+    if a:  # prefill --alt: the case against dense in one process
+        alts.setdefault(case, {}).setdefault(a.group(1), []).append((float(a.group(2)), float(a.group(3))))
         continue
     m = pre.match(line)
     if m:  # one line per run; builds of other key tiles reach a --target at other scale factors
@@ -68,5 +75,11 @@ for (case, policy), builds in rows.items():
         first = first or med
         cells.append(f"{build} {med:.4g} ({runs[0][1]}) {first / med:.3f}x")
     print(f"{case} | {policy} | " + " | ".join(cells))
+if alts:
+    print("\n== --alt: case / dense in one process, medians over the rounds: time (cycles)")
+    for case, builds in alts.items():
+        cells = [f"{b} {statistics.median(t for t, _ in v):.4f} ({statistics.median(c for _, c in v):.4f})"
+                 for b, v in builds.items()]
+        print(f"{case} | " + " | ".join(cells))
 PY
 rm -f "$log"
