@@ -79,5 +79,17 @@ BLASST_HD float skip_log_threshold(double lambda, double units_per_nat = 1.0) {
 BLASST_HD bool row_agrees(bool sees_tile, float tile_max, float running_max, float log_threshold) {
   return (!sees_tile) | ((running_max > -INFINITY) & (tile_max - running_max < log_threshold));
 }
+// The same test as one compare per row and tile, for kernels that keep a bound per row and move it
+// only when the running max moves: a row agrees when its tile maximum lies below
+// skip_row_bound(running_max, log_threshold / units), in the logits' own units (log_threshold in
+// the caller's units divided by units per logit, e.g. softmax scale x log2 e). A row that sees none
+// of the tile has only -inf logits there (masked), which lie below every bound but that of a row
+// with no finite running max and an infinite threshold; a row with no finite running max gets
+// -FLT_MAX, which every finite logit reaches, so it vetoes any tile it sees, as row_agrees does.
+// It may decide a tile differently from row_agrees only at a boundary tie (rounding: the sum
+// running_max + threshold against the difference tile_max - running_max).
+BLASST_HD float skip_row_bound(float running_max, float threshold_in_logits) {
+  return running_max > -INFINITY ? running_max + threshold_in_logits : -3.402823466e38f;
+}
 
 }  // namespace blasst

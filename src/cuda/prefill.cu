@@ -56,15 +56,33 @@ bool takes_block_k(PrefillKernel kernel, int d, int bk) {
   return bk == prefill_block_k(d) || std::find(more.begin(), more.end(), bk) != more.end();
 }
 
+// Whether a policy may skip anywhere: a scale factor, or a threshold below 1, and no replayed mask
+// (lambda_for: a <= 0, lambda <= 0 and lambda >= 1 are dense). Per sequence lambda may still come
+// out dense (a scale factor above a sequence's length); the vote kernel then keeps every tile.
+bool may_skip(const PrefillParams& p) {
+  if (p.replay || !(p.value > 0.0)) return false;
+  const auto mode = static_cast<SkipPolicy::Mode>(p.mode);
+  return mode == SkipPolicy::Mode::scale_factor || (mode == SkipPolicy::Mode::threshold && p.value < 1.0);
+}
+
 template <class T, int D>
 void launch(const PrefillParams& params, const Maps& maps, const PrefillPlan& plan, cudaStream_t stream) {
   const dim3 grid(plan.max_q_tiles, plan.num_heads_q, plan.batch);
+  // Policies that may skip run the kernel's vote variant (kVote); dense ones, and replays, the
+  // loop without it.
+  const bool vote = may_skip(params);
   auto wgmma = [&](auto traits, auto paged, auto warp_boxes) {
     using Tr = decltype(traits);
     constexpr bool kPaged = decltype(paged)::value, kWarpBoxes = decltype(warp_boxes)::value;
-    set_smem_limit_once<prefill_wgmma_kernel<Tr, kPaged, kWarpBoxes>>(Tr::kSmemBytes);
-    prefill_wgmma_kernel<Tr, kPaged, kWarpBoxes>
-        <<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v, maps.k1, maps.v1);
+    auto run = [&](auto with_vote) {
+      constexpr auto kernel = prefill_wgmma_kernel<Tr, kPaged, kWarpBoxes, decltype(with_vote)::value>;
+      set_smem_limit_once<kernel>(Tr::kSmemBytes);
+      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(params, maps.q, maps.k, maps.v, maps.k1, maps.v1);
+    };
+    if (vote)
+      run(std::true_type{});
+    else
+      run(std::false_type{});
   };
   constexpr std::false_type packed{};
   if (!takes_block_k(plan.kernel, D, plan.block_k))

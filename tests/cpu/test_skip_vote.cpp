@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <set>
 
 #include "blasst/policy.hpp"
@@ -72,6 +73,32 @@ TEST(SkipVote, RowAgreement) {
   EXPECT_TRUE(row_agrees(true, 0.0f, 5.0f, thr));             // 5 below: exp(-5) < 0.01
   EXPECT_FALSE(row_agrees(true, 0.0f, 4.0f, thr));            // exp(-4) > 0.01
   EXPECT_FALSE(row_agrees(true, 0.0f, 5.0f, -INFINITY));      // dense never agrees
+}
+
+// skip_row_bound (the vote kernels' one compare a row) decides as row_agrees does, but at ties.
+TEST(SkipVote, RowBoundMatchesRowAgreesButAtTies) {
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_real_distribution<float> max_d(-60.f, 60.f), thr_d(std::log(1e-6f), std::log(0.9f)),
+      delta_d(-4.f, 4.f);
+  int compared = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const float m = max_d(rng), thr = thr_d(rng), delta = delta_d(rng);
+    if (std::fabs(delta) < 1e-3f) continue;  // a tie up to rounding: either decision is the contract's
+    const float tile_max = m + thr + delta;
+    ASSERT_EQ(tile_max < skip_row_bound(m, thr), row_agrees(true, tile_max, m, thr))
+        << "m " << m << " thr " << thr << " tile_max " << tile_max;
+    ++compared;
+  }
+  EXPECT_GT(compared, 190000);
+  const float thr = std::log(0.01f);
+  // No finite running max: every finite logit vetoes, as in row_agrees; a row that sees none of the
+  // tile (its logits masked to -inf) agrees.
+  EXPECT_FALSE(-1e30f < skip_row_bound(-INFINITY, thr));
+  EXPECT_FALSE(row_agrees(true, -1e30f, -INFINITY, thr));
+  EXPECT_TRUE(-INFINITY < skip_row_bound(-INFINITY, thr));
+  EXPECT_TRUE(-INFINITY < skip_row_bound(5.0f, thr));
+  // A dense threshold (-inf): no logit lies below the bound.
+  EXPECT_FALSE(-1e30f < skip_row_bound(5.0f, -INFINITY));
 }
 
 TEST(SkipVote, PolicyValidation) {

@@ -78,7 +78,13 @@ struct WgmmaPrefillTraits {
 // kPaged: K and V from paged caches (tm_k / tm_v boxes of p.box_rows slots, tm_k1 / tm_v1 of one
 // slot for a sequence's last keys); otherwise packed, and tm_k1 / tm_v1 unused. kWarpBoxes (paged,
 // for boxes of fewer than 32 slots): each ring's whole producer warp issues the boxes.
-template <class Tr, bool kPaged = false, bool kWarpBoxes = false>
+// kVote: a kernel of its own for policies that may skip (the host picks it: a threshold or scale
+// factor that can give lambda < 1, and no replayed mask). It votes on a bound per row
+// (skip_row_bound), moved only on kept tiles: one compare a row and tile. Without it the kernel
+// runs dense, or replays a mask, or (a policy dense for every sequence here) finds thr = -inf; its
+// loop is the one dense steps have always run, so a change to the vote cannot move the dense
+// step's code (ptxas lays out the whole loop: PREFILL.md, sessions 10 and 25).
+template <class Tr, bool kPaged = false, bool kWarpBoxes = false, bool kVote = false>
 __global__ void __launch_bounds__(Tr::kThreads, 1)
     prefill_wgmma_kernel(const __grid_constant__ PrefillParams p, const __grid_constant__ CUtensorMap tm_q,
                          const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v,
@@ -232,12 +238,19 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     const float sl2 = p.scale * kLog2e;
     // The vote's threshold; -inf (no vote) when dense or when a recorded mask is replayed.
     const float thr = p.replay ? -INFINITY : skip_log_threshold(lambda_for(p.mode, p.value, sk), kLog2e);
+    // kVote: the bound per row in S's own units (-inf when this sequence's lambda is dense: then
+    // every row that sees a tile vetoes).
+    [[maybe_unused]] const float thr_s = thr / sl2;
     const int group = h * static_cast<int>((sq + 63) / 64) + Tr::NWG * qt + c;
     // Named barriers: 1..NWG the votes, 4..3+NWG the turns (warpgroup c hands over to c + 1).
     const int vote_bar = 1 + c, my_turn = 4 + c, their_turn = 4 + (c + 1) % Tr::NWG;
     // The group's skip-mask offset (tests and replay only) waits in shared memory, not a register.
     __shared__ std::int64_t s_mask_base[Tr::NWG];
     __shared__ int s_rows[Tr::NWG];  // rows_g again for the epilogue: a register less in the loop
+    // kVote with ping-pong: per warpgroup, the last tile (j + 1) that some warp kept.
+    __shared__ int s_kept_at[Tr::NWG];
+    if constexpr (kVote && Tr::kPingPong)
+      if (t == 0) s_kept_at[c] = 0;
     if (t == 0) s_mask_base[c] = (p.mask || p.replay) ? prefill_mask_base(p, b, group, 64, BK) : 0;
     if (t == 0) s_rows[c] = rows_g;
     ptx::named_barrier_sync(vote_bar, 128);
@@ -279,6 +292,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
     };
 
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, sc0 = 1.f, sc1 = 1.f;
+    // kVote: each row's bound. Rows with no keys (lim -1: past the group's rows, whose S is not
+    // masked outside the diagonal tiles) never veto: +inf.
+    [[maybe_unused]] auto bound = [&](int lim, float m) { return lim < 0 ? INFINITY : skip_row_bound(m, thr_s); };
+    [[maybe_unused]] float b0 = bound(lim0, m0), b1 = bound(lim1, m1);
     bool kept_prev = false;
     int jw = 0, skipped = 0;
     if (n > 0) ptx::mbar_wait(full_q, 0);
@@ -337,15 +354,47 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         // head dim 64, where three warpgroups leave 160 registers.
         constexpr int NC = Tr::NWG == 3 ? 2 : 4;
         float a0[NC], a1[NC];
+        [[maybe_unused]] bool early = false;
+        if constexpr (kVote) {
+          // One element at a time into each chain (element k of a row into chain k % NC): no
+          // temporaries, which the vote kernel's two more live bounds had left ptxas one of,
+          // serialising the pairs (SASS, session 25).
 #pragma unroll
-        for (int u = 0; u < NC; ++u) {
-          a0[u] = fmaxf(s[4 * u], s[4 * u + 1]);
-          a1[u] = fmaxf(s[4 * u + 2], s[4 * u + 3]);
-        }
+          for (int u = 0; u < NC; ++u) a0[u] = s[4 * (u / 2) + u % 2], a1[u] = s[4 * (u / 2) + 2 + u % 2];
 #pragma unroll
-        for (int i = NC; i < BK / 8; ++i) {
-          a0[i % NC] = fmaxf(a0[i % NC], fmaxf(s[4 * i], s[4 * i + 1]));
-          a1[i % NC] = fmaxf(a1[i % NC], fmaxf(s[4 * i + 2], s[4 * i + 3]));
+          for (int k = NC; k < BK / 8; ++k) {
+            a0[k % NC] = fmaxf(a0[k % NC], s[4 * (k / 2) + k % 2]);
+            a1[k % NC] = fmaxf(a1[k % NC], s[4 * (k / 2) + 2 + k % 2]);
+          }
+          // The early post (ping-pong): a warp whose rows veto on the first half of their maxima
+          // posts now, so that the post's atomic completes while the second half is reduced, ahead
+          // of its bar.arrive (posted at the arrive it cost as much as waiting: PREFILL.md, session
+          // 26). Only after a kept tile: kept tiles come in runs, and the runs of skipped tiles,
+          // short and most of the tiles at high sparsity, then skip the check.
+          if (Tr::kPingPong && kept_prev) {
+            float h0 = a0[0], h1 = a1[0];
+#pragma unroll
+            for (int u = 1; u < NC; ++u) h0 = fmaxf(h0, a0[u]), h1 = fmaxf(h1, a1[u]);
+            early = !__all_sync(0xffffffffu, (h0 < b0) & (h1 < b1));
+            if (early)
+              asm volatile("red.shared.max.u32 [%0], %1;" ::"r"(ptx::smem_addr(&s_kept_at[c])), "r"(j + 1) : "memory");
+          }
+#pragma unroll
+          for (int k = BK / 8; k < BK / 4; ++k) {
+            a0[k % NC] = fmaxf(a0[k % NC], s[4 * (k / 2) + k % 2]);
+            a1[k % NC] = fmaxf(a1[k % NC], s[4 * (k / 2) + 2 + k % 2]);
+          }
+        } else {
+#pragma unroll
+          for (int u = 0; u < NC; ++u) {
+            a0[u] = fmaxf(s[4 * u], s[4 * u + 1]);
+            a1[u] = fmaxf(s[4 * u + 2], s[4 * u + 3]);
+          }
+#pragma unroll
+          for (int i = NC; i < BK / 8; ++i) {
+            a0[i % NC] = fmaxf(a0[i % NC], fmaxf(s[4 * i], s[4 * i + 1]));
+            a1[i % NC] = fmaxf(a1[i % NC], fmaxf(s[4 * i + 2], s[4 * i + 3]));
+          }
         }
 #pragma unroll
         for (int u = 1; u < NC; ++u) a0[0] = fmaxf(a0[0], a0[u]), a1[0] = fmaxf(a1[0], a1[u]);
@@ -358,7 +407,30 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
         // tile value), so the decision is the one row maxima give, without the shuffles before
         // the barrier.
         bool skip = false;
-        if (thr > -INFINITY) {
+        if constexpr (kVote && Tr::kPingPong) {
+          // A warp with a row that vetoes knows the tile is kept: it posts that and goes on
+          // (bar.arrive); only warps whose rows all agree wait for the others and read the post.
+          // Rows that see none of the tile hold -inf there (masked above), below their bound.
+          // The post is the tile's number (j + 1) in one slot per warpgroup, so nothing is cleared:
+          // posts of tile j + 1 come after the turn that every warp of the warpgroup passes after
+          // reading tile j's. Posted by a shared-memory atomic and read by a volatile load (strong
+          // operations both); the hand-over is ordered by the barrier (bar.arrive releases,
+          // bar.sync acquires). racecheck does not follow a bar.arrive hand-over that a loop
+          // repeats, and reports it for plain stores, but not for atomic writes (probes, PERF.md
+          // sessions 25-26).
+          if (!__all_sync(0xffffffffu, (mx0 < b0) & (mx1 < b1))) {
+            // Every lane (no branch and reconvergence around a lane-0 post), no return value:
+            // red.max (the posts only grow), which ptxas aggregates over the warp into one atomic.
+            if (!early)
+              asm volatile("red.shared.max.u32 [%0], %1;" ::"r"(ptx::smem_addr(&s_kept_at[c])), "r"(j + 1) : "memory");
+            ptx::named_barrier_arrive(vote_bar, 128);
+          } else {
+            ptx::named_barrier_sync(vote_bar, 128);
+            skip = *reinterpret_cast<volatile int*>(&s_kept_at[c]) != j + 1 && jw > 0;
+          }
+        } else if constexpr (kVote) {
+          skip = ptx::named_barrier_and(vote_bar, 128, (mx0 < b0) & (mx1 < b1)) && jw > 0;
+        } else if (thr > -INFINITY) {
           const bool agree =
               row_agrees(lim0 >= t0, mx0 * sl2, m0 * sl2, thr) & row_agrees(lim1 >= t0, mx1 * sl2, m1 * sl2, thr);
           skip = ptx::named_barrier_and(vote_bar, 128, agree) && jw > 0;
@@ -396,6 +468,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
           for (int u = 1; u < NS; ++u) r0[0] += r0[u], r1[0] += r1[u];
           l0 = l0 * sc0 + r0[0], l1 = l1 * sc1 + r1[0];
           m0 = mn0, m1 = mn1;
+          if constexpr (kVote) b0 = bound(lim0, m0), b1 = bound(lim1, m1);
           keep = true;
         }
       }
