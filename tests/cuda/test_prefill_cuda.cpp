@@ -374,6 +374,34 @@ TEST(CudaPrefill, ThresholdZeroIsBitIdenticalAndDeterministic) {
   }
 }
 
+// A policy that may skip runs the kernel's vote variant (kVote), dense runs the other one: where
+// the vote keeps every tile (a threshold of 1e-30, far below any weight here), the two must give
+// the same bits, and the counters must say nothing was skipped. Head dims 64, 128 and 256 (the
+// three-warpgroup and both ping-pong geometries), causal and not.
+TEST(CudaPrefill, VoteKernelThatSkipsNothingIsBitIdenticalToDense) {
+  REQUIRE_HOPPER();
+  const std::uint64_t seed = fresh_seed();
+  for (int d : {64, 128, 256}) {
+    const Packed x = make_packed(seed + d, {{700, 900}, {64, 64}, {1, 300}}, 8, 2, d, DType::bf16);
+    SkipPolicy keep_all = policy(0, VisitOrder::reverse, d);
+    keep_all.mode = SkipPolicy::Mode::threshold;
+    keep_all.value = 1e-30;
+    for (bool causal : {true, false})
+      for (cuda::PrefillKernel kernel : kKernels) {
+        if (kernel == cuda::PrefillKernel::mma_sync && d == 256) continue;
+        SCOPED_TRACE(std::string(cuda::to_string(kernel)) + " d " + std::to_string(d) + " causal " +
+                     std::to_string(causal) + " seed " + std::to_string(seed));
+        const Result dense = run_gpu(x, causal, for_kernel(policy(0, VisitOrder::reverse, d), kernel), kernel);
+        const Result vote = run_gpu(x, causal, for_kernel(keep_all, kernel), kernel);
+        std::uint64_t visited = 0, skipped = 0;
+        for (std::size_t i = 0; i < vote.counters.size(); i += 2) visited += vote.counters[i], skipped += vote.counters[i + 1];
+        EXPECT_GT(visited, 0u);
+        EXPECT_EQ(skipped, 0u);
+        EXPECT_EQ(dense.o_bits, vote.o_bits);
+      }
+  }
+}
+
 // Key tiles of bk at head dim d beside its default, with the given kernels: decisions and output
 // against the CPU engine with the same geometry, and dense against float64.
 void check_key_tiles(int d, int bk, const std::vector<cuda::PrefillKernel>& kernels) {
