@@ -12,7 +12,7 @@ from typing import List, Optional
 from . import _C
 from . import calibrate  # noqa: E402,F401  (blasst.calibrate.fit / sweep / save)
 
-__all__ = ["prefill", "prefill_block_k", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "calibration_geometry", "with_cuda", "num_threads", "set_num_threads"]
+__all__ = ["prefill", "prefill_block_k", "decode", "DecodePlan", "SkipStats", "scale_factor_for", "calibration_geometry", "with_cuda", "num_threads", "set_num_threads", "synthetic_qkv"]
 __version__ = "0.1.0"
 
 with_cuda = bool(_C.with_cuda)
@@ -90,6 +90,19 @@ def scale_factor_for(calibration, phase, target_sparsity):
                              f"[{fit.get('s_min')}, {fit.get('s_max')}] for {phase}")
         return float(fit["alpha"]) * math.exp(float(fit["beta"]) * s)
     raise ValueError(f"no {phase} calibration in {calibration!r}")
+
+
+def synthetic_qkv(seq_q, seq_k, heads_q, heads_kv, head_dim, head_dim_v=None, *, seed=1):
+    """Attention inputs with realistic structure, from the library's documented generator
+    (include/blasst/synthetic.hpp): a RoPE-like locality, attention sinks (the first 4 keys),
+    needles (8 retrieval spikes per KV head, a quarter of the queries pointing at one) and noise.
+    Returns float32 numpy arrays q [seq_q, heads_q, head_dim], k [seq_k, heads_kv, head_dim] and
+    v [seq_k, heads_kv, head_dim_v]; query i sits at position i + seq_k - seq_q. Deterministic for
+    a seed and shape. The benchmarks' inputs: blasst_cuda_prefill_bench is (len, len, 32, 8, d) at
+    seed 1, blasst_cuda_decode_bench's sequence b (of --distinct K) is (1, len, Hq, Hkv, d) at seed
+    1 + b % K."""
+    return _C.synthetic_qkv(int(seq_q), int(seq_k), int(heads_q), int(heads_kv), int(head_dim),
+                            int(head_dim if head_dim_v is None else head_dim_v), int(seed))
 
 
 def _policy(scale_factor, threshold):

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "blasst/blasst.hpp"
+#include "blasst/synthetic.hpp"
 #if defined(BLASST_WITH_CUDA)
 #include "blasst/cuda/decode.hpp"
 #include "blasst/cuda/prefill.hpp"
@@ -279,6 +280,19 @@ void decode_cuda(const cuda::DecodePlan& plan, const Array& q, const Array& kc, 
 }
 #endif
 
+// The documented input generator (include/blasst/synthetic.hpp) as three float32 numpy arrays that
+// share one owner: q [sq, hq, dqk], k [sk, hkv, dqk], v [sk, hkv, dv].
+auto synthetic(int sq, int sk, int hq, int hkv, int dqk, int dv, std::uint64_t seed) {
+  SyntheticSpec spec;
+  spec.seed = seed;
+  auto* x = new SyntheticQKV(synthetic_qkv(sq, sk, hq, hkv, dqk, dv, spec));
+  nb::capsule owner(x, [](void* ptr) noexcept { delete static_cast<SyntheticQKV*>(ptr); });
+  using F32 = nb::ndarray<nb::numpy, float>;
+  auto z = [](int n) { return static_cast<std::size_t>(n); };
+  return std::make_tuple(F32(x->q.data(), {z(sq), z(hq), z(dqk)}, owner), F32(x->k.data(), {z(sk), z(hkv), z(dqk)}, owner),
+                         F32(x->v.data(), {z(sk), z(hkv), z(dv)}, owner));
+}
+
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -314,6 +328,7 @@ NB_MODULE(_C, m) {
     const ScaleFit f = fit_scale_factor(s, a);
     return std::make_tuple(f.alpha, f.beta, f.r2, f.s_min, f.s_max, f.points);
   });
+  m.def("synthetic_qkv", &synthetic);
   m.def("num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads);
 }

@@ -354,3 +354,21 @@ def test_calibration_default_tile_is_the_gpu_default(rng):
     assert blasst.calibrate.default_block_k("decode", (qd, kc, bt, sl)) == 128
     with pytest.raises(ValueError, match="head dims"):
         blasst.calibrate.fit("prefill", [samples[64], samples[128]], lambdas=lambdas)
+
+
+def test_synthetic_inputs_have_their_structure():
+    q, k, v = blasst.synthetic_qkv(64, 256, 4, 2, 64, seed=3)
+    assert q.shape == (64, 4, 64) and k.shape == (256, 2, 64) and v.shape == (256, 2, 64)
+    assert q.dtype == np.float32 and k.dtype == np.float32 and v.dtype == np.float32
+    q2, k2, v2 = blasst.synthetic_qkv(64, 256, 4, 2, 64, seed=3)
+    assert np.array_equal(q, q2) and np.array_equal(k, k2) and np.array_equal(v, v2)
+    assert not np.array_equal(blasst.synthetic_qkv(64, 256, 4, 2, 64, seed=4)[1], k)
+    assert blasst.synthetic_qkv(1, 8, 2, 1, 64, 32)[2].shape == (8, 1, 32)
+    # Logits of head 0 (KV head 0): the 4 sinks about `sink` (12) above the keys far from the
+    # query, and each query's own position (i + 192) about `local` (10) above them.
+    s = q[:, 0, :].astype(np.float64) @ k[:, 0, :].T.astype(np.float64) / 8.0
+    far = s[:, 8:64].mean()
+    assert s[:, :4].mean() - far > 8.0
+    assert np.mean([s[i, i + 192] for i in range(64)]) - far > 6.0
+    with pytest.raises(ValueError):
+        blasst.synthetic_qkv(4, 4, 3, 2, 64)
