@@ -7,8 +7,9 @@
 # GoogleTest from .deps/googletest when the device has none.
 #
 #   scripts/gpu-check.sh [tests] [sanitize | memcheck | racecheck] [sass] [bench] [bench-quick] [profile] [decode-bytes]
-#                        [peers] [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile]
-# (no argument: all of tests sanitize sass bench peers python). sanitize is memcheck and racecheck
+#                        [peers] [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile] [bars]
+# (no argument: all of tests sanitize sass bench peers python). bars: the bars of issues 3 and 4
+# with cuDNN and ours timed in turn in one process (~6 min; builds the Python extension). sanitize is memcheck and racecheck
 # (together ~7 min on the H200: one device call may not hold them beside other steps).
 # bench and peers read ROTATE copies of the cache in turn (default 2; 1: the same cache every step).
 # decode-bytes: ncu's DRAM bytes, time and per-SM busy cycles of one dense and one 70 % skip step
@@ -36,7 +37,7 @@ B=.devbuild
 # Only steps that run our binaries need them (python builds its own extension, peers run PyTorch).
 needs_bins=false
 for s in "${steps[@]}"; do
-  case $s in python | peers | peers-quick) ;; *) needs_bins=true ;; esac
+  case $s in python | peers | peers-quick | bars) ;; *) needs_bins=true ;; esac
 done
 if $needs_bins && ! "$B/tests/blasst_cuda_tests" --gtest_list_tests >/dev/null 2>&1; then
   echo "carried binaries do not run here; building on the device"
@@ -106,21 +107,44 @@ if want prefill-bench || want prefill-bench-quick; then
     tee "$OUT/sdpa_prefill.log" | tail -40
   rm -rf "$inputs"
 fi
-if want python; then
-  echo "== Python package (built here against this machine's Python and torch)"
+# The Python extension, built here against this machine's Python and torch (once per call).
+pyext_built=false
+build_pyext() {
+  $pyext_built && return 0
   if [ -f .devbuild/libblasst_pic.a ]; then  # scripts/devbuild.sh --pic: only the extension is compiled here
     { cmake -S scripts/pyext -B /tmp/blasst-py -DCMAKE_BUILD_TYPE=Release -DBLASST_REPO="$PWD" \
         -DBLASST_LIB="$PWD/.devbuild/libblasst_pic.a" &&
       cmake --build /tmp/blasst-py -j"$(nproc)"; } > "$OUT/python_build.log" 2>&1 ||
-      { tail -20 "$OUT/python_build.log"; status=1; }
+      { tail -20 "$OUT/python_build.log"; status=1; return 1; }
   else
     { cmake -S . -B /tmp/blasst-py -DCMAKE_BUILD_TYPE=Release -DBLASST_BUILD_TESTS=OFF -DBLASST_BUILD_BENCH=OFF &&
       cmake --build /tmp/blasst-py -j"$(nproc)" --target _C; } > "$OUT/python_build.log" 2>&1 ||
-      { tail -20 "$OUT/python_build.log"; status=1; }
+      { tail -20 "$OUT/python_build.log"; status=1; return 1; }
   fi
+  pyext_built=true
+}
+if want python; then
+  echo "== Python package (built here against this machine's Python and torch)"
+  build_pyext
   PYTHONPATH=/tmp/blasst-py/python python3 -m pytest -q -p no:cacheprovider -rs tests/python_pkg 2>&1 |
     tee "$OUT/python_tests.log" | tail -15
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+if want bars; then
+  # Issues 3 and 4's bars with cuDNN and ours timed in turn in one process, on the benchmarks'
+  # generated inputs (bench/prefill_bar_inprocess.py, bench/decode_bar_inprocess.py).
+  echo "== The bars, cuDNN and ours in turn in one process"
+  if build_pyext; then
+    for spec in "128,32768,1 --target 0.5 --target 0.7 --target 0.9" "128,32768,0 --target 0.7" \
+      "128,8192,1 --target 0.7" "128,8192,0" "128,131072,1 --reps 6" "128,131072,0 --reps 3"; do
+      PYTHONPATH=/tmp/blasst-py/python timeout 300 python3 bench/prefill_bar_inprocess.py --one $spec --rounds 3 2>&1
+    done | tee "$OUT/bars_prefill.log" | grep -E "^(d |cudnn|dense|vote|a=)"
+    PYTHONPATH=/tmp/blasst-py/python timeout 600 python3 bench/decode_bar_inprocess.py --target 0.7 --rounds 3 \
+      --shapes "32,8,8,32768;32,8,8,131072;32,8,64,32768;32,8,64,131072;64,8,8,32768;64,8,8,131072;64,8,64,32768;64,8,64,131072;8,1,8,32768;8,1,8,131072;8,1,64,32768;8,1,64,131072" 2>&1 |
+      tee "$OUT/bars_decode.log" | grep -v "^round"
+    PYTHONPATH=/tmp/blasst-py/python timeout 120 python3 bench/decode_bar_inprocess.py --rounds 3 \
+      --shapes "32,8,1,131072;64,8,1,131072;8,1,1,131072" 2>&1 | tee -a "$OUT/bars_decode.log" | grep -v "^round"
+  fi
 fi
 # Stall samples per SASS instruction of one kernel launch: the top 30 (ncu source counters).
 stall_table() {  # kernel-regex csv-out command...
