@@ -13,6 +13,10 @@
 #
 # Inputs are dumped to $BAR_INPUTS (default /tmp/blasst-bar-inputs, ~1 GB per 32K shape) and removed
 # at the end. REPS (default 30; 10 from 64K on) sets the graph replays per timing.
+#
+# bench/prefill_bar_inprocess.py (scripts/gpu-check.sh bars) times cuDNN and ours in turn in one
+# process instead: the reading the bars are judged by since session 27 (PERF.md), as the first
+# timing of a case in a process of its own can run a few per cent off its steady speed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 [ $# -ge 3 ] || { sed -n 2,14p "$0"; exit 2; }

@@ -14,6 +14,10 @@
 # in L2, as in a server). DISTINCT=K gives our batch K distinct generated sequences (the bench's
 # --distinct; default 1, one sequence copied through the batch, which favours the skip: a
 # server's batch is distinct, docs/DECODE.md). cuDNN's dense time does not depend on it.
+#
+# bench/decode_bar_inprocess.py (scripts/gpu-check.sh bars) times cuDNN and ours in turn in one
+# process instead: the reading the bars are judged by since session 27 (PERF.md), as the first
+# timing of a case in a process of its own can run a few per cent off its steady speed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 [ $# -ge 4 ] || { sed -n 2,13p "$0"; exit 2; }
