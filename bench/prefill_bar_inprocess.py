@@ -9,13 +9,14 @@ SDPA peers are (bench/peer_timing.py: median of CUDA-graph replays after --warm 
 order that rotates and reverses every round, so that no case always follows another.
 
   python3 bench/prefill_bar_inprocess.py --one D,LEN,CAUSAL [--inputs DIR] [--target S ...]
-      [--a A ...] [--rounds R] [--reps N] [--warm S]
+      [--a A ...] [--rounds R] [--reps N] [--warm S] [--flash]
 
 Inputs: the prefill bench's (blasst.synthetic_qkv(LEN, LEN, 32, 8, D), seed 1: sinks, locality and
 retrieval spikes), or with --inputs DIR the tensors of `blasst_cuda_prefill_bench --dump DIR`
 (DIR/dD_nLEN/{q,k,v}.npy, [S, H, d]; the same generator, or captured ones in that layout). --target S finds
 the scale factor of tile sparsity S by bisection on log a (the bench's 14 steps on [1, LEN], with
-the kernel's own counters). Needs the blasst package with its CUDA backend on PYTHONPATH.
+the kernel's own counters). --flash adds SDPA's flash backend as a case. Needs the blasst
+package with its CUDA backend on PYTHONPATH.
 Prints each round, then the medians and the ratios: cuDNN / ours (>1: ours faster) per round and
 their median, and each case against our dense."""
 import argparse
@@ -64,6 +65,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--warm", type=float, default=0.5)
+    ap.add_argument("--flash", action="store_true", help="also time SDPA's flash backend")
     args = ap.parse_args()
     d, n, causal = (int(x) for x in args.one.split(","))
     causal = bool(causal)
@@ -81,13 +83,19 @@ def main():
     qkv = tuple(x.transpose(0, 1).unsqueeze(0).contiguous() for x in (q, k, v))
     flops = 4.0 * n * n * d * 32 * (0.5 if causal else 1.0)
 
-    def cudnn():
-        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            return F.scaled_dot_product_attention(*qkv, is_causal=causal, enable_gqa=True)
+    def sdpa(backend):
+        def run():
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(*qkv, is_causal=causal, enable_gqa=True)
+        return run
+
+    cudnn = sdpa(SDPBackend.CUDNN_ATTENTION)
 
     cases = [("cudnn", cudnn),
              ("dense", lambda: blasst.prefill(q, k, v, causal=causal)),
              ("vote-only", lambda: blasst.prefill(q, k, v, causal=causal, threshold=1e-30))]
+    if args.flash:
+        cases.insert(1, ("flash", sdpa(SDPBackend.FLASH_ATTENTION)))
     factors = list(args.a) + [factor_for(q, k, v, causal, t, n) for t in args.target]
     for a in factors:
         s = sparsity_at(q, k, v, causal, a)
