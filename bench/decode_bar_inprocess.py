@@ -21,7 +21,6 @@ one's lines in L2; above it a copy is hundreds of times L2 (and two would not fi
 Needs the blasst package with its CUDA backend on PYTHONPATH. Prints each round, then per shape
 the medians, TB/s of the dense K + V bytes and cuDNN / case per round and in the median."""
 import argparse
-import math
 import os
 import sys
 
@@ -30,17 +29,11 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_timing import timed  # noqa: E402
+from peer_timing import in_turn, median, scale_factor_for_sparsity, timed  # noqa: E402
 
 import blasst  # noqa: E402
 
 PAGE, D = 64, 128
-
-
-def median(xs):
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
 
 
 def one_shape(hq, hkv, batch, n, args):
@@ -101,14 +94,7 @@ def one_shape(hq, hkv, batch, n, args):
     dense_plan, dense_step = ours()
     cases = [("cudnn", cudnn), (f"dense ({dense_plan.splits} splits)", dense_step)]
     for t in args.target:
-        lo, hi = math.log(1e-3), math.log(float(n))
-        for _ in range(14):  # the bench's bisection (bench/sparsity_search.hpp)
-            mid = 0.5 * (lo + hi)
-            if sparsity_at(math.exp(mid)) < t:
-                lo = mid
-            else:
-                hi = mid
-        a = math.exp(hi)
+        a = scale_factor_for_sparsity(t, 1e-3, float(n), sparsity_at)
         s = sparsity_at(a)
         plan, step = ours(scale_factor=a, max_seed=True)
         cases.append((f"a={a:.5g} ({s:.3f}, {plan.splits} splits)", step))
@@ -116,14 +102,7 @@ def one_shape(hq, hkv, batch, n, args):
     err = ((dense_step().float() - ref).norm() / ref.norm()).item()
     print(f"{hq}/{hkv} batch {batch} len {n}: K+V {kv_bytes / 1e9:.2f} GB, {rot} copies; "
           f"rel. L2 error of our dense O against cuDNN's {err:.2e}", flush=True)
-    ms = {name: [] for name, _ in cases}
-    for r in range(args.rounds):
-        order = cases[r % len(cases):] + cases[:r % len(cases)]
-        if r % 2:
-            order = order[::-1]
-        for name, fn in order:
-            ms[name].append(timed(fn, reps=args.reps, inner=20, warm=args.warm))
-        print(f"round {r}: " + " | ".join(f"{name} {ms[name][r]:.4f} ms" for name, _ in cases), flush=True)
+    ms = in_turn(cases, args.rounds, lambda fn: timed(fn, reps=args.reps, inner=20, warm=args.warm))
     for name, _ in cases:
         per = [c / x for c, x in zip(ms["cudnn"], ms[name])]
         m = median(ms[name])

@@ -20,7 +20,6 @@ package with its CUDA backend on PYTHONPATH.
 Prints each round, then the medians and the ratios: cuDNN / ours (>1: ours faster) per round and
 their median, and each case against our dense."""
 import argparse
-import math
 import os
 import sys
 
@@ -29,31 +28,13 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_timing import timed  # noqa: E402
+from peer_timing import in_turn, median, scale_factor_for_sparsity, timed  # noqa: E402
 
 import blasst  # noqa: E402
 
 
 def sparsity_at(q, k, v, causal, a):
     return blasst.prefill(q, k, v, causal=causal, scale_factor=a, return_stats=True)[1].sparsity
-
-
-def factor_for(q, k, v, causal, target, n):
-    """The bench's bisection (bench/sparsity_search.hpp): the upper end after 14 steps."""
-    lo, hi = math.log(1.0), math.log(float(n))
-    for _ in range(14):
-        mid = 0.5 * (lo + hi)
-        if sparsity_at(q, k, v, causal, math.exp(mid)) < target:
-            lo = mid
-        else:
-            hi = mid
-    return math.exp(hi)
-
-
-def median(xs):
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
 
 
 def main():
@@ -96,7 +77,8 @@ def main():
              ("vote-only", lambda: blasst.prefill(q, k, v, causal=causal, threshold=1e-30))]
     if args.flash:
         cases.insert(1, ("flash", sdpa(SDPBackend.FLASH_ATTENTION)))
-    factors = list(args.a) + [factor_for(q, k, v, causal, t, n) for t in args.target]
+    factors = list(args.a) + [scale_factor_for_sparsity(t, 1.0, float(n), lambda a: sparsity_at(q, k, v, causal, a))
+                              for t in args.target]
     for a in factors:
         s = sparsity_at(q, k, v, causal, a)
         print(f"a {a:.6g}: tile sparsity {s:.4f}")
@@ -105,14 +87,7 @@ def main():
     ref = cudnn()[0].transpose(0, 1).float()
     err = ((blasst.prefill(q, k, v, causal=causal).float() - ref).norm() / ref.norm()).item()
     print(f"d {d} len {n} causal {int(causal)}: rel. L2 error of our dense O against cuDNN's {err:.2e}")
-    ms = {name: [] for name, _ in cases}
-    for r in range(args.rounds):
-        order = cases[r % len(cases):] + cases[:r % len(cases)]
-        if r % 2:
-            order = order[::-1]
-        for name, fn in order:
-            ms[name].append(timed(fn, reps=args.reps, inner=3, warm=args.warm))
-        print(f"round {r}: " + " | ".join(f"{name} {ms[name][r]:.4f} ms" for name, _ in cases), flush=True)
+    ms = in_turn(cases, args.rounds, lambda fn: timed(fn, reps=args.reps, inner=3, warm=args.warm))
     print(f"== d {d} len {n} causal {int(causal)}, {args.rounds} rounds: median ms, TFLOP/s, "
           "cuDNN / case (median of the rounds' ratios; per round), case / our dense")
     for name, _ in cases:
