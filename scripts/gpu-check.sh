@@ -8,9 +8,10 @@
 #
 #   scripts/gpu-check.sh [tests] [sanitize | memcheck | racecheck] [sass] [bench] [bench-quick] [profile] [decode-bytes]
 #                        [peers] [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile] [bars]
-# (no argument: all of tests sanitize sass bench peers python). bars: the bars of issues 3 and 4
-# with cuDNN and ours timed in turn in one process (~6 min; builds the Python extension). sanitize is memcheck and racecheck
+# (no argument: all of tests sanitize sass bench peers python). sanitize is memcheck and racecheck
 # (together ~7 min on the H200: one device call may not hold them beside other steps).
+# bars: the bars of issues 3 and 4 with cuDNN and ours timed in turn in one process (~6 min;
+# builds the Python extension).
 # bench and peers read ROTATE copies of the cache in turn (default 2; 1: the same cache every step).
 # decode-bytes: ncu's DRAM bytes, time and per-SM busy cycles of one dense and one 70 % skip step
 # (DECODE_BYTES_SHAPES, default 32/8 batch 8 and 64 at 32K), to show where the skip's time goes.
@@ -137,13 +138,17 @@ if want bars; then
   if build_pyext; then
     for spec in "128,32768,1 --target 0.5 --target 0.7 --target 0.9" "128,32768,0 --target 0.7" \
       "128,8192,1 --target 0.7" "128,8192,0" "128,131072,1 --reps 6" "128,131072,0 --reps 3"; do
-      PYTHONPATH=/tmp/blasst-py/python timeout 300 python3 bench/prefill_bar_inprocess.py --one $spec --rounds 3 2>&1
-    done | tee "$OUT/bars_prefill.log" | grep -E "^(d |cudnn|dense|vote|a=)"
+      PYTHONPATH=/tmp/blasst-py/python timeout 300 python3 bench/prefill_bar_inprocess.py --one $spec --rounds 3 2>&1 ||
+        echo "FAILED: prefill_bar_inprocess.py --one $spec"
+    done | tee "$OUT/bars_prefill.log" | grep -E "^(d |cudnn|dense|vote|a=|FAILED)"
     PYTHONPATH=/tmp/blasst-py/python timeout 600 python3 bench/decode_bar_inprocess.py --target 0.7 --rounds 3 \
       --shapes "32,8,8,32768;32,8,8,131072;32,8,64,32768;32,8,64,131072;64,8,8,32768;64,8,8,131072;64,8,64,32768;64,8,64,131072;8,1,8,32768;8,1,8,131072;8,1,64,32768;8,1,64,131072" 2>&1 |
       tee "$OUT/bars_decode.log" | grep -v "^round"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "FAILED: decode_bar_inprocess.py at 70 %"; status=1; }
     PYTHONPATH=/tmp/blasst-py/python timeout 120 python3 bench/decode_bar_inprocess.py --rounds 3 \
       --shapes "32,8,1,131072;64,8,1,131072;8,1,1,131072" 2>&1 | tee -a "$OUT/bars_decode.log" | grep -v "^round"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "FAILED: decode_bar_inprocess.py at batch 1"; status=1; }
+    grep -q "^FAILED" "$OUT/bars_prefill.log" && status=1
   fi
 fi
 # Stall samples per SASS instruction of one kernel launch: the top 30 (ncu source counters).
