@@ -23,13 +23,14 @@ the medians, TB/s of the dense K + V bytes and cuDNN / case per round and in the
 import argparse
 import os
 import sys
+from statistics import median
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_timing import in_turn, median, scale_factor_for_sparsity, timed  # noqa: E402
+from peer_timing import in_turn, scale_factor_for_sparsity, timed  # noqa: E402
 
 import blasst  # noqa: E402
 
@@ -63,8 +64,11 @@ def one_shape(hq, hkv, batch, n, args):
     lens = torch.full((batch,), n, dtype=torch.int32, device="cuda")
     q = q1.expand(batch, hq, D).contiguous()
 
+    def plan_for(**policy):
+        return blasst.DecodePlan(q, kc, vc, tables[0], lens, max_seq_len=n, **policy)
+
     def ours(**policy):
-        plan = blasst.DecodePlan(q, kc, vc, tables[0], lens, max_seq_len=n, **policy)
+        plan = plan_for(**policy)
         calls = [0]
 
         def step():
@@ -74,8 +78,7 @@ def one_shape(hq, hkv, batch, n, args):
         return plan, step
 
     def sparsity_at(a):
-        plan = blasst.DecodePlan(q, kc, vc, tables[0], lens, max_seq_len=n, scale_factor=a, max_seed=True,
-                                 collect_stats=True)
+        plan = plan_for(scale_factor=a, max_seed=True, collect_stats=True)
         plan.run(q, kc, vc, tables[0], lens)
         return plan.stats(lens).sparsity
 

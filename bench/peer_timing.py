@@ -32,12 +32,6 @@ def timed(fn, reps=11, inner=20, warm=0.0):
     return times[len(times) // 2]
 
 
-def median(xs):
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else 0.5 * (s[m - 1] + s[m])
-
-
 def in_turn(cases, rounds, time_one):
     """Times each (name, fn) of `cases` once per round with time_one(fn) (milliseconds), the order
     rotated by one case every round and reversed every other round, so that no case always

@@ -22,13 +22,14 @@ their median, and each case against our dense."""
 import argparse
 import os
 import sys
+from statistics import median
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_timing import in_turn, median, scale_factor_for_sparsity, timed  # noqa: E402
+from peer_timing import in_turn, scale_factor_for_sparsity, timed  # noqa: E402
 
 import blasst  # noqa: E402
 

@@ -1,6 +1,7 @@
 // Host side of the CUDA prefill: support checks, the plan and the dispatch over compiled variants.
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <type_traits>
@@ -56,13 +57,12 @@ bool takes_block_k(PrefillKernel kernel, int d, int bk) {
   return bk == prefill_block_k(d) || std::find(more.begin(), more.end(), bk) != more.end();
 }
 
-// Whether a policy may skip anywhere: a scale factor, or a threshold below 1, and no replayed mask
-// (lambda_for: a <= 0, lambda <= 0 and lambda >= 1 are dense). Per sequence lambda may still come
-// out dense (a scale factor above a sequence's length); the vote kernel then keeps every tile.
+// Whether a policy may skip anywhere, with no replayed mask: lambda_for's lambda is not dense for
+// the longest sequence (a scale factor above 0, a threshold in (0, 1)). Per sequence lambda may
+// still come out dense (a scale factor above a sequence's length); the vote kernel then keeps every
+// tile.
 bool may_skip(const PrefillParams& p) {
-  if (p.replay || !(p.value > 0.0)) return false;
-  const auto mode = static_cast<SkipPolicy::Mode>(p.mode);
-  return mode == SkipPolicy::Mode::scale_factor || (mode == SkipPolicy::Mode::threshold && p.value < 1.0);
+  return !p.replay && lambda_for(p.mode, p.value, std::numeric_limits<std::int64_t>::max()) > 0.0;
 }
 
 template <class T, int D>
