@@ -37,10 +37,14 @@ import blasst  # noqa: E402
 PAGE, D = 64, 128
 
 
-def one_shape(hq, hkv, batch, n, args):
+def shape_cases(hq, hkv, batch, n, targets, rotate_below=16.0):
+    """The shape's inputs and cases. Returns (cases, K + V bytes of a dense step, copies of the
+    cache, the cuDNN step, our dense step); cases are (name, step) for cuDNN, our dense and our
+    skip at each target (its scale factor bisected here), a step being a call that runs one decode
+    step on the next copy."""
     q1, k1, v1 = (torch.from_numpy(x).to("cuda", torch.bfloat16) for x in blasst.synthetic_qkv(1, n, hq, hkv, D))
     kv_bytes = batch * n * hkv * D * 2 * 2
-    rot = 2 if kv_bytes < args.rotate_below * 1e9 else 1
+    rot = 2 if kv_bytes < rotate_below * 1e9 else 1
     pages = (n + PAGE - 1) // PAGE
     bp = batch * pages
 
@@ -96,11 +100,16 @@ def one_shape(hq, hkv, batch, n, args):
 
     dense_plan, dense_step = ours()
     cases = [("cudnn", cudnn), (f"dense ({dense_plan.splits} splits)", dense_step)]
-    for t in args.target:
+    for t in targets:
         a = scale_factor_for_sparsity(t, 1e-3, float(n), sparsity_at)
         s = sparsity_at(a)
         plan, step = ours(scale_factor=a, max_seed=True)
         cases.append((f"a={a:.5g} ({s:.3f}, {plan.splits} splits)", step))
+    return cases, kv_bytes, rot, cudnn, dense_step
+
+
+def one_shape(hq, hkv, batch, n, args):
+    cases, kv_bytes, rot, cudnn, dense_step = shape_cases(hq, hkv, batch, n, args.target, args.rotate_below)
     ref = cudnn()[:, :, 0].float()
     err = ((dense_step().float() - ref).norm() / ref.norm()).item()
     print(f"{hq}/{hkv} batch {batch} len {n}: K+V {kv_bytes / 1e9:.2f} GB, {rot} copies; "

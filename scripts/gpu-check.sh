@@ -8,6 +8,7 @@
 #
 #   scripts/gpu-check.sh [tests] [sanitize | memcheck | racecheck] [sass] [bench] [bench-quick] [profile] [decode-bytes]
 #                        [peers] [peers-quick] [python] [prefill-bench] [prefill-bench-quick] [prefill-profile] [bars]
+#                        [decode-profile]
 # (no argument: all of tests sanitize sass bench peers python). sanitize is memcheck and racecheck
 # (together ~7 min on the H200: one device call may not hold them beside other steps).
 # bars: the bars of issues 3 and 4 with cuDNN and ours timed in turn in one process (~6 min;
@@ -15,6 +16,8 @@
 # bench and peers read ROTATE copies of the cache in turn (default 2; 1: the same cache every step).
 # decode-bytes: ncu's DRAM bytes, time and per-SM busy cycles of one dense and one 70 % skip step
 # (DECODE_BYTES_SHAPES, default 32/8 batch 8 and 64 at 32K), to show where the skip's time goes.
+# decode-profile: ncu over one step of cuDNN, our dense and our 70 % skip on the bar scripts' inputs
+# (DECODE_PROFILE_SHAPES, default the shapes whose bars are missed), beside each step's graph time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/blasst-out}
@@ -38,7 +41,7 @@ B=.devbuild
 # Only steps that run our binaries need them (python builds its own extension, peers run PyTorch).
 needs_bins=false
 for s in "${steps[@]}"; do
-  case $s in python | peers | peers-quick | bars) ;; *) needs_bins=true ;; esac
+  case $s in python | peers | peers-quick | bars | decode-profile) ;; *) needs_bins=true ;; esac
 done
 if $needs_bins && ! "$B/tests/blasst_cuda_tests" --gtest_list_tests >/dev/null 2>&1; then
   echo "carried binaries do not run here; building on the device"
@@ -199,25 +202,27 @@ if want decode-bytes; then
       --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_active.min,gpc__cycles_elapsed.max \
       "$B/bench/blasst_cuda_decode_bench" --one "$shape" --target 0.7 --warm 0 > "$f" 2>&1
     grep -E "dense|a=" "$f"
-    python3 - "$f" <<'PY'
-import csv, sys
-rows = list(csv.reader(l for l in open(sys.argv[1]) if l.startswith('"') and l.count(",") > 10))
-head, data = rows[0], rows[1:]
-ix = {k: head.index(k) for k in ("ID", "Kernel Name", "Grid Size", "Metric Name", "Metric Value")}
-kern = {}
-for r in data:
-    k = kern.setdefault(r[ix["ID"]], {"name": r[ix["Kernel Name"]].split("<")[0].split("(")[0], "grid": r[ix["Grid Size"]]})
-    k[r[ix["Metric Name"]]] = float(r[ix["Metric Value"]].replace(",", ""))
-for i, k in sorted(kern.items(), key=lambda x: int(x[0])):
-    t = k["gpu__time_duration.sum"] * 1e-9
-    rd = k["dram__bytes_read.sum"]
-    print(f"launch {i} {k['name']} grid {k['grid']}: {t * 1e6:.1f} us, DRAM read {rd / 1e9:.3f} GB "
-          f"({rd / t / 1e12:.2f} TB/s), write {k['dram__bytes_write.sum'] / 1e6:.1f} MB, SM busy avg/max "
-          f"{k['sm__cycles_active.avg'] / k['sm__cycles_active.max']:.3f}, min/max "
-          f"{k['sm__cycles_active.min'] / k['sm__cycles_active.max']:.3f}, max busy/elapsed "
-          f"{k['sm__cycles_active.max'] / k['gpc__cycles_elapsed.max']:.3f}")
-PY
+    python3 scripts/ncu_kernels.py "$f"
   done
+fi
+if want decode-profile; then
+  # The missed decode bars' profile: ncu over one step of cuDNN, our dense and our 70 % skip, each
+  # in the in-process bar script's inputs (bench/decode_profile.py), with the step's graph time.
+  # ncu flushes L2 before each kernel (its default cache control), as the bars' rotated cache does.
+  echo "== ncu: one decode step of cuDNN, our dense and our 70 % skip (kernels, DRAM bytes, SM balance)"
+  if build_pyext; then
+    for shape in ${DECODE_PROFILE_SHAPES:-32,8,8,32768 8,1,8,32768 8,1,8,131072 8,1,64,32768 8,1,1,131072}; do
+      for c in cudnn dense 0.7; do
+        f="$OUT/ncu_step_${shape//,/_}_$c.csv"
+        PYTHONPATH=/tmp/blasst-py/python timeout 300 ncu --clock-control none --profile-from-start off --csv \
+          --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_active.min,gpc__cycles_elapsed.max \
+          python3 bench/decode_profile.py --shape "$shape" --case $c > "$f" 2>&1
+        grep -E " a step in a graph" "$f" || { echo "FAILED: decode_profile.py --shape $shape --case $c"; tail -5 "$f"; status=1; }
+        python3 scripts/ncu_kernels.py "$f"
+      done
+    done 2>&1 | tee "$OUT/decode_profile.log"
+    grep -q "^FAILED" "$OUT/decode_profile.log" && status=1
+  fi
 fi
 if want prefill-profile; then
   # PROFILE_ONE: head dim, length, causal[, scale factor] (default: d 128, 8K, non-causal, dense).
