@@ -263,6 +263,20 @@ Result time_policy(Setup& st, const SkipPolicy& pol, int reps, int inner) {
     CK(cudaStreamSynchronize(stream));
     CK(cudaProfilerStop());
   }
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  if (reps > 0) {  // three steps back to back, the last one stamped (docs/DECODE.md)
+    cuda::debug_decode_timeline_arm(std::size_t(plan.splits) * plan.chunks * plan.num_heads_kv * st.p.batch, 2);
+    for (int i = 0; i < 3; ++i) {
+      DecodeProblem p = st.p;
+      p.block_table = st.tables[i % st.tables.size()];
+      cuda::decode(p, pol, plan, out, ws, stream);
+    }
+    char label[96];
+    std::snprintf(label, sizeof label, "%s, %d splits, %d CTAs a SM", pol.mode == SkipPolicy::Mode::dense ? "dense" : "skip",
+                  plan.splits, plan.small_rings ? plan.ctas_per_sm : 1);
+    cuda::debug_decode_timeline_print(label, stream);
+  }
+#endif
   cudaStreamDestroy(stream);
   if (ws) cudaFree(ws);
   return {ms, sparsity, plan.splits, gs};

@@ -3,6 +3,10 @@
 #include <cmath>
 #include <numeric>
 #include <string>
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+#include <cstdio>
+#include <vector>
+#endif
 
 #include "blasst/cuda/decode.hpp"
 #include "blasst/cuda/decode/decode_splitkv_sm90.cuh"
@@ -429,6 +433,79 @@ DecodePlan plan_checked(const DecodeProblem& p, int max_seq_len, const SkipPolic
 }
 }  // namespace
 
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+namespace {
+std::uint64_t* g_timeline = nullptr;  // kTimelineSlots per CTA of the armed call
+std::size_t g_timeline_cap = 0, g_timeline_ctas = 0;
+bool g_timeline_armed = false;
+int g_timeline_after = 0;  // calls to let pass before the stamped one
+}  // namespace
+
+void debug_decode_timeline_arm(std::size_t max_ctas, int after_calls) {
+  if (max_ctas > g_timeline_cap) {
+    if (g_timeline) BLASST_CUDA_CHECK(cudaFree(g_timeline));
+    BLASST_CUDA_CHECK(cudaMalloc(&g_timeline, max_ctas * kTimelineSlots * sizeof(std::uint64_t)));
+    g_timeline_cap = max_ctas;
+  }
+  g_timeline_armed = true, g_timeline_after = after_calls;
+}
+
+void debug_decode_timeline_print(const char* label, cudaStream_t stream) {
+  BLASST_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<std::uint64_t> t(g_timeline_ctas * kTimelineSlots);
+  BLASST_CUDA_CHECK(cudaMemcpy(t.data(), g_timeline, t.size() * sizeof(std::uint64_t), cudaMemcpyDeviceToHost));
+  struct Cta {
+    const std::uint64_t* s;
+  };
+  std::vector<Cta> c;
+  for (std::size_t i = 0; i < g_timeline_ctas; ++i)
+    if (t[i * kTimelineSlots + 8] != 0) c.push_back({&t[i * kTimelineSlots]});
+  if (c.empty()) {
+    std::printf("timeline %s: no CTA walked\n", label);
+    return;
+  }
+  std::uint64_t g0 = ~std::uint64_t(0), g1 = 0;
+  std::vector<double> nspc;  // ns per cycle of each CTA
+  std::vector<int> per_sm(1024, 0);
+  for (const Cta& x : c) {
+    g0 = std::min(g0, x.s[0]), g1 = std::max(g1, x.s[8]);
+    if (x.s[7] > x.s[1]) nspc.push_back(double(x.s[8] - x.s[0]) / double(x.s[7] - x.s[1]));
+    ++per_sm[x.s[9] % 1024];
+  }
+  std::sort(nspc.begin(), nspc.end());
+  const double k = nspc.empty() ? 0.5 : nspc[nspc.size() / 2];  // ns per cycle
+  int sms = 0, most = 0;
+  for (int v : per_sm) sms += v > 0, most = std::max(most, v);
+  std::printf("timeline %s: %zu CTAs walked (of %zu) on %d SMs (up to %d a SM), clock %.0f MHz; span %.2f us\n", label,
+              c.size(), g_timeline_ctas, sms, most, 1e3 / k, (g1 - g0) * 1e-3);
+  auto row = [&](const char* what, auto f) {
+    std::vector<double> v;
+    for (const Cta& x : c) v.push_back(f(x.s));
+    std::sort(v.begin(), v.end());
+    auto q = [&](double f) { return v[std::min(v.size() - 1, std::size_t(f * (v.size() - 1) + 0.5))]; };
+    std::printf("  %-46s min %7.2f  p10 %7.2f  p50 %7.2f  p90 %7.2f  max %7.2f us\n", what, q(0), q(0.1), q(0.5),
+                q(0.9), q(1));
+  };
+  auto cyc = [&](std::uint64_t a, std::uint64_t b) { return double(std::int64_t(b - a)) * k * 1e-3; };
+  row("start after the first CTA's", [&](const std::uint64_t* s) { return (s[0] - g0) * 1e-3; });
+  row("barriers set up (start to __syncthreads)", [&](const std::uint64_t* s) { return cyc(s[1], s[2]); });
+  row("first K load issued, after set-up", [&](const std::uint64_t* s) { return cyc(s[2], s[3]); });
+  row("Q in shared memory, after set-up", [&](const std::uint64_t* s) { return cyc(s[2], s[4]); });
+  row("first K landed, after set-up", [&](const std::uint64_t* s) { return cyc(s[2], s[5]); });
+  row("walk: first K landed to last product", [&](const std::uint64_t* s) { return cyc(s[5], s[6]); });
+  row("walk per step (K tiles incl. a seed)", [&](const std::uint64_t* s) { return cyc(s[5], s[6]) / double(s[10]); });
+  row("last load issued to last product", [&](const std::uint64_t* s) { return cyc(s[11], s[6]); });
+  row("epilogue: last product to partial O written", [&](const std::uint64_t* s) { return cyc(s[6], s[7]); });
+  if (c.front().s[12] != 0) {  // key slices merged through shared memory
+    row("  last product to the warps' barrier", [&](const std::uint64_t* s) { return cyc(s[6], s[12]); });
+    row("  slices stored, second barrier", [&](const std::uint64_t* s) { return cyc(s[12], s[13]); });
+    row("  merge and partial O stores", [&](const std::uint64_t* s) { return cyc(s[13], s[7]); });
+  }
+  row("end, after the first CTA's start", [&](const std::uint64_t* s) { return (s[8] - g0) * 1e-3; });
+  row("CTA's whole time", [&](const std::uint64_t* s) { return (s[8] - s[0]) * 1e-3; });
+}
+#endif
+
 void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& plan, const Outputs& out,
             void* workspace, cudaStream_t stream) {
   if (p.batch != plan.batch || p.num_heads_kv != plan.num_heads_kv ||
@@ -455,6 +532,16 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& pla
   d.o = out.o, d.o_sb = out.o_stride_batch, d.o_st = out.o_stride_token, d.o_sh = out.o_stride_head;
   d.lse = out.lse, d.lse_sb = out.lse_stride_batch, d.lse_st = out.lse_stride_token, d.lse_sh = out.lse_stride_head;
   d.counters = out.tile_counters, d.mask = out.skip_mask;
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  d.timeline = nullptr;
+  if (g_timeline_armed && g_timeline_after-- == 0) {
+    g_timeline_armed = false;
+    g_timeline_ctas = std::size_t(plan.splits) * plan.chunks * plan.num_heads_kv * p.batch;
+    if (g_timeline_ctas > g_timeline_cap) throw Error("decode timeline: armed for fewer CTAs");
+    BLASST_CUDA_CHECK(cudaMemsetAsync(g_timeline, 0, g_timeline_ctas * kTimelineSlots * sizeof(std::uint64_t), stream));
+    d.timeline = g_timeline;
+  }
+#endif
   if (plan.splits > 1) {
     d.part_o = static_cast<float*>(workspace);
     d.part_lse = d.part_o + std::size_t(p.batch) * p.num_heads_kv * plan.splits * plan.rows * p.head_dim_v;

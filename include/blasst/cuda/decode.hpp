@@ -86,4 +86,12 @@ DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPo
 void decode(const DecodeProblem& p, const SkipPolicy& policy, const DecodePlan& plan, const Outputs& out,
             void* workspace, cudaStream_t stream);
 
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+// A timing experiment only (docs/DECODE.md; build with -DBLASST_DECODE_DEBUG_TIMELINE for CUDA and
+// C++): the decode call after the next `after_calls` stamps each CTA of its split kernel (set-up,
+// first K, walk, epilogue, SM), and print summarises them (after synchronising the stream).
+void debug_decode_timeline_arm(std::size_t max_ctas, int after_calls);
+void debug_decode_timeline_print(const char* label, cudaStream_t stream);
+#endif
+
 }  // namespace blasst::cuda

@@ -42,6 +42,16 @@ struct DecodeParams {
   // Split-KV workspace: normalised partial outputs and their LSE, [batch][hkv][split][rows](x dv).
   float* part_o;
   float* part_lse;
+
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  // A timing experiment only (docs/DECODE.md): per CTA of the split kernel, kTimelineSlots stamps
+  // (decode_splitkv_sm90.cuh, BLASST_TL), printed by debug_decode_timeline_print.
+  std::uint64_t* timeline;
+#endif
 };
+
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+inline constexpr int kTimelineSlots = 16;
+#endif
 
 }  // namespace blasst::cuda

@@ -110,6 +110,28 @@ struct DecodeTraits {
                 "reduction buffer does not fit");
 };
 
+// BLASST_DECODE_DEBUG_TIMELINE (a timing experiment only, docs/DECODE.md): BLASST_TL(slot, value)
+// stores a stamp of this CTA; slots in src/cuda/decode.cu (debug_decode_timeline_print).
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+__device__ __forceinline__ std::uint64_t tl_globaltimer() {
+  std::uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ std::uint64_t tl_smid() {
+  unsigned s;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(s));
+  return s;
+}
+#define BLASST_TL(slot, value)                                                                          \
+  do {                                                                                                  \
+    if (p.timeline)                                                                                     \
+      p.timeline[((std::int64_t(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) *      \
+                     kTimelineSlots +                                                                   \
+                 (slot)] = (value);                                                                     \
+  } while (0)
+#endif
+
 // Offset of (sequence b, KV head h, tile 0) in a SkipMaskLayout-ordered decode mask.
 __device__ __forceinline__ std::int64_t decode_mask_base(const DecodeParams& p, int b, int h, int bk) {
   std::int64_t off = 0;
@@ -145,6 +167,13 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   const int split = kCluster ? blockIdx.x / chunks : blockIdx.x, rank = kCluster ? blockIdx.x % chunks : 0;
   const int h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5;
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  if (tid == 0) {
+    BLASST_TL(0, tl_globaltimer());
+    BLASST_TL(1, clock64());
+    BLASST_TL(9, tl_smid());
+  }
+#endif
   int lane = tid & 31;  // see the consumer loop: hidden from the compiler per tile in one variant
   const int sk = p.seq_lens[b], R = p.rows, T_ = p.q_tokens;
   // This CTA's rows of the group: [row0, row0 + Rl).
@@ -201,6 +230,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   // the producer's first K and V loads are issued without waiting for Q's global reads.
   __syncthreads();
   if constexpr (kCluster) ptx::cluster_sync();  // every CTA's vote barriers exist before the first vote
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  if (tid == 0) {
+    BLASST_TL(2, clock64());
+    BLASST_TL(10, steps);
+  }
+#endif
 
   if (warp == Tr::kConsumerWarps) {
     // ---- producer ------------------------------------------------------------------------------
@@ -246,6 +281,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     for (int j = 0; j < steps; ++j) {
       if (j >= dk) ptx::mbar_wait(&empty_k[(j - dk) % NSK], ((j - dk) / NSK) & 1);
       load_tile(&tm_k, sK + (j % NSK) * Tr::kTileBytes, &full_k[j % NSK], tile_of(j));
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+      if (j == 0 && lane == 0) BLASST_TL(3, clock64());
+#endif
       if (eager) {
         if (j >= dv) ptx::mbar_wait(&empty_v[(j - dv) % NSV], ((j - dv) / NSV) & 1);
         load_tile(&tm_v, sV + (j % NSV) * Tr::kTileBytes, &full_v[j % NSV], tile_of(j));
@@ -255,6 +293,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     }
     if (!eager)
       for (int d = max(0, steps - kLag); d < steps; ++d) serve_decision(d);
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+    if (lane == 0) BLASST_TL(11, clock64());
+#endif
     if constexpr (kCluster) ptx::cluster_sync();  // see the end of the kernel
     return;
   }
@@ -271,6 +312,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     *reinterpret_cast<uint4*>(sQ + row * RSQ + cc * 8) = v;
   }
   ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  if (tid == 0) BLASST_TL(4, clock64());
+#endif
   const int ctid = tid, cw = warp;
   const int wm = cw / WN, wn = cw % WN;
   const std::int64_t mask_base = (p.mask || p.replay) ? decode_mask_base(p, b, h, BK) : 0;
@@ -382,6 +426,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       asm volatile("" : "+r"(lane));
     const int tile = tile_of(j);
     ptx::mbar_wait(&full_k[j % NSK], (j / NSK) & 1);
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+    if (j == 0 && ctid == 0) BLASST_TL(5, clock64());
+#endif
     const unsigned char* kst = sK + (j % NSK) * Tr::kTileBytes;
 
     // S = Q K^T (with kSplitAcc, the second half of the head dim accumulates into s2).
@@ -545,6 +592,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     }
   }
 
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  if (ctid == 0) BLASST_TL(6, clock64());
+#endif
   if (ctid == 0 && rank == 0 && p.counters)
     ptx::add_tile_counts(&p.counters[(std::int64_t(b) * p.hkv + h) * 2], visited, skipped);
 
@@ -559,6 +609,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   } else {
     // Sum the key slices of the warps through shared memory (every stage has been consumed).
     ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+    if (ctid == 0) BLASST_TL(12, clock64());
+#endif
     float* red = reinterpret_cast<float*>(sK);  // [WN][RP][D] over the stages
     float* redl = red + WN * RP * D;            // [WN][RP]
 #pragma unroll
@@ -571,6 +624,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       sRed[wn * RP + r0] = m[0], sRed[wn * RP + r1] = m[1];
     }
     ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+    if (ctid == 0) BLASST_TL(13, clock64());
+#endif
     // The slices' running maxima are equal unless the walk was eager; weights are exactly 1 then.
     for (int i = ctid; i < Rl * (D / 2); i += kConsumers) {
       const int row = i / (D / 2), ch = 2 * (i % (D / 2));
@@ -588,6 +644,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       emit(row, ch, a0, a1, ll, mm);
     }
   }
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+  if (ctid == 0) {
+    BLASST_TL(7, clock64());
+    BLASST_TL(8, tl_globaltimer());
+  }
+#endif
   // No CTA of a cluster leaves while another may still store a vote into its shared memory.
   if constexpr (kCluster) ptx::cluster_sync();
 }
