@@ -17,7 +17,7 @@
 # decode-bytes: ncu's DRAM bytes, time and per-SM busy cycles of one dense and one 70 % skip step
 # (DECODE_BYTES_SHAPES, default 32/8 batch 8 and 64 at 32K), to show where the skip's time goes.
 # decode-profile: ncu over one step of cuDNN, our dense and our 70 % skip on the bar scripts' inputs
-# (DECODE_PROFILE_SHAPES, default the shapes whose bars are missed), beside each step's graph time.
+# (DECODE_PROFILE_SHAPES, default the shapes whose bars are missed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/blasst-out}
@@ -207,7 +207,7 @@ if want decode-bytes; then
 fi
 if want decode-profile; then
   # The missed decode bars' profile: ncu over one step of cuDNN, our dense and our 70 % skip, each
-  # in the in-process bar script's inputs (bench/decode_profile.py), with the step's graph time.
+  # on the in-process bar script's inputs (bench/decode_profile.py).
   # ncu flushes L2 before each kernel (its default cache control), as the bars' rotated cache does.
   echo "== ncu: one decode step of cuDNN, our dense and our 70 % skip (kernels, DRAM bytes, SM balance)"
   if build_pyext; then
@@ -217,7 +217,7 @@ if want decode-profile; then
         PYTHONPATH=/tmp/blasst-py/python timeout 300 ncu --clock-control none --profile-from-start off --csv \
           --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_active.min,gpc__cycles_elapsed.max \
           python3 bench/decode_profile.py --shape "$shape" --case $c > "$f" 2>&1
-        grep -E " a step in a graph" "$f" || { echo "FAILED: decode_profile.py --shape $shape --case $c"; tail -5 "$f"; status=1; }
+        grep -E " one step profiled" "$f" || { echo "FAILED: decode_profile.py --shape $shape --case $c"; tail -5 "$f"; status=1; }
         python3 scripts/ncu_kernels.py "$f"
       done
     done 2>&1 | tee "$OUT/decode_profile.log"
