@@ -499,7 +499,12 @@ void debug_decode_timeline_print(const char* label, cudaStream_t stream) {
   if (c.front().s[12] != 0) {  // key slices merged through shared memory
     row("  last product to the warps' barrier", [&](const std::uint64_t* s) { return cyc(s[6], s[12]); });
     row("  slices stored, second barrier", [&](const std::uint64_t* s) { return cyc(s[12], s[13]); });
-    row("  merge and partial O stores", [&](const std::uint64_t* s) { return cyc(s[13], s[7]); });
+    if (c.front().s[14] != 0) {
+      row("  merge", [&](const std::uint64_t* s) { return cyc(s[13], s[14]); });
+      row("  partial O stores", [&](const std::uint64_t* s) { return cyc(s[14], s[7]); });
+    } else {
+      row("  merge and partial O stores", [&](const std::uint64_t* s) { return cyc(s[13], s[7]); });
+    }
   }
   row("end, after the first CTA's start", [&](const std::uint64_t* s) { return (s[8] - g0) * 1e-3; });
   row("CTA's whole time", [&](const std::uint64_t* s) { return (s[8] - s[0]) * 1e-3; });

@@ -93,6 +93,9 @@ struct DecodeTraits {
   static constexpr std::size_t kQOffset = (NSK + NSV) * kTileBytes;
   static constexpr std::size_t kQBytes = std::size_t(RP) * RSQ * sizeof(T);
   static constexpr std::size_t kRedOffset = kQOffset + kQBytes;
+  // Row stride (floats) of the key-slice merge at the end (WN > 1): 8 floats of padding put the 8
+  // rows a warp stores at once on different banks (a stride of D put them all on the same 8).
+  static constexpr int kMergeStride = D + 8;
   static constexpr std::size_t kRedBytes = std::size_t(WN) * RP * sizeof(float);
   // kDeferPV: the waiting tile's P fragments and O rescale, each consumer lane's own (registers
   // are short: in registers they spilled 40-112 bytes at three CTAs per SM). Unused on clusters.
@@ -105,7 +108,7 @@ struct DecodeTraits {
   static constexpr int kMinBlocks = CPS_ > 0 ? CPS_ : kSmemBytes <= 110 * 1024 ? 2 : 1;  // CTAs an SM holds (registers capped so)
   static_assert(std::size_t(kMinBlocks) * (kSmemBytes + 1024) <= 227 * 1024, "the CTAs do not fit an SM's shared memory");
   // The cross-warp output reduction (WN > 1) reuses the K and V stages.
-  static_assert(WN == 1 || std::size_t(WN) * RP * D * sizeof(float) + std::size_t(WN) * RP * sizeof(float) <=
+  static_assert(WN == 1 || std::size_t(WN) * RP * kMergeStride * sizeof(float) + std::size_t(WN) * RP * sizeof(float) <=
                                (NSK + NSV) * kTileBytes,
                 "reduction buffer does not fit");
 };
@@ -200,6 +203,19 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       *reinterpret_cast<float2*>(p.part_o + prow * D + ch) = make_float2(o0 * inv, o1 * inv);
       if (ch == 0) p.part_lse[prow] = lse;
     }
+  };
+  // Four channels [ch, ch + 4) of a row: one 16-byte store of the partial output (two 4-byte
+  // stores of O without splits, whose strides promise 4-byte alignment only).
+  auto emit4 = [&](int lrow, int ch, const float4& v, float l, float m) {
+    if (direct || lrow >= Rl) {
+      emit(lrow, ch, v.x, v.y, l, m), emit(lrow, ch + 2, v.z, v.w, l, m);
+      return;
+    }
+    const bool any = l > 0.0f;
+    const float inv = any ? 1.0f / l : 0.0f;
+    const std::int64_t prow = ((std::int64_t(b) * p.hkv + h) * p.splits + split) * R + row0 + lrow;
+    *reinterpret_cast<float4*>(p.part_o + prow * D + ch) = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
+    if (ch == 0) p.part_lse[prow] = any ? m + __logf(l) : -INFINITY;
   };
 
   if (split >= cut.count) {  // an empty chunk (or a sequence with no visible tile)
@@ -612,36 +628,62 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 #ifdef BLASST_DECODE_DEBUG_TIMELINE
     if (ctid == 0) BLASST_TL(12, clock64());
 #endif
-    float* red = reinterpret_cast<float*>(sK);  // [WN][RP][D] over the stages
-    float* redl = red + WN * RP * D;            // [WN][RP]
+    // The same base as smem, but reached by arithmetic on the shared array (not through an
+    // integer), so that the compiler knows these are shared memory: LDS and STS instead of
+    // generic loads and stores. (For the whole kernel that moved registers and spills in other
+    // variants: here only.) With the padded rows and the merge below, this epilogue took 1.45
+    // instead of 2.5 us a CTA at MQA batch 8 (per-CTA timeline, PERF.md session 28).
+    unsigned char* smem_s = smem_raw + ((1024u - (static_cast<unsigned>(__cvta_generic_to_shared(smem_raw)) & 1023u)) & 1023u);
+    constexpr int MS = Tr::kMergeStride;
+    float* red = reinterpret_cast<float*>(smem_s);  // [WN][RP][MS] over the stages (sK)
+    float* redl = red + WN * RP * MS;               // [WN][RP]
+    float* sMax = reinterpret_cast<float*>(smem_s + Tr::kRedOffset);  // sRed
 #pragma unroll
     for (int i = 0; i < DT; ++i) {
-      *reinterpret_cast<float2*>(red + (wn * RP + r0) * D + i * 8 + ch0) = make_float2(o[i][0], o[i][1]);
-      *reinterpret_cast<float2*>(red + (wn * RP + r1) * D + i * 8 + ch0) = make_float2(o[i][2], o[i][3]);
+      *reinterpret_cast<float2*>(red + (wn * RP + r0) * MS + i * 8 + ch0) = make_float2(o[i][0], o[i][1]);
+      *reinterpret_cast<float2*>(red + (wn * RP + r1) * MS + i * 8 + ch0) = make_float2(o[i][2], o[i][3]);
     }
     if ((lane & 3) == 0) {
       redl[wn * RP + r0] = l[0], redl[wn * RP + r1] = l[1];
-      sRed[wn * RP + r0] = m[0], sRed[wn * RP + r1] = m[1];
+      sMax[wn * RP + r0] = m[0], sMax[wn * RP + r1] = m[1];
     }
     ptx::named_barrier_sync(kConsumerBarrier, kConsumers);
 #ifdef BLASST_DECODE_DEBUG_TIMELINE
     if (ctid == 0) BLASST_TL(13, clock64());
 #endif
     // The slices' running maxima are equal unless the walk was eager; weights are exactly 1 then.
-    for (int i = ctid; i < Rl * (D / 2); i += kConsumers) {
-      const int row = i / (D / 2), ch = 2 * (i % (D / 2));
-      float mm = sRed[row];
+    // TPR threads per row, each 4 channels at a time (16-byte loads and stores), so that a row's
+    // weights are found once per thread and the loads of all its channels overlap. The sums are
+    // the same, in the same order (slice 0 first), as one channel at a time.
+    constexpr int TPR = kConsumers / RP, NC4 = D / (4 * TPR);
+    static_assert(kConsumers % RP == 0 && D % (4 * TPR) == 0, "the merge's thread layout");
+    const int mrow = ctid / TPR, mj = ctid % TPR;
+    if (mrow < Rl) {
+      float mm = sMax[mrow];
 #pragma unroll
-      for (int w = 1; w < WN; ++w) mm = fmaxf(mm, sRed[w * RP + row]);
-      float a0 = 0.f, a1 = 0.f, ll = 0.f;
+      for (int w = 1; w < WN; ++w) mm = fmaxf(mm, sMax[w * RP + mrow]);
+      float wt[WN], ll = 0.f;
 #pragma unroll
       for (int w = 0; w < WN; ++w) {
-        const float mw = sRed[w * RP + row];
-        const float wt = mw == mm ? 1.f : mw == -INFINITY ? 0.f : __expf(mw - mm);
-        const float2 v = *reinterpret_cast<const float2*>(red + (w * RP + row) * D + ch);
-        a0 += wt * v.x, a1 += wt * v.y, ll += wt * redl[w * RP + row];
+        const float mw = sMax[w * RP + mrow];
+        wt[w] = mw == mm ? 1.f : mw == -INFINITY ? 0.f : __expf(mw - mm);
+        ll += wt[w] * redl[w * RP + mrow];
       }
-      emit(row, ch, a0, a1, ll, mm);
+      float4 acc[NC4];  // every channel merged first, then all stored
+#pragma unroll
+      for (int k = 0; k < NC4; ++k) {
+        acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int w = 0; w < WN; ++w) {
+          const float4 v = *reinterpret_cast<const float4*>(red + (w * RP + mrow) * MS + 4 * (mj + TPR * k));
+          acc[k].x += wt[w] * v.x, acc[k].y += wt[w] * v.y, acc[k].z += wt[w] * v.z, acc[k].w += wt[w] * v.w;
+        }
+      }
+#ifdef BLASST_DECODE_DEBUG_TIMELINE
+      if (ctid == 0) BLASST_TL(14, clock64());
+#endif
+#pragma unroll
+      for (int k = 0; k < NC4; ++k) emit4(mrow, 4 * (mj + TPR * k), acc[k], ll, mm);
     }
   }
 #ifdef BLASST_DECODE_DEBUG_TIMELINE
