@@ -187,7 +187,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   const SplitCut cut = split_cut(n, p.splits);
   const bool direct = p.splits == 1;
 
-  auto emit = [&](int lrow, int ch, float o0, float o1, float l, float m) {  // lrow: this CTA's row
+  // Channels [ch, ch + 2 * N) of row lrow (this CTA's), N pairs: the partial output in one store of
+  // 8 N bytes; O without splits in N stores of 4 bytes (its strides promise 4-byte alignment only).
+  auto emit_n = [&](auto n_pairs, int lrow, int ch, const float* v, float l, float m) {
+    constexpr int N = decltype(n_pairs)::value;
     if (lrow >= Rl) return;
     const int row = row0 + lrow;
     const bool any = l > 0.0f;
@@ -196,26 +199,23 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     if (direct) {
       const int t = row / p.group, hq = h * p.group + row % p.group;
       T* o = static_cast<T*>(p.o) + b * p.o_sb + t * p.o_st + hq * p.o_sh + ch;
-      *reinterpret_cast<std::uint32_t*>(o) = ptx::pack2<T>(o0 * inv, o1 * inv);
+#pragma unroll
+      for (int i = 0; i < N; ++i)
+        *reinterpret_cast<std::uint32_t*>(o + 2 * i) = ptx::pack2<T>(v[2 * i] * inv, v[2 * i + 1] * inv);
       if (ch == 0 && p.lse) p.lse[b * p.lse_sb + t * p.lse_st + hq * p.lse_sh] = lse;
     } else {
       const std::int64_t prow = ((std::int64_t(b) * p.hkv + h) * p.splits + split) * R + row;
-      *reinterpret_cast<float2*>(p.part_o + prow * D + ch) = make_float2(o0 * inv, o1 * inv);
+      float* dst = p.part_o + prow * D + ch;
+      if constexpr (N == 2)
+        *reinterpret_cast<float4*>(dst) = make_float4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
+      else
+        *reinterpret_cast<float2*>(dst) = make_float2(v[0] * inv, v[1] * inv);
       if (ch == 0) p.part_lse[prow] = lse;
     }
   };
-  // Four channels [ch, ch + 4) of a row: one 16-byte store of the partial output (two 4-byte
-  // stores of O without splits, whose strides promise 4-byte alignment only).
-  auto emit4 = [&](int lrow, int ch, const float4& v, float l, float m) {
-    if (direct || lrow >= Rl) {
-      emit(lrow, ch, v.x, v.y, l, m), emit(lrow, ch + 2, v.z, v.w, l, m);
-      return;
-    }
-    const bool any = l > 0.0f;
-    const float inv = any ? 1.0f / l : 0.0f;
-    const std::int64_t prow = ((std::int64_t(b) * p.hkv + h) * p.splits + split) * R + row0 + lrow;
-    *reinterpret_cast<float4*>(p.part_o + prow * D + ch) = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
-    if (ch == 0) p.part_lse[prow] = any ? m + __logf(l) : -INFINITY;
+  auto emit = [&](int lrow, int ch, float o0, float o1, float l, float m) {
+    const float v[2] = {o0, o1};
+    emit_n(std::integral_constant<int, 1>{}, lrow, ch, v, l, m);
   };
 
   if (split >= cut.count) {  // an empty chunk (or a sequence with no visible tile)
@@ -683,7 +683,10 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
       if (ctid == 0) BLASST_TL(14, clock64());
 #endif
 #pragma unroll
-      for (int k = 0; k < NC4; ++k) emit4(mrow, 4 * (mj + TPR * k), acc[k], ll, mm);
+      for (int k = 0; k < NC4; ++k) {
+        const float v[4] = {acc[k].x, acc[k].y, acc[k].z, acc[k].w};
+        emit_n(std::integral_constant<int, 2>{}, mrow, 4 * (mj + TPR * k), v, ll, mm);
+      }
     }
   }
 #ifdef BLASST_DECODE_DEBUG_TIMELINE
