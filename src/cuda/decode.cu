@@ -1,6 +1,7 @@
 // Host side of the CUDA decode: support checks, the planner and the dispatch over compiled variants.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <string>
 #ifdef BLASST_DECODE_DEBUG_TIMELINE
@@ -519,6 +520,9 @@ void decode(const DecodeProblem& p, const SkipPolicy& pol, const DecodePlan& pla
   if (out.o == nullptr) throw Error("decode: the output O must not be null");
   if (out.o_dtype != p.dtype) throw Error("decode: O must have the input dtype on the CUDA backend");
   if (plan.workspace_bytes > 0 && workspace == nullptr) throw Error("decode: the plan needs a workspace");
+  // The split kernel stores the partial outputs 16 bytes at a time.
+  if (plan.workspace_bytes > 0 && reinterpret_cast<std::uintptr_t>(workspace) % 16 != 0)
+    throw Error("decode: the workspace must be 16-byte aligned");
   if (p.batch == 0) return;
 
   DecodeParams d{};

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <string>
 
 #include "blasst/cuda/decode.hpp"
 #include "cuda/cuda_test_util.hpp"
@@ -601,6 +602,31 @@ TEST(DecodePlanner, SmallRingsWhereChunksHold16Tiles) {
   EXPECT_TRUE(long1.small_rings);
   EXPECT_EQ(long1.splits, long1.sm_count * 2 / 8);
   EXPECT_THROW(cuda::plan_decode_for(shape_problem(8, 1, 1, 64), 64, SkipPolicy{}, 0, kH200SmemPerSm), Error);
+}
+
+// decode's argument checks come before any device work: a missing or misaligned workspace (the
+// partial outputs are stored 16 bytes at a time) says so. No GPU needed.
+TEST(DecodePlanner, WorkspaceMustBePresentAndAligned) {
+  const DecodeProblem p = shape_problem(32, 8, 8, 32768);
+  SkipPolicy pol;
+  pol.order = VisitOrder::forward;
+  pol.splits = 0;  // the planner's: 4 here
+  const cuda::DecodePlan plan = cuda::plan_decode_for(p, 32768, pol, kH200Sms, kH200SmemPerSm);
+  ASSERT_GT(plan.workspace_bytes, 0u);
+  alignas(16) static unsigned char fake[64];  // never dereferenced: the checks throw first
+  Outputs out;
+  out.set_contiguous_strides(p);
+  out.o = fake, out.o_dtype = DType::bf16;
+  auto message = [&](void* workspace) -> std::string {
+    try {
+      cuda::decode(p, pol, plan, out, workspace, nullptr);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(message(nullptr).find("needs a workspace"), std::string::npos);
+  EXPECT_NE(message(fake + 8).find("16-byte aligned"), std::string::npos);
 }
 
 // GQA walks that may skip, with max seeding, on a grid of a wave or more even unsplit: groups of up

@@ -82,7 +82,9 @@ DecodePlan plan_decode_for(const DecodeProblem& p, int max_seq_len, const SkipPo
 // p.dtype; out.lse, out.tile_counters and out.skip_mask are optional. The mask is written in
 // SkipMaskLayout order and must hold batch * Hkv * ceil(max_seq_len / block_k) bytes (it is
 // cleared to that bound first). policy.replay_mask, if set, is a device mask in the same layout.
-// Every sequence must be at most plan.max_seq_len long. Errors are blasst::Error.
+// Every sequence must be at most plan.max_seq_len long. workspace (plan.workspace_bytes, where
+// that is not 0) must be 16-byte aligned, as cudaMalloc's and torch's allocations are. Errors are
+// blasst::Error.
 void decode(const DecodeProblem& p, const SkipPolicy& policy, const DecodePlan& plan, const Outputs& out,
             void* workspace, cudaStream_t stream);
 
