@@ -194,12 +194,14 @@ if want profile; then
   grep -E "Duration|DRAM Throughput|Warp Cycles Per Issued|Issued Warp|Eligible Warps" "$OUT/ncu_decode.txt" | head -20
   stall_table decode_splitkv "$OUT/ncu_source.csv" "$B/bench/blasst_cuda_decode_bench" --one 32,8,8,32768
 fi
+# What scripts/ncu_kernels.py sums per launch.
+NCU_STEP_METRICS=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_active.min,gpc__cycles_elapsed.max
 if want decode-bytes; then
   echo "== ncu: DRAM bytes and SM balance of a dense and a 70 % decode step"
   for shape in ${DECODE_BYTES_SHAPES:-32,8,8,32768 32,8,64,32768}; do
     f="$OUT/ncu_bytes_${shape//,/_}.csv"
     BLASST_BENCH_PROFILE=1 ncu --clock-control none --profile-from-start off --csv --print-units base \
-      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_active.min,gpc__cycles_elapsed.max \
+      --metrics "$NCU_STEP_METRICS" \
       "$B/bench/blasst_cuda_decode_bench" --one "$shape" --target 0.7 --warm 0 > "$f" 2>&1
     grep -E "dense|a=" "$f"
     python3 scripts/ncu_kernels.py "$f"
@@ -215,7 +217,7 @@ if want decode-profile; then
       for c in cudnn dense 0.7; do
         f="$OUT/ncu_step_${shape//,/_}_$c.csv"
         PYTHONPATH=/tmp/blasst-py/python timeout 300 ncu --clock-control none --profile-from-start off --csv \
-          --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_active.min,gpc__cycles_elapsed.max \
+          --print-units base --metrics "$NCU_STEP_METRICS" \
           python3 bench/decode_profile.py --shape "$shape" --case $c > "$f" 2>&1
         grep -E " one step profiled" "$f" || { echo "FAILED: decode_profile.py --shape $shape --case $c"; tail -5 "$f"; status=1; }
         python3 scripts/ncu_kernels.py "$f"
